@@ -1,0 +1,57 @@
+"""Durable Chat: chat with AI agents whose replies survive refreshes, drops and dead workers."""
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from .agents import load_agents
+from .config import INSTANCE_DIR, PROJECT_ROOT, Config
+from .embedded_redis import ensure_redis_url
+from .extensions import db, init_redis, migrate
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. `config` overrides the environment (tests pass theirs here)."""
+    app = Flask(
+        __name__, instance_path=str(INSTANCE_DIR),
+        template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.from_object(Config)
+    if config:
+        app.config.update(config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or instance_secret(Path(app.instance_path))
+    if app.config["RESUMABLE_STREAMS"] and not app.config["REDIS_URL"]:
+        app.config["REDIS_URL"] = ensure_redis_url(Path(app.instance_path) / "redis", app.config["REDIS_SERVER_BIN"])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    init_redis(app)
+    app.extensions["agents"] = load_agents(app.config["AGENTS_FILE"])
+
+    from .replies import Replies
+
+    app.extensions["replies"] = Replies(app)
+
+    from .views import api, errors, health, pages
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    errors.init_app(app)
+    pages.init_app(app)
+    return app
+
+
+def instance_secret(instance: Path) -> str:
+    """A SECRET_KEY generated once and kept in instance/, so sessions survive restarts."""
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()

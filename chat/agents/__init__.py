@@ -1,0 +1,109 @@
+"""Agents: who people can chat with, and the one `generate()` shape every model speaks.
+
+`generate()` yields text pieces as the model produces them and, last, one `Completion` with the
+finish reason and the usage the provider reported (None where it reported none).
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..models import MICROS_PER_CREDIT
+
+
+class AgentConfigError(RuntimeError):
+    """The agents file is unusable; the message names the file and the problem."""
+
+
+class ProviderError(Exception):
+    """A model call failed; `str(error)` is written for a person."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    slug: str
+    name: str
+    description: str
+    model: str
+    system_prompt: str
+    temperature: float
+    max_tokens: int
+    price_prompt_per_1k: float
+    price_completion_per_1k: float
+
+    def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Cost in micro-credits, rounded up so no usage is ever free."""
+        credits = (prompt_tokens * self.price_prompt_per_1k + completion_tokens * self.price_completion_per_1k) / 1000
+        return math.ceil(credits * MICROS_PER_CREDIT)
+
+
+@dataclass(frozen=True)
+class Completion:
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+Generation = Iterator["str | Completion"]
+
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "slug": str, "name": str, "description": str, "model": str, "system_prompt": str,
+    "temperature": (int, float), "max_tokens": int,
+    "price_prompt_per_1k": (int, float), "price_completion_per_1k": (int, float),
+}
+
+
+def load_agents(path: str | Path) -> dict[str, Agent]:
+    """Read and validate the agents file; raise AgentConfigError saying exactly what is wrong."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AgentConfigError(f"Agents file {path} does not exist (set AGENTS_FILE)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AgentConfigError(f"Agents file {path} is not valid TOML: {exc}") from None
+    entries = data.get("agents")
+    if not isinstance(entries, list) or not entries:
+        raise AgentConfigError(f"Agents file {path} must define at least one [[agents]] table")
+    agents: dict[str, Agent] = {}
+    for index, entry in enumerate(entries, start=1):
+        where = f"{path}, agent #{index}"
+        for field, kind in REQUIRED_FIELDS.items():
+            if field not in entry:
+                raise AgentConfigError(f"{where}: missing `{field}`")
+            if not isinstance(entry[field], kind) or isinstance(entry[field], bool):
+                raise AgentConfigError(f"{where}: `{field}` has the wrong type ({entry[field]!r})")
+        unknown = set(entry) - set(REQUIRED_FIELDS)
+        if unknown:
+            raise AgentConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        agent = Agent(**entry)
+        if not agent.slug.replace("-", "").isalnum() or agent.slug != agent.slug.lower():
+            raise AgentConfigError(f"{where}: slug {agent.slug!r} must be lowercase letters, digits and dashes")
+        if agent.slug in agents:
+            raise AgentConfigError(f"{where}: slug {agent.slug!r} is used twice")
+        if agent.max_tokens <= 0 or agent.price_prompt_per_1k < 0 or agent.price_completion_per_1k < 0:
+            raise AgentConfigError(f"{where}: max_tokens must be positive and prices not negative")
+        agents[agent.slug] = agent
+    return agents
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (about four characters a token) for when a provider reports none."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def generate(agent: Agent, history: list[dict[str, str]], config: dict) -> Generation:
+    """Stream `agent`'s reply to `history` from the configured model (the demo one without a key)."""
+    if config.get("OPENAI_API_KEY"):
+        from .openai_provider import generate_openai
+
+        return generate_openai(
+            agent, history, api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"),
+            timeout_seconds=config["OPENAI_TIMEOUT_SECONDS"],
+        )
+    from .demo import generate_demo
+
+    return generate_demo(agent, history, config["DEMO_MODEL_WORDS"], config["DEMO_MODEL_DELAY_MS"])

@@ -1,0 +1,61 @@
+"""Stream a reply from any OpenAI-compatible server (OpenAI, gateways, vLLM, Ollama, llama.cpp).
+
+Usage is requested in the final chunk (`stream_options`); provider failures become a
+ProviderError whose text a person can act on.
+"""
+from __future__ import annotations
+
+import httpx
+import openai
+
+from . import Agent, Completion, Generation, ProviderError
+
+
+def person_readable(exc: Exception) -> str:
+    if isinstance(exc, openai.AuthenticationError):
+        return "The model provider rejected the API key (check OPENAI_API_KEY)."
+    if isinstance(exc, openai.RateLimitError):
+        return "The model provider is rate-limiting requests right now; try again in a moment."
+    if isinstance(exc, openai.APITimeoutError):
+        return "The model provider took too long to answer."
+    if isinstance(exc, openai.APIConnectionError):
+        return "The connection to the model provider was lost."
+    if isinstance(exc, openai.BadRequestError):
+        text = str(exc).lower()
+        if "context" in text or "too long" in text or "maximum" in text:
+            return "The conversation is too long for this model; start a new chat."
+        return "The model provider refused the request."
+    if isinstance(exc, openai.APIStatusError):
+        return f"The model provider answered with an error (HTTP {exc.status_code})."
+    return "The model provider failed."
+
+
+def generate_openai(agent: Agent, history: list[dict[str, str]], *, api_key: str,
+                    base_url: str | None, timeout_seconds: float) -> Generation:
+    client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
+    messages = [{"role": "system", "content": agent.system_prompt}, *history]
+    finish_reason = "stop"
+    usage = None
+    try:
+        stream = client.chat.completions.create(
+            model=agent.model, messages=messages, temperature=agent.temperature,
+            max_tokens=agent.max_tokens, stream=True, stream_options={"include_usage": True},
+        )
+        with stream:
+            for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        yield choice.delta.content
+                    if choice.finish_reason:
+                        finish_reason = "length" if choice.finish_reason == "length" else "stop"
+    except openai.OpenAIError as exc:
+        raise ProviderError(person_readable(exc)) from exc
+    except httpx.HTTPError as exc:  # the body broke off mid-stream; openai does not wrap these
+        raise ProviderError("The connection to the model provider was lost mid-reply.") from exc
+    yield Completion(
+        finish_reason,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+    )

@@ -1,0 +1,94 @@
+"""Every setting the app reads from the environment, in one place.
+
+`.env` (see `.env.example`) is loaded by python-dotenv before these classes are built, so a
+developer's local settings and a server's real environment both end up here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", PROJECT_ROOT / "instance"))
+
+load_dotenv(PROJECT_ROOT / ".env")
+
+
+def env_int(name: str, default: int) -> int:
+    """Read an integer setting; a malformed value stops start-up with the setting's name."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() not in {"0", "false", "no", "off"}
+
+
+def database_url() -> str:
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'durable-chat.sqlite3'}"
+    # Hosted providers hand out postgres:// URLs; SQLAlchemy wants the psycopg 3 dialect named.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY")  # generated into instance/ when unset
+    SQLALCHEMY_DATABASE_URI = database_url()
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # Unset means "start an embedded redis-server" (chat/embedded_redis.py).
+    REDIS_URL = os.environ.get("REDIS_URL") or None
+    REDIS_SERVER_BIN = os.environ.get("REDIS_SERVER_BIN") or None
+    # Connections per process. Streaming readers share one multiplexed XREAD, so this is far
+    # below gunicorn's worker_connections; requests beyond it wait for a free connection.
+    REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 64)
+    REDIS_SOCKET_TIMEOUT_MS = env_int("REDIS_SOCKET_TIMEOUT_MS", 10_000)
+
+    RESUMABLE_STREAMS = env_flag("RESUMABLE_STREAMS", True)
+    # Producer side: deltas are coalesced and written at most this often (or when this many
+    # characters are waiting), every write due at the same moment shares one pipeline.
+    STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 50)
+    STREAM_FLUSH_CHARS = env_int("STREAM_FLUSH_CHARS", 400)
+    # Liveness: a producer refreshes its heartbeat this often; readers and the reaper call it
+    # dead (and the reply interrupted) once the heartbeat is older than the timeout.
+    HEARTBEAT_INTERVAL_MS = env_int("HEARTBEAT_INTERVAL_MS", 1000)
+    PRODUCER_TIMEOUT_MS = env_int("PRODUCER_TIMEOUT_MS", 5000)
+    # Reader side: one XREAD BLOCK per process, shorter than the Redis socket timeout.
+    READER_BLOCK_MS = env_int("READER_BLOCK_MS", 1000)
+    SSE_KEEPALIVE_SECONDS = env_int("SSE_KEEPALIVE_SECONDS", 15)
+    # Retention: a finished stream is kept this long for late resumers, then expires.
+    STREAM_TTL_SECONDS = env_int("STREAM_TTL_SECONDS", 600)
+    STREAM_MAXLEN = env_int("STREAM_MAXLEN", 20_000)
+    CHAT_STREAMS_TTL_SECONDS = env_int("CHAT_STREAMS_TTL_SECONDS", 86_400)
+    # The longest a reply may generate; also bounds how long a stream key lives while live.
+    MAX_REPLY_SECONDS = env_int("MAX_REPLY_SECONDS", 600)
+    REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 5)
+
+    MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 8000)
+    HISTORY_CHAR_BUDGET = env_int("HISTORY_CHAR_BUDGET", 24_000)
+    # New guests start with this many credits (1 credit = 1,000,000 micro-credits internally).
+    GUEST_CREDIT_GRANT = env_int("GUEST_CREDIT_GRANT", 100)
+
+    AGENTS_FILE = os.environ.get("AGENTS_FILE") or str(PROJECT_ROOT / "chat" / "agents" / "agents.toml")
+    OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY") or None
+    OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
+    OPENAI_TIMEOUT_SECONDS = env_int("OPENAI_TIMEOUT_SECONDS", 60)
+    DEMO_MODEL_WORDS = env_int("DEMO_MODEL_WORDS", 60)
+    DEMO_MODEL_DELAY_MS = env_int("DEMO_MODEL_DELAY_MS", 40)
+
+    SESSION_COOKIE_NAME = "durable_chat"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", False)
+    PERMANENT_SESSION_LIFETIME = 60 * 60 * 24 * 365

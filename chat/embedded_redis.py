@@ -1,0 +1,97 @@
+"""A private redis-server for a machine that has none configured (REDIS_URL unset).
+
+One server process per app server: gunicorn's master starts it before forking (gunicorn.conf.py)
+and publishes its URL in the environment, so every worker shares it; `flask run` starts it on
+first use. It listens on a free loopback port, keeps its data under instance/redis/, and is
+stopped when the process that started it exits.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+ENV_FLAG = "DURABLE_CHAT_EMBEDDED_REDIS"
+
+
+class RedisServerNotFound(RuntimeError):
+    pass
+
+
+def find_redis_server(explicit: str | None = None) -> str:
+    """Locate the redis-server binary, or explain how to get one."""
+    candidate = explicit or os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+    if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    raise RedisServerNotFound(
+        "No redis-server binary was found. Install it (Debian/Ubuntu: `sudo apt-get install "
+        "redis-server`, macOS: `brew install redis`), point REDIS_SERVER_BIN at one, or set "
+        "REDIS_URL to a Redis you already run (redis://… or rediss://…)."
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 10.0) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {process.returncode} while starting")
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+        finally:
+            client.close()
+    process.kill()
+    raise RuntimeError(f"redis-server did not answer on {url} within {timeout:.0f}s")
+
+
+def start_redis_server(data_dir: Path, binary: str | None = None, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """Start redis-server on loopback; returns its URL and process (stopped at exit)."""
+    binary = find_redis_server(binary)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+         "--save", "60 1", "--appendonly", "no", "--protected-mode", "yes",
+         "--logfile", str(data_dir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until_ready(url, process)
+    atexit.register(stop_redis_server, process)
+    return url, process
+
+
+def stop_redis_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def ensure_redis_url(data_dir: Path, binary: str | None = None) -> str:
+    """Return REDIS_URL, starting the embedded server (once per process tree) when it is unset."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    url, _process = start_redis_server(data_dir, binary)
+    # Children (gunicorn workers, the reloader's child) inherit the URL and reuse this server.
+    os.environ["REDIS_URL"] = url
+    os.environ[ENV_FLAG] = "1"
+    return url

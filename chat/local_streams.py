@@ -1,0 +1,137 @@
+"""The `RESUMABLE_STREAMS=0` backend: a reply's log lives in this process's memory only.
+
+It has the same methods as RedisStreams, so generation and the POST response are the same code
+in both modes; what it cannot do is let another process (or a later request after the reply has
+finished) read the log, so GET /api/chat falls back to the stored message.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+
+from .streams import Event, StreamRef, entry_cursor, joined_text
+
+
+class LocalLog:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.sealed = False
+        self.cancelled = False
+        self.changed = threading.Condition()
+
+    def add(self, event_type: str, data: dict) -> Event:
+        with self.changed:
+            event = Event(f"0-{len(self.events) + 1}", event_type, json.dumps(data))
+            self.events.append(event)
+            self.changed.notify_all()
+            return event
+
+    @property
+    def done(self) -> bool:
+        return bool(self.events) and self.events[-1].terminal
+
+
+class LocalStreams:
+    def __init__(self) -> None:
+        self.logs: dict[StreamRef, LocalLog] = {}
+        self.live: dict[str, str] = {}
+        self.lock = threading.RLock()
+
+    def append_stream_id(self, chat_id: str, stream_id: str) -> None:
+        """Nothing to record: without Redis there is no stream for another request to resume."""
+
+    def load_streams(self, chat_id: str) -> list[str]:
+        return []
+
+    def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool:
+        with self.lock:
+            if ref.chat_id in self.live:
+                return False
+            self.live[ref.chat_id] = ref.stream_id
+            return True
+
+    def release_live(self, ref: StreamRef) -> None:
+        with self.lock:
+            if self.live.get(ref.chat_id) == ref.stream_id:
+                del self.live[ref.chat_id]
+
+    def live_stream_id(self, chat_id: str) -> str | None:
+        return self.live.get(chat_id)
+
+    def alive(self, refs: Sequence[StreamRef]) -> list[bool]:
+        return [self.live.get(ref.chat_id) == ref.stream_id for ref in refs]
+
+    def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
+        return [self.logs[ref].cancelled if ref in self.logs else False for ref in refs]
+
+    def request_cancel(self, ref: StreamRef) -> None:
+        if ref in self.logs:
+            self.logs[ref].cancelled = True
+
+    def create(self, ref: StreamRef, start_data: dict) -> str:
+        log = self.logs[ref] = LocalLog()
+        return log.add("start", start_data).id
+
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, str]]) -> list[bool]:
+        accepted = []
+        for ref, text in batch:
+            log = self.logs.get(ref)
+            ok = log is not None and not log.sealed
+            if ok:
+                log.add("delta", {"text": text})
+            accepted.append(ok)
+        return accepted
+
+    def seal(self, ref: StreamRef) -> None:
+        if ref in self.logs:
+            self.logs[ref].sealed = True
+
+    def terminate(self, ref: StreamRef, event: str, data: dict) -> bool:
+        with self.lock:
+            log = self.logs.get(ref)
+            if log is None or log.done:
+                return False
+            log.sealed = True
+            log.add(event, data)
+            # Readers already following keep their reference; nobody new can find a finished log.
+            del self.logs[ref]
+            self.release_live(ref)
+            return True
+
+    def is_terminated(self, ref: StreamRef) -> bool:
+        return ref not in self.logs
+
+    def exists(self, ref: StreamRef) -> bool:
+        return ref in self.logs
+
+    def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]:
+        log = self.logs.get(ref)
+        events = [e for e in log.events if e.cursor > entry_cursor(after)] if log else []
+        return events[:count] if count else events
+
+    def read_text(self, ref: StreamRef) -> str:
+        return joined_text(self.read(ref))
+
+    def ping(self) -> bool:
+        return True
+
+    def subscribe(self, ref: StreamRef, after: str, keepalive_seconds: float) -> Iterator[Event | None]:
+        """Follow the log until its terminal event; None means "nothing new for a while"."""
+        log = self.logs.get(ref)
+        if log is None:
+            return
+        position = entry_cursor(after)[1]
+        while True:
+            with log.changed:
+                if position >= len(log.events):
+                    log.changed.wait(keepalive_seconds)
+                fresh = log.events[position:]
+            if not fresh:
+                yield None
+                continue
+            for event in fresh:
+                position += 1
+                yield event
+                if event.terminal:
+                    return

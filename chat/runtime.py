@@ -1,0 +1,303 @@
+"""Per-process background machinery: the producer pump, the multiplexed reader and the reaper.
+
+Written with `threading`; under gunicorn's gevent worker (monkey-patched) every thread here is a
+greenlet, under `flask run` and in tests it is a real thread. Nothing here touches Redis
+directly: it calls the stream backend (chat/streams.py or chat/local_streams.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import redis
+
+from .streams import Event, RedisStreams, StreamRef, entry_cursor
+
+log = logging.getLogger(__name__)
+
+STORE_UNAVAILABLE = "The stream store (Redis) is unavailable; reload to see the saved reply."
+STORE_FAILED = object()  # queued to every subscriber when the reader loses Redis
+
+
+def start_daemon(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+class ProducerState:
+    """What one generating reply shares with the pump: text waiting to be written, and flags."""
+
+    def __init__(self, ref: StreamRef) -> None:
+        self.ref = ref
+        self.pending: list[str] = []
+        self.accepted: list[str] = []   # exactly the deltas that reached the log, in order
+        self.lock = threading.Lock()
+        self.cancelled = False          # a stop request was seen
+        self.sealed = False             # somebody else is recording this reply's outcome
+        self.failure: Exception | None = None
+        self.finishing = False
+        self.drained = threading.Event()
+
+    def push(self, text: str) -> int:
+        with self.lock:
+            self.pending.append(text)
+            return sum(map(len, self.pending))
+
+    def take(self) -> str:
+        with self.lock:
+            text, self.pending = "".join(self.pending), []
+            return text
+
+    @property
+    def should_stop(self) -> bool:
+        return self.cancelled or self.sealed or self.failure is not None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.accepted)
+
+
+class Pump:
+    """Writes every local producer's deltas: one pipeline per flush, heartbeats on a timer."""
+
+    def __init__(self, backend, *, flush_ms: int, flush_chars: int, heartbeat_ms: int, timeout_ms: int) -> None:
+        self.backend = backend
+        self.flush_seconds = flush_ms / 1000
+        self.flush_chars = flush_chars
+        self.heartbeat_seconds = heartbeat_ms / 1000
+        self.timeout_ms = timeout_ms
+        self.producers: dict[StreamRef, ProducerState] = {}
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.next_heartbeat = 0.0
+        start_daemon(self.run, "durable-chat-pump")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+
+    def register(self, ref: StreamRef) -> ProducerState:
+        state = ProducerState(ref)
+        with self.lock:
+            self.producers[ref] = state
+        self.wakeup.set()
+        return state
+
+    def unregister(self, state: ProducerState) -> None:
+        with self.lock:
+            self.producers.pop(state.ref, None)
+
+    def push(self, state: ProducerState, text: str) -> None:
+        if state.push(text) >= self.flush_chars:
+            self.wakeup.set()
+
+    def drain(self, state: ProducerState, timeout: float = 30.0) -> None:
+        """Wait until everything `state` produced has been written (or refused)."""
+        state.finishing = True
+        self.wakeup.set()
+        state.drained.wait(timeout)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            if not self.producers:
+                self.wakeup.wait()
+            else:
+                self.wakeup.wait(self.flush_seconds)
+            self.wakeup.clear()
+            with self.lock:
+                states = list(self.producers.values())
+            try:
+                self.flush(states)
+                if time.monotonic() >= self.next_heartbeat and states:
+                    self.next_heartbeat = time.monotonic() + self.heartbeat_seconds
+                    for state, cancel in zip(states, self.backend.heartbeat([s.ref for s in states], self.timeout_ms)):
+                        state.cancelled = state.cancelled or cancel
+            except redis.RedisError as exc:
+                log.warning("pump: Redis failed: %s", exc)
+                for state in states:
+                    state.failure = exc
+                    state.drained.set()
+            except Exception:  # a bug here must not silently stop every reply of the process
+                log.exception("pump: unexpected failure")
+
+    def flush(self, states: list[ProducerState]) -> None:
+        batch = [(state, text) for state in states if (text := state.take())]
+        if batch:
+            results = self.backend.append_deltas([(state.ref, text) for state, text in batch])
+            for (state, text), accepted in zip(batch, results):
+                if accepted:
+                    state.accepted.append(text)
+                else:
+                    state.sealed = True
+        for state in states:
+            if state.finishing and not state.pending:
+                state.drained.set()
+
+
+class Subscription:
+    """One client's view of a log: catch-up from its cursor, then entries the hub hands over."""
+
+    def __init__(self, hub: StreamHub, ref: StreamRef, after: str, catch_up: bool) -> None:
+        self.hub = hub
+        self.ref = ref
+        self.last = after
+        self.catch_up = catch_up
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[Event | None]:
+        try:
+            if self.catch_up:
+                for event in self.hub.store.read(self.ref, self.last):
+                    self.last = event.id
+                    yield event
+                    if event.terminal:
+                        return
+            while True:
+                try:
+                    batch = self.queue.get(timeout=self.hub.keepalive_seconds)
+                except queue.Empty:
+                    yield None
+                    continue
+                if batch is STORE_FAILED:
+                    yield self.failure_event()
+                    return
+                for event in batch:
+                    if event.cursor <= entry_cursor(self.last):
+                        continue  # already delivered by the catch-up read
+                    self.last = event.id
+                    yield event
+                    if event.terminal:
+                        return
+        except redis.RedisError:
+            yield self.failure_event()
+        finally:
+            self.hub.unsubscribe(self)
+
+    def failure_event(self) -> Event:
+        # Carries the last id delivered, so resuming from it continues exactly where this stopped.
+        return Event(self.last, "error", json.dumps({"message": STORE_UNAVAILABLE}))
+
+
+class StreamHub:
+    """One blocking XREAD per process over every log its clients follow, fanned out to queues.
+
+    A subscriber registers first and then reads what it missed, so with the hub's deliveries
+    (which only move forward) it sees every entry once: duplicates are dropped by id.
+    """
+
+    def __init__(self, store: RedisStreams, *, block_ms: int, keepalive_seconds: float,
+                 liveness_seconds: float, on_dead: Callable[[StreamRef], None]) -> None:
+        self.store = store
+        self.block_ms = block_ms
+        self.keepalive_seconds = keepalive_seconds
+        self.liveness_seconds = liveness_seconds
+        self.on_dead = on_dead
+        self.followers: dict[StreamRef, set[Subscription]] = {}
+        self.cursors: dict[StreamRef, str] = {}
+        self.lock = threading.Lock()
+        self.has_work = threading.Event()
+        self.wake_key = store.wake_key(uuid.uuid4().hex)
+        self.wake_cursor = "0-0"
+        self.next_liveness = 0.0
+        self.reaping: set[StreamRef] = set()
+        self.stopping = threading.Event()
+        start_daemon(self.run, "durable-chat-reader")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.has_work.set()
+
+    def subscribe(self, ref: StreamRef, after: str) -> Subscription:
+        with self.lock:
+            followed = ref in self.followers
+            hub_cursor = self.cursors.get(ref, after)
+            behind = followed and entry_cursor(after) < entry_cursor(hub_cursor)
+            subscription = Subscription(self, ref, after, catch_up=behind)
+            if not followed:
+                self.followers[ref] = set()
+                self.cursors[ref] = after
+            self.followers[ref].add(subscription)
+        if not followed:
+            self.has_work.set()
+            self.store.wake(self.wake_key)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self.lock:
+            followers = self.followers.get(subscription.ref)
+            if followers is not None:
+                followers.discard(subscription)
+                if not followers:
+                    del self.followers[subscription.ref]
+                    self.cursors.pop(subscription.ref, None)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.step()
+            except redis.RedisError as exc:
+                log.warning("reader: Redis failed: %s", exc)
+                self.fail_everyone()
+                time.sleep(0.5)
+            except Exception:
+                log.exception("reader: unexpected failure")
+                time.sleep(0.5)
+
+    def step(self) -> None:
+        with self.lock:
+            cursors = dict(self.cursors)
+        if not cursors:
+            self.has_work.wait(self.liveness_seconds)
+            self.has_work.clear()
+            return
+        events, woken = self.store.read_many(cursors, self.block_ms, self.wake_key, self.wake_cursor)
+        if woken:
+            self.wake_cursor = woken
+        with self.lock:
+            for ref, batch in events.items():
+                if ref not in self.followers:
+                    continue
+                self.cursors[ref] = batch[-1].id
+                for subscription in self.followers[ref]:
+                    subscription.queue.put(batch)
+                if batch[-1].terminal:
+                    # Subscribers end on the terminal event; stop reading a finished log.
+                    del self.followers[ref]
+                    del self.cursors[ref]
+        if time.monotonic() >= self.next_liveness:
+            self.next_liveness = time.monotonic() + self.liveness_seconds
+            self.check_liveness()
+
+    def check_liveness(self) -> None:
+        """Hand streams whose producer stopped heart-beating (without finishing) to `on_dead`."""
+        with self.lock:
+            refs = [ref for ref in self.followers if ref not in self.reaping]
+        if not refs:
+            return
+        for ref, alive in zip(refs, self.store.alive(refs)):
+            if not alive:
+                self.reaping.add(ref)
+                start_daemon(lambda ref=ref: self.reap(ref), "durable-chat-reap")
+
+    def reap(self, ref: StreamRef) -> None:
+        try:
+            self.on_dead(ref)
+        except Exception:
+            log.exception("could not finish dead stream %s", ref)
+        finally:
+            self.reaping.discard(ref)
+
+    def fail_everyone(self) -> None:
+        with self.lock:
+            subscriptions = [s for group in self.followers.values() for s in group]
+            self.followers.clear()
+            self.cursors.clear()
+        for subscription in subscriptions:
+            subscription.queue.put(STORE_FAILED)

@@ -1,0 +1,248 @@
+"""The Redis side of resumable streams: the only module that knows keys and commands.
+
+A reply is a Redis Stream of events (`start`, `delta`…, then one terminal `finish` or `error`),
+so any reader on any worker or host can continue from any entry id. Every key of one chat
+carries `{chat_id}` as a hash tag, so a chat's keys share one Redis Cluster slot and the Lua
+scripts below touch a single slot.
+
+Keys of chat C and stream S:
+  chat:{C}:streams         list of the chat's newest stream ids (newest first, capped at 5)
+  chat:{C}:live            S while its producer is alive; refreshed by the heartbeat (PX)
+  chat:{C}:stream:S        the event log
+  chat:{C}:stream:S:state  absent while open, "sealed" once no more deltas may be added,
+                           "done" once the terminal event is written
+  chat:{C}:stream:S:cancel set by a stop request, seen by the producer's heartbeat
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+RECENT_STREAMS_KEPT = 5
+TERMINAL_EVENTS = frozenset({"finish", "error"})
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    chat_id: str
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a reply's log; `data` is the JSON text sent as the SSE `data:`."""
+
+    id: str
+    type: str
+    data: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        return entry_cursor(self.id)
+
+    def payload(self) -> dict:
+        return json.loads(self.data)
+
+
+def entry_cursor(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+# Append a delta unless the stream has been sealed (its outcome is being or has been recorded).
+APPEND = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 'd', ARGV[3])
+"""
+
+# Write the terminal event exactly once, start the retention clock and free the chat.
+TERMINATE = """
+if redis.call('GET', KEYS[2]) == 'done' then return false end
+local ttl = tonumber(ARGV[4])
+redis.call('SET', KEYS[2], 'done', 'EX', ttl)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 'd', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('DEL', KEYS[4])
+if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+return id
+"""
+
+# Refresh the producer's liveness if it still holds the chat; report whether stop was asked.
+HEARTBEAT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('EXISTS', KEYS[2])
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def chat_key(chat_id: str, suffix: str) -> str:
+    return f"chat:{{{chat_id}}}:{suffix}"
+
+
+def log_key(ref: StreamRef) -> str:
+    return chat_key(ref.chat_id, f"stream:{ref.stream_id}")
+
+
+class RedisStreams:
+    """Reply logs in Redis. Methods are small and named for what the caller means."""
+
+    def __init__(self, client: redis.Redis, *, maxlen: int, ttl_seconds: int, max_reply_seconds: int,
+                 chat_streams_ttl_seconds: int) -> None:
+        self.client = client
+        self.maxlen = maxlen
+        self.ttl_seconds = ttl_seconds
+        self.live_log_ttl_seconds = max_reply_seconds + ttl_seconds
+        self.chat_streams_ttl_seconds = chat_streams_ttl_seconds
+        self._append = client.register_script(APPEND)
+        self._terminate = client.register_script(TERMINATE)
+        self._heartbeat = client.register_script(HEARTBEAT)
+        self._release = client.register_script(RELEASE)
+
+    # -- the chat's list of streams (the seed's chat-store facade) -------------------------
+    def append_stream_id(self, chat_id: str, stream_id: str) -> None:
+        """LPUSH + LTRIM: keep the newest five stream ids, newest first."""
+        key = chat_key(chat_id, "streams")
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, stream_id)
+            pipe.ltrim(key, 0, RECENT_STREAMS_KEPT - 1)
+            pipe.expire(key, self.chat_streams_ttl_seconds)
+            pipe.execute()
+
+    def load_streams(self, chat_id: str) -> list[str]:
+        return self.client.lrange(chat_key(chat_id, "streams"), 0, -1)
+
+    # -- the producer's claim on a chat -------------------------------------------------------
+    def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool:
+        """Atomically make `ref` the chat's one live reply; False when another one is live."""
+        return bool(self.client.set(chat_key(ref.chat_id, "live"), ref.stream_id, nx=True, px=timeout_ms))
+
+    def release_live(self, ref: StreamRef) -> None:
+        self._release(keys=[chat_key(ref.chat_id, "live")], args=[ref.stream_id])
+
+    def live_stream_id(self, chat_id: str) -> str | None:
+        return self.client.get(chat_key(chat_id, "live"))
+
+    def alive(self, refs: Sequence[StreamRef]) -> list[bool]:
+        """Whether each stream's producer still holds its chat (its heartbeat is fresh)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.get(chat_key(ref.chat_id, "live"))
+            return [value == ref.stream_id for value, ref in zip(pipe.execute(), refs)]
+
+    def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
+        """Refresh every producer's liveness in one round trip; returns which were asked to stop."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                self._heartbeat(
+                    keys=[chat_key(ref.chat_id, "live"), self._state_key(ref, "cancel")],
+                    args=[ref.stream_id, timeout_ms], client=pipe,
+                )
+            return [bool(flag) for flag in pipe.execute()]
+
+    def request_cancel(self, ref: StreamRef) -> None:
+        self.client.set(self._state_key(ref, "cancel"), "1", ex=self.live_log_ttl_seconds)
+
+    # -- the log --------------------------------------------------------------------------------
+    def create(self, ref: StreamRef, start_data: dict) -> str:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(log_key(ref), {"e": "start", "d": json.dumps(start_data)})
+            pipe.expire(log_key(ref), self.live_log_ttl_seconds)
+            entry_id, _ = pipe.execute()
+        return entry_id
+
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, str]]) -> list[bool]:
+        """XADD one delta per (stream, text) in a single pipeline; False where a stream is sealed."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for ref, text in batch:
+                self._append(
+                    keys=[log_key(ref), self._state_key(ref, "state")],
+                    args=[self.maxlen, "delta", json.dumps({"text": text})], client=pipe,
+                )
+            return [result is not None and result is not False for result in pipe.execute()]
+
+    def seal(self, ref: StreamRef) -> None:
+        """Refuse further deltas, so the text read next is the reply's final text."""
+        self.client.set(self._state_key(ref, "state"), "sealed", nx=True, ex=self.live_log_ttl_seconds)
+
+    def terminate(self, ref: StreamRef, event: str, data: dict) -> bool:
+        """Append the terminal event unless one exists; True when this call wrote it."""
+        result = self._terminate(
+            keys=[log_key(ref), self._state_key(ref, "state"), chat_key(ref.chat_id, "live"),
+                  self._state_key(ref, "cancel")],
+            args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id],
+        )
+        return bool(result)
+
+    def is_terminated(self, ref: StreamRef) -> bool:
+        return self.client.get(self._state_key(ref, "state")) == "done"
+
+    def exists(self, ref: StreamRef) -> bool:
+        return bool(self.client.exists(log_key(ref)))
+
+    def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]:
+        """Entries after `after` (exclusive), oldest first."""
+        return [to_event(entry) for entry in self.client.xrange(log_key(ref), f"({after}", "+", count=count)]
+
+    def read_text(self, ref: StreamRef) -> str:
+        return joined_text(self.read(ref))
+
+    def read_many(self, cursors: dict[StreamRef, str], block_ms: int,
+                  wake_key: str | None = None, wake_cursor: str = "$") -> tuple[dict[StreamRef, list[Event]], str | None]:
+        """One blocking XREAD over many logs (and the reader's wake-up key).
+
+        Returns the new events by stream and the wake key's newest id (None when not woken).
+        """
+        keys = {log_key(ref): ref for ref in cursors}
+        streams = {key: cursors[ref] for key, ref in keys.items()}
+        if wake_key:
+            streams[wake_key] = wake_cursor
+        reply = self.client.xread(streams, block=block_ms, count=500) or []
+        events: dict[StreamRef, list[Event]] = {}
+        woken = None
+        for key, entries in reply:
+            if key == wake_key:
+                woken = entries[-1][0]
+            else:
+                events[keys[key]] = [to_event(entry) for entry in entries]
+        return events, woken
+
+    def wake(self, wake_key: str) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xadd(wake_key, {"w": "1"}, maxlen=16, approximate=True)
+            pipe.expire(wake_key, 3600)
+            pipe.execute()
+
+    def latest_id(self, key: str) -> str:
+        entries = self.client.xrevrange(key, count=1)
+        return entries[0][0] if entries else "0-0"
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    @staticmethod
+    def wake_key(reader_id: str) -> str:
+        return f"reader:{{{reader_id}}}:wake"
+
+    @staticmethod
+    def _state_key(ref: StreamRef, what: str) -> str:
+        return chat_key(ref.chat_id, f"stream:{ref.stream_id}:{what}")
+
+
+def to_event(entry: tuple[str, dict[str, str]]) -> Event:
+    entry_id, fields = entry
+    return Event(entry_id, fields["e"], fields["d"])
+
+
+def joined_text(events: Iterable[Event]) -> str:
+    return "".join(event.payload()["text"] for event in events if event.type == "delta")

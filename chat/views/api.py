@@ -1,0 +1,105 @@
+"""The HTTP API of ../shared/design/api.md: POST/GET /api/chat, POST /api/chat/stop."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+
+from flask import Blueprint, Response, current_app, request
+
+from .. import sse
+from ..identity import current_identity_id, owned_chat
+from ..replies import ReplyError, replies
+from ..streams import Event
+from .errors import error_response
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def event_stream(source: Iterable[Event | None]) -> Iterator[str]:
+    """SSE text for a log; comments keep idle connections open and reveal departed clients."""
+    events = iter(source)
+    try:
+        for event in events:
+            yield sse.comment() if event is None else sse.encode(event.type, event.data, event.id)
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()
+
+
+def sse_response(source: Iterable[Event | None]) -> Response:
+    return Response(event_stream(source), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def parse_chat_id(raw: object) -> uuid.UUID:
+    if not isinstance(raw, str) or not raw:
+        raise ReplyError(400, "chatId is required (a UUID).")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ReplyError(400, f"chatId {raw[:60]!r} is not a UUID.") from None
+
+
+def parse_cursor() -> str | None:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+    try:
+        cursor = sse.parse_event_id(raw)
+    except ValueError as exc:
+        raise ReplyError(400, str(exc)) from None
+    return sse.format_event_id(cursor) if cursor else None
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        raise ReplyError(400, "The body must be a JSON object, e.g. "
+                              '{"chatId": "<uuid>", "agent": "<slug>", "message": "<text>"}.')
+    return body
+
+
+def parse_message(raw: object) -> str:
+    limit = current_app.config["MAX_MESSAGE_CHARS"]
+    if not isinstance(raw, str) or not raw.strip():
+        raise ReplyError(400, "message must be non-empty text.")
+    if len(raw) > limit:
+        raise ReplyError(400, f"message is too long ({len(raw)} characters; the limit is {limit}).")
+    return raw
+
+
+@bp.post("/chat")
+def post_chat():
+    body = json_body()
+    chat_id = parse_chat_id(body.get("chatId"))
+    agent = current_app.extensions["agents"].get(body.get("agent")) if isinstance(body.get("agent"), str) else None
+    if agent is None:
+        raise ReplyError(404, f"Unknown agent {body.get('agent')!r}.")
+    text = parse_message(body.get("message"))
+    handle = replies().start(current_identity_id(), chat_id, agent, text)
+    return sse_response(replies().follow(handle.ref, None))
+
+
+@bp.get("/chat")
+def get_chat():
+    chat_id = parse_chat_id(request.args.get("chatId"))
+    cursor = parse_cursor()
+    chat = owned_chat(chat_id, current_identity_id())
+    if chat is None:
+        raise ReplyError(404, "No chat with that id.")
+    source = replies().resume(chat, cursor)
+    if source is None:
+        return Response(status=204)
+    return sse_response(source)
+
+
+@bp.post("/chat/stop")
+def stop_chat():
+    chat_id = parse_chat_id(json_body().get("chatId"))
+    chat = owned_chat(chat_id, current_identity_id())
+    if chat is None:
+        return error_response(404, "No chat with that id.")
+    stored = replies().stop(chat)
+    if stored is None:
+        return Response(status=204)
+    return {"chatId": str(chat_id), "messageId": str(stored.message_id), "status": stored.status,
+            "finishReason": stored.finish_reason}
