@@ -17,9 +17,6 @@ from pathlib import Path
 
 import redis
 
-ENV_FLAG = "DURABLE_CHAT_EMBEDDED_REDIS"
-
-
 class RedisServerNotFound(RuntimeError):
     pass
 
@@ -72,11 +69,14 @@ def start_redis_server(data_dir: Path, binary: str | None = None, port: int | No
     )
     url = f"redis://127.0.0.1:{port}/0"
     wait_until_ready(url, process)
-    atexit.register(stop_redis_server, process)
+    atexit.register(stop_redis_server, process, os.getpid())
     return url, process
 
 
-def stop_redis_server(process: subprocess.Popen) -> None:
+def stop_redis_server(process: subprocess.Popen, owner_pid: int | None = None) -> None:
+    """Stop the server; forked children (gunicorn workers) inherit the atexit hook but not the server."""
+    if owner_pid is not None and owner_pid != os.getpid():
+        return
     if process.poll() is None:
         process.terminate()
         try:
@@ -93,5 +93,4 @@ def ensure_redis_url(data_dir: Path, binary: str | None = None) -> str:
     url, _process = start_redis_server(data_dir, binary)
     # Children (gunicorn workers, the reloader's child) inherit the URL and reuse this server.
     os.environ["REDIS_URL"] = url
-    os.environ[ENV_FLAG] = "1"
     return url

@@ -288,6 +288,8 @@ class Replies:
         self._ready()
         after = after or "0-0"
         if self.resumable:
+            if self.backend.is_terminated(ref):
+                return self.backend.read(ref, after)  # finished: one XRANGE, possibly empty
             return self.hub.subscribe(ref, after)
         return self.backend.subscribe(ref, after, self.config["SSE_KEEPALIVE_SECONDS"])
 

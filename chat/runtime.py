@@ -163,8 +163,14 @@ class Subscription:
                 try:
                     batch = self.queue.get(timeout=self.hub.keepalive_seconds)
                 except queue.Empty:
-                    yield None
-                    continue
+                    if self.hub.store.is_terminated(self.ref):
+                        # The log ended while we were not looking (a cursor at its very end).
+                        batch = self.hub.store.read(self.ref, self.last)
+                        if not batch:
+                            return
+                    else:
+                        yield None
+                        continue
                 if batch is STORE_FAILED:
                     yield self.failure_event()
                     return

@@ -1,0 +1,47 @@
+# Durable Chat. `make run` installs and serves the app; `make test` installs and runs the tests.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: run dev test test-postgres bench screenshots migrate system-deps test-system-deps clean
+
+run: system-deps $(VENV)/.installed migrate  ## install, migrate and serve on http://127.0.0.1:5000
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
+
+dev: system-deps $(VENV)/.installed migrate  ## Flask's reloading dev server
+	$(VENV)/bin/flask --app app run --debug
+
+test: test-system-deps $(VENV)/.installed-test  ## the whole suite (SQLite, real Redis, real Chromium)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: test-system-deps $(VENV)/.installed-test  ## the suite on PostgreSQL (TEST_DATABASE_URL)
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+bench: system-deps $(VENV)/.installed  ## throughput and latency figures (prints a table)
+	$(PY) bench/streams.py
+
+screenshots: test-system-deps $(VENV)/.installed-test  ## README screenshots in docs/
+	$(PY) scripts/screenshots.py
+
+migrate: $(VENV)/.installed
+	RESUMABLE_STREAMS=0 $(VENV)/bin/flask --app app db upgrade
+
+system-deps:
+	scripts/ensure-system-packages run
+
+test-system-deps:
+	scripts/ensure-system-packages test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) instance *.egg-info

@@ -1,0 +1,190 @@
+"""Resuming: every disconnect point, second readers, hammering at finish, Redis failures."""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import redis as redis_lib
+import requests
+from sqlalchemy import func, select
+
+from chat.extensions import db
+from chat.models import LedgerEntry, Message
+from conftest import LiveServer, new_chat_id, post_chat, read_events, wait_for
+
+
+def assistant(app, chat_id):
+    with app.app_context():
+        return db.session.scalar(select(Message).where(
+            Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant").order_by(Message.position.desc()))
+
+
+def resume(client, chat_id, last_id=None, via_query=False):
+    if last_id and via_query:
+        return client.get(f"/api/chat?chatId={chat_id}&lastEventId={last_id}", buffered=False)
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    return client.get(f"/api/chat?chatId={chat_id}", headers=headers, buffered=False)
+
+
+def test_disconnect_after_every_event_then_resume_gives_exactly_the_stored_text(app_factory):
+    app = app_factory(DEMO_MODEL_WORDS=10, DEMO_MODEL_DELAY_MS=15, STREAM_FLUSH_MS=5)
+    client = app.test_client()
+    full = read_events(post_chat(client, new_chat_id(), "warm up"))
+    total = len(full.events)
+    assert total > 5
+    for k in range(1, total + 1):
+        chat_id = new_chat_id()
+        first = read_events(post_chat(client, chat_id, "warm up"), stop_after=k)
+        rest = read_events(resume(client, chat_id, first.last_id, via_query=k % 2 == 0))
+        ids = [e.id for e in first.events + rest.events]
+        assert len(ids) == len(set(ids)), f"duplicate event after disconnecting at {k}"
+        text = first.text + rest.text
+        wait_for(lambda: assistant(app, chat_id).status == "complete")
+        assert text == assistant(app, chat_id).content, f"gap or duplicate after disconnecting at {k}"
+        assert text == full.text
+
+
+def test_resume_without_cursor_replays_from_the_first_event(app_factory):
+    app = app_factory(DEMO_MODEL_DELAY_MS=20)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    read_events(post_chat(client, chat_id), stop_after=3)
+    again = read_events(resume(client, chat_id))
+    assert again.events[0].event == "start"
+    wait_for(lambda: assistant(app, chat_id).status == "complete")
+    assert again.text == assistant(app, chat_id).content
+
+
+def test_second_tab_joining_mid_reply_ends_with_the_same_text(app_factory):
+    app = app_factory(DEMO_MODEL_WORDS=30, DEMO_MODEL_DELAY_MS=20)
+    first_tab = app.test_client()
+    chat_id = new_chat_id()
+    response = post_chat(first_tab, chat_id, "share this")
+    head = read_events(response, stop_after=5)
+    # A second tab: another client carrying a copy of the same identity cookie.
+    second_tab = app.test_client()
+    cookie = first_tab.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    second_tab.set_cookie(cookie.key, cookie.value)
+    joined = read_events(resume(second_tab, chat_id))
+    rest = read_events(resume(first_tab, chat_id, head.last_id))
+    stored = assistant(app, chat_id).content
+    assert joined.text == stored and head.text + rest.text == stored
+    assert joined.terminal.json()["finishReason"] == "stop"
+
+
+def test_fifty_concurrent_resumes_while_the_reply_finishes_store_and_bill_once(app_factory):
+    app = app_factory(DEMO_MODEL_WORDS=60, DEMO_MODEL_DELAY_MS=8)
+    server = LiveServer(app)
+    try:
+        session = requests.Session()
+        chat_id = new_chat_id()
+        post = session.post(f"{server.url}/api/chat", json={"chatId": chat_id, "agent": "helper", "message": "race"},
+                            stream=True)
+        head = read_events(post, stop_after=3)
+        cookies = session.cookies.get_dict()
+        results: list[str] = []
+        errors: list[BaseException] = []
+
+        def reader(n: int) -> None:
+            try:
+                cursor = head.events[n % len(head.events)].id
+                response = requests.get(f"{server.url}/api/chat", params={"chatId": chat_id},
+                                        headers={"Last-Event-ID": cursor}, cookies=cookies, stream=True, timeout=30)
+                prefix = "".join(e.json()["text"] for e in head.events[: n % len(head.events) + 1] if e.event == "delta")
+                results.append(prefix + read_events(response).text)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(60)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors[:3]
+        assert len(results) == 60
+        stored = assistant(app, chat_id)
+        assert stored.status == "complete"
+        assert set(results) == {stored.content}
+        with app.app_context():
+            assert db.session.scalar(select(func.count()).select_from(Message).where(Message.role == "assistant")) == 1
+            ledger = db.session.scalars(select(LedgerEntry)).all()
+            assert len(ledger) == 1 and ledger[0].cost_micros == stored.cost_micros
+    finally:
+        server.stop()
+
+
+def test_many_finishers_at_once_record_exactly_one_outcome(app_factory):
+    """Producer, stop and reaper racing to finish one reply: one stored outcome, one charge."""
+    app = app_factory(DEMO_MODEL_WORDS=40, DEMO_MODEL_DELAY_MS=5)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    start = read_events(post_chat(client, chat_id), stop_after=2).events[0].json()
+    replies = app.extensions["replies"]
+    from chat.streams import StreamRef
+
+    ref = StreamRef(chat_id, start["streamId"])
+
+    def finish(reason):
+        with app.app_context():
+            replies.finalize(ref, reason)
+
+    threads = [threading.Thread(target=finish, args=(["interrupted", "cancelled"][n % 2],)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    transcript = read_events(resume(client, chat_id))
+    stored = assistant(app, chat_id)
+    assert stored.status in ("interrupted", "cancelled", "complete")
+    assert transcript.terminal.json()["finishReason"] == stored.finish_reason
+    assert transcript.text == stored.content
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(LedgerEntry)) == 1
+    finishes = [e for e in transcript.events if e.event in ("finish", "error")]
+    assert len(finishes) == 1
+
+
+def test_a_producer_that_stops_heartbeating_is_marked_interrupted(app_factory):
+    """Stand-in for a dead process inside one test process: its pump stops, its claim expires."""
+    app = app_factory(DEMO_MODEL_WORDS=200, DEMO_MODEL_DELAY_MS=20, PRODUCER_TIMEOUT_MS=600)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    head = read_events(post_chat(client, chat_id), stop_after=4)
+    app.extensions["replies"].pump.stop()  # no more writes, no more heartbeats
+    transcript = read_events(resume(client, chat_id, head.last_id))
+    assert transcript.terminal.json()["finishReason"] == "interrupted"
+    stored = assistant(app, chat_id)
+    assert stored.status == "interrupted"
+    assert head.text + transcript.text == stored.content
+
+
+def test_redis_restarted_mid_reply_gives_an_error_event_and_a_consistent_database(app_factory, tmp_path):
+    from chat.embedded_redis import start_redis_server, stop_redis_server
+    from conftest import free_port
+
+    port = free_port()
+    url, process = start_redis_server(tmp_path / "redis", port=port)
+    app = app_factory(DEMO_MODEL_WORDS=300, DEMO_MODEL_DELAY_MS=10, REDIS_URL=url, REDIS_SOCKET_TIMEOUT_MS=1000)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    try:
+        response = post_chat(client, chat_id)
+        head = read_events(response, stop_after=3)
+        following = resume(client, chat_id, head.last_id)
+        stop_redis_server(process)
+        tail = read_events(following)
+        assert tail.terminal is not None and tail.terminal.event == "error", "the client is told instead of hanging"
+        assert "Redis" in tail.terminal.json()["message"]
+        wait_for(lambda: assistant(app, chat_id).status != "streaming", timeout=15, message="the reply to be finished")
+        stored = assistant(app, chat_id)
+        assert stored.status == "error" and stored.content.startswith(head.text)
+        down = post_chat(client, new_chat_id())
+        assert down.status_code == 503
+        # Redis comes back on the same address: the app recovers without a restart.
+        url, process = start_redis_server(tmp_path / "redis", port=port)
+        final = read_events(resume(client, chat_id))
+        assert final.text == stored.content and final.terminal.event == "error"
+        after = read_events(post_chat(client, chat_id, "again"))
+        assert after.terminal.event == "finish"
+    finally:
+        stop_redis_server(process)

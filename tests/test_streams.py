@@ -1,0 +1,98 @@
+"""The Redis stream protocol (chat/streams.py) against a real redis-server."""
+from __future__ import annotations
+
+import redis
+
+from chat.streams import RedisStreams, StreamRef, chat_key, log_key
+
+
+def store(url: str, **overrides) -> RedisStreams:
+    options = {"maxlen": 1000, "ttl_seconds": 60, "max_reply_seconds": 600, "chat_streams_ttl_seconds": 3600}
+    options.update(overrides)
+    return RedisStreams(redis.Redis.from_url(url, decode_responses=True), **options)
+
+
+def test_append_stream_id_keeps_the_newest_five_newest_first(redis_url):
+    streams = store(redis_url)
+    for n in range(1, 9):
+        streams.append_stream_id("chat-a", f"s{n}")
+    assert streams.load_streams("chat-a") == ["s8", "s7", "s6", "s5", "s4"]
+    assert streams.load_streams("chat-b") == []
+    assert 0 < streams.client.ttl(chat_key("chat-a", "streams")) <= 3600, "the chat list expires"
+
+
+def test_every_key_of_a_chat_shares_one_cluster_hash_slot():
+    ref = StreamRef("c1", "s1")
+    keys = [chat_key("c1", "streams"), chat_key("c1", "live"), log_key(ref),
+            RedisStreams._state_key(ref, "state"), RedisStreams._state_key(ref, "cancel")]
+    assert {key[key.index("{") + 1:key.index("}")] for key in keys} == {"c1"}
+
+
+def test_read_after_a_cursor_returns_only_later_entries(redis_url):
+    streams = store(redis_url)
+    ref = StreamRef("c", "s")
+    streams.create(ref, {"chatId": "c"})
+    streams.append_deltas([(ref, "a"), (ref, "b"), (ref, "c")])
+    events = streams.read(ref)
+    assert [e.type for e in events] == ["start", "delta", "delta", "delta"]
+    assert [e.payload()["text"] for e in streams.read(ref, events[1].id)] == ["b", "c"]
+    assert streams.read_text(ref) == "abc"
+
+
+def test_sealed_stream_refuses_deltas_and_terminates_once(redis_url):
+    streams = store(redis_url)
+    ref = StreamRef("c", "s")
+    streams.create(ref, {})
+    assert streams.claim_live(ref, 5000)
+    assert streams.append_deltas([(ref, "kept")]) == [True]
+    streams.seal(ref)
+    assert streams.append_deltas([(ref, "refused")]) == [False]
+    assert streams.terminate(ref, "finish", {"finishReason": "stop"})
+    assert not streams.terminate(ref, "finish", {"finishReason": "interrupted"})
+    events = streams.read(ref)
+    assert [e.type for e in events] == ["start", "delta", "finish"]
+    assert events[-1].payload()["finishReason"] == "stop"
+    assert streams.live_stream_id("c") is None, "terminating frees the chat"
+    assert 0 < streams.client.ttl(log_key(ref)) <= 60, "a finished log expires after the retention TTL"
+
+
+def test_claim_live_is_exclusive_and_expires_without_heartbeat(redis_url):
+    streams = store(redis_url)
+    first, second = StreamRef("c", "one"), StreamRef("c", "two")
+    assert streams.claim_live(first, 300)
+    assert not streams.claim_live(second, 300)
+    assert streams.alive([first, second]) == [True, False]
+    assert streams.heartbeat([first], 300) == [False]
+    streams.request_cancel(first)
+    assert streams.heartbeat([first], 300) == [True]
+    assert streams.client.pttl(chat_key("c", "live")) > 0
+    streams.client.pexpire(chat_key("c", "live"), 1)
+    import time
+
+    time.sleep(0.01)
+    assert streams.alive([first]) == [False]
+    assert streams.claim_live(second, 300)
+
+
+def test_logs_are_capped_by_maxlen(redis_url):
+    streams = store(redis_url, maxlen=100)
+    ref = StreamRef("c", "s")
+    streams.create(ref, {})
+    for _ in range(10):
+        streams.append_deltas([(ref, "x")] * 100)
+    assert streams.client.xlen(log_key(ref)) < 300, "approximate MAXLEN trimming keeps the log bounded"
+
+
+def test_read_many_multiplexes_logs_and_wakes_on_demand(redis_url):
+    streams = store(redis_url)
+    a, b = StreamRef("a", "1"), StreamRef("b", "1")
+    streams.create(a, {})
+    streams.create(b, {})
+    wake = streams.wake_key("reader")
+    events, woken = streams.read_many({a: "0-0", b: "0-0"}, 10, wake, "0-0")
+    assert {ref: [e.type for e in batch] for ref, batch in events.items()} == {a: ["start"], b: ["start"]}
+    assert woken is None
+    streams.wake(wake)
+    cursors = {a: events[a][-1].id, b: events[b][-1].id}
+    events, woken = streams.read_many(cursors, 1000, wake, "0-0")
+    assert events == {} and woken is not None
