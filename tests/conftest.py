@@ -243,3 +243,123 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, message: 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
+
+
+# --- real Chromium --------------------------------------------------------------------------
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Records the streamed text of a reply just before its final render replaces it, so tests can
+# check the text a person watched arrive, not only the re-rendered result; and every toast shown.
+CAPTURE_STREAMED = """
+window.__toasts = [];
+document.addEventListener('DOMContentLoaded', function () {
+  var box = document.getElementById('toasts');
+  if (!box) return;
+  new MutationObserver(function (records) {
+    records.forEach(function (r) { r.addedNodes.forEach(function (n) { window.__toasts.push(n.textContent); }); });
+  }).observe(box, {childList: true});
+});
+document.addEventListener('htmx:beforeRequest', function (e) {
+  var el = e.detail.elt;
+  if (el.matches && el.matches('.message.status-streaming')) {
+    (window.__streamed = window.__streamed || []).push(el.querySelector('.streaming-text').textContent);
+  }
+});
+"""
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def browser_context(browser):
+    contexts = []
+
+    def make(**options):
+        context = browser.new_context(**options)
+        context.add_init_script(CAPTURE_STREAMED)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    return browser_context().new_page()
+
+
+class FlakyProxy:
+    """A loopback TCP proxy whose connections can be cut, like a network that drops.
+
+    Chromium's offline emulation leaves an open EventSource alone, so a real drop needs this.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.down = threading.Event()
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.sockets |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(source, sink), daemon=True).start()
+
+    def pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones until `restore()`."""
+        self.down.set()
+        with self.lock:
+            sockets, self.sockets = self.sockets, set()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

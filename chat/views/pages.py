@@ -124,7 +124,8 @@ def send_message(slug: str, chat_id: uuid.UUID):
     messages = db.session.scalars(select(Message).where(Message.chat_id == chat_id).order_by(
         Message.position.desc()).limit(2)).all()[::-1]
     response = Response(render_template("_partials/turn.html", agent=agent, chat_id=chat_id,
-                                        views=[message_view(m) for m in messages], fresh=True))
+                                        views=[message_view(m) for m in messages], fresh=True,
+                                        chats=recent_chats(), chat=db.session.get(Chat, chat_id)))
     response.headers["HX-Push-Url"] = chat_url
     return response
 

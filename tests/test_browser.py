@@ -1,0 +1,171 @@
+"""The chat in real Chromium: streaming, reload, offline, tabs, stop, mobile, no-JS, escaping."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from chat.extensions import db
+from chat.models import Message
+
+pytestmark = pytest.mark.browser
+
+SLOW = {"DEMO_MODEL_WORDS": 60, "DEMO_MODEL_DELAY_MS": 60}
+
+
+@pytest.fixture
+def server(app_factory):
+    from conftest import LiveServer
+
+    live = LiveServer(app_factory(**SLOW))
+    yield live
+    live.stop()
+
+
+def stored_reply(app, page) -> Message:
+    chat_id = uuid.UUID(page.evaluate("location.pathname").rstrip("/").split("/")[-1])
+    with app.app_context():
+        return db.session.scalar(select(Message).where(Message.chat_id == chat_id, Message.role == "assistant")
+                                 .order_by(Message.position.desc()))
+
+
+def send(page, text: str) -> None:
+    page.fill("#message-input", text)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".message.assistant.status-streaming")
+
+
+def wait_finished(page, timeout: float = 20_000) -> None:
+    page.wait_for_selector(".message.assistant:not(.status-streaming)", timeout=timeout)
+    page.wait_for_function("document.querySelector('.message.status-streaming') === null", timeout=timeout)
+
+
+def streamed(page) -> list[str]:
+    return page.evaluate("window.__streamed || []")
+
+
+def wait_for_text(page, minimum: int) -> str:
+    page.wait_for_function(
+        f"(document.querySelector('.streaming-text') || {{textContent: ''}}).textContent.length > {minimum}")
+    return page.inner_text(".streaming-text")
+
+
+def test_send_shows_the_streamed_reply_and_it_equals_the_stored_message(server, page):
+    page.goto(f"{server.url}/agent/helper")
+    send(page, "Hello from Chromium")
+    assert page.is_disabled("#composer button.send"), "send is disabled while a reply streams"
+    assert page.is_visible("#composer button.stop")
+    wait_finished(page)
+    stored = stored_reply(server.app, page)
+    assert stored.status == "complete"
+    assert streamed(page) == [stored.content], "the streamed text is exactly the stored reply"
+    assert page.inner_text(".message.assistant .markdown strong") == "Helper"  # the final Markdown render
+    assert page.evaluate("document.activeElement.id") == "message-input", "focus returns to the composer"
+    assert page.evaluate("location.pathname").startswith("/agent/helper/")
+    assert page.locator("#chat-list li a").count() == 1, "the new chat appears in the sidebar"
+
+
+def reload_mid_reply(page, server_url: str) -> None:
+    page.goto(f"{server_url}/agent/helper")
+    send(page, "Reload me")
+    before = wait_for_text(page, 60)
+    page.reload()
+    # What was already shown is there at once, and the same reply continues from its cursor.
+    assert page.inner_text(".message.assistant .content").startswith(before)
+    page.wait_for_function("window.__toasts.some(function (t) { return t.indexOf('Reconnected') >= 0; })")
+    wait_finished(page)
+
+
+def test_reload_mid_reply_continues_without_duplicate_or_gap(server, page):
+    reload_mid_reply(page, server.url)
+    stored = stored_reply(server.app, page)
+    assert stored.status == "complete" and streamed(page) == [stored.content]
+
+
+def test_mobile_layout_reload_mid_reply_resumes_too(server, browser_context):
+    page = browser_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
+    reload_mid_reply(page, server.url)
+    assert not page.is_visible(".sidebar") and page.is_visible(".drawer summary")
+    stored = stored_reply(server.app, page)
+    assert streamed(page) == [stored.content]
+
+
+def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server, browser_context):
+    from conftest import FlakyProxy
+
+    proxy = FlakyProxy(server.server.server_port)
+    try:
+        context = browser_context()
+        page = context.new_page()
+        page.goto(f"{proxy.url}/agent/helper")
+        send(page, "Survive the tunnel")
+        wait_for_text(page, 40)
+        # The network goes away: open connections break and new ones fail, for two seconds.
+        context.set_offline(True)
+        proxy.cut()
+        time.sleep(2)
+        proxy.restore()
+        context.set_offline(False)
+        wait_finished(page, timeout=40_000)
+        assert any("Reconnected" in t for t in page.evaluate("window.__toasts")), "the drop was noticed and resumed"
+        stored = stored_reply(server.app, page)
+        assert stored.status == "complete"
+        assert streamed(page) == [stored.content], "no duplicate and no gap after the drop"
+    finally:
+        proxy.close()
+
+
+def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(app_factory, browser_context):
+    from conftest import LiveServer
+
+    server = LiveServer(app_factory(DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=40))
+    try:
+        context = browser_context()
+        first = context.new_page()
+        first.goto(f"{server.url}/agent/helper")
+        send(first, "Two tabs")
+        wait_for_text(first, 30)
+        second = context.new_page()
+        second.goto(first.evaluate("location.href"))
+        second.wait_for_selector(".message.assistant.status-streaming")
+        wait_for_text(second, 60)
+        second.click("#composer button.stop")
+        for tab in (first, second):
+            tab.wait_for_selector(".message.assistant.status-cancelled")
+        stored = stored_reply(server.app, first)
+        assert stored.status == "cancelled"
+        assert streamed(first) == [stored.content] and streamed(second) == [stored.content]
+        assert "You stopped this reply." in first.inner_text(".message.assistant")
+        assert first.is_visible(".message.assistant form.retry button")
+    finally:
+        server.stop()
+
+
+def test_without_javascript_the_form_sends_and_the_page_shows_the_full_reply(server, browser_context):
+    page = browser_context(java_script_enabled=False).new_page()
+    page.goto(f"{server.url}/agent/helper")
+    page.fill("#message-input", "No scripts at all")
+    page.click("#composer button.send")
+    page.wait_for_url(f"{server.url}/agent/helper/*")
+    page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)  # via <noscript> refresh
+    stored = stored_reply(server.app, page)
+    assert stored.status == "complete"
+    assert page.inner_text(".message.assistant .markdown strong") == "Helper"
+    assert stored.content.split("\n\n")[1][:40] in page.inner_text(".message.assistant .markdown")
+
+
+def test_hostile_message_and_reply_render_inert(server, page):
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{server.url}/agent/helper")
+    evil = "<script>alert('user')</script><img src=x onerror=alert('img')>"
+    send(page, evil)
+    wait_finished(page)
+    page.reload()
+    page.wait_for_selector(".message.assistant.status-complete")
+    assert dialogs == []
+    assert page.locator(".message script, .message img").count() == 0
+    assert evil in page.inner_text(".message.user .content")
+    assert "<script>alert('user')</script>" in page.inner_text(".message.assistant .markdown")
