@@ -65,6 +65,8 @@ def test_send_shows_the_streamed_reply_and_it_equals_the_stored_message(server, 
     assert page.evaluate("document.activeElement.id") == "message-input", "focus returns to the composer"
     assert page.evaluate("location.pathname").startswith("/agent/helper/")
     assert page.locator("#chat-list li a").count() == 1, "the new chat appears in the sidebar"
+    grant = server.app.config["GUEST_CREDIT_GRANT"]
+    assert page.inner_text("#balance") == f"{grant - stored.cost:.4f} credits", "the balance shows the charge"
 
 
 def reload_mid_reply(page, server_url: str) -> None:

@@ -5,10 +5,11 @@ ProviderError whose text a person can act on.
 """
 from __future__ import annotations
 
-import httpx
 import openai
 
 from . import Agent, Completion, Generation, ProviderError
+
+TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "h11"}
 
 
 def person_readable(exc: Exception) -> str:
@@ -52,8 +53,12 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], *, api_key: str
                         finish_reason = "length" if choice.finish_reason == "length" else "stop"
     except openai.OpenAIError as exc:
         raise ProviderError(person_readable(exc)) from exc
-    except httpx.HTTPError as exc:  # the body broke off mid-stream; openai does not wrap these
-        raise ProviderError("The connection to the model provider was lost mid-reply.") from exc
+    except Exception as exc:
+        # A body that breaks off mid-stream surfaces as the HTTP library's own error, which openai
+        # does not wrap (httpx in openai 1.x/2.x, httpx2 in 3.x).
+        if type(exc).__module__.split(".")[0] in TRANSPORT_MODULES:
+            raise ProviderError("The connection to the model provider was lost mid-reply.") from exc
+        raise
     yield Completion(
         finish_reason,
         prompt_tokens=usage.prompt_tokens if usage else None,

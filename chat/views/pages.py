@@ -137,7 +137,10 @@ def show_message(slug: str, chat_id: uuid.UUID, message_id: uuid.UUID):
     message = db.session.get(Message, message_id)
     if message is None or message.chat_id != chat.id:
         abort(404, description="No such message in this chat.")
-    return render_template("_partials/message.html", agent=agent, chat_id=chat_id, **message_view(message))
+    html = render_template("_partials/message.html", agent=agent, chat_id=chat_id, **message_view(message))
+    if not message.is_pending:  # the reply was just charged: refresh the balance out of band
+        html += render_template("_partials/balance.html", identity=find_identity(chat.identity_id), oob=True)
+    return html
 
 
 @bp.post("/agent/<slug>/<uuid:chat_id>/stop")
