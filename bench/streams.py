@@ -157,7 +157,7 @@ def run(server: Server, streams: int, words: int, ramp_s: float) -> dict:
             for n in range(streams)]
     gevent.joinall(jobs, raise_error=True)
     elapsed = time.time() - started
-    cpu = [(after - before) / elapsed * 100 for before, after in zip(cpu_before, server.cpu())]
+    cpu = [(after - before) / elapsed * 100 for before, after in zip(cpu_before, server.cpu(), strict=True)]
     sampler.kill()
     agent = load_agents(Config.AGENTS_FILE)["helper"]
     expected = {f"bench message {n % 7}": demo_reply(agent, f"bench message {n % 7}", words) for n in range(7)}

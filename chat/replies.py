@@ -31,6 +31,7 @@ from .streams import Event, RedisStreams, StreamRef, entry_cursor
 log = logging.getLogger(__name__)
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
+REDIS_LOST = "The connection to the stream store (Redis) was lost mid-reply."
 
 
 class ReplyError(Exception):
@@ -214,8 +215,9 @@ class Replies:
             state = self.pump.register(handle.ref)
             reason, usage, error = "stop", None, None
             deadline = time.monotonic() + self.config["MAX_REPLY_SECONDS"]
+            generation = generate(agent, history, self.config)
             try:
-                for piece in generate(agent, history, self.config):
+                for piece in generation:
                     if isinstance(piece, Completion):
                         reason, usage = piece.finish_reason, Usage(piece.prompt_tokens, piece.completion_tokens)
                     elif state.should_stop:
@@ -230,20 +232,28 @@ class Replies:
             except Exception:
                 log.exception("generation failed for %s", handle.ref)
                 reason, error = "error", "The reply failed unexpectedly."
+            finally:
+                generation.close()  # a stopped reply hangs up on the provider now, not at GC
             if state.cancelled:
                 reason, usage, error = "cancelled", None, None
             self.pump.drain(state)
             try:
                 if state.failure is not None:
-                    # Redis is gone: keep the database right with what reached the log.
-                    record_reply(handle.stream_id, self.agents, "error", state.text, usage,
-                                 "The connection to the stream store (Redis) was lost mid-reply.")
+                    self._finish_without_pump(handle, usage, state.text)
                 elif not state.sealed:
                     self.finalize(handle.ref, reason, usage, error, text=state.text)
             except Exception:
                 log.exception("could not finish %s", handle.ref)
             finally:
                 self.pump.unregister(state)
+
+    def _finish_without_pump(self, handle: ReplyHandle, usage: Usage | None, written: str) -> None:
+        """Redis failed under the pump. Finish from the log (what readers saw) if Redis answers
+        again; otherwise store what the pump knows reached it."""
+        try:
+            self.finalize(handle.ref, "error", usage, REDIS_LOST)
+        except redis.RedisError:
+            record_reply(handle.stream_id, self.agents, "error", written, usage, REDIS_LOST)
 
     # -- finishing ----------------------------------------------------------------------------
     def finalize(self, ref: StreamRef, reason: str, usage: Usage | None = None, error: str | None = None,
@@ -357,7 +367,7 @@ class Replies:
         alive = self.backend.alive(refs)
         stale_before = utcnow() - timedelta(seconds=self.config["MAX_REPLY_SECONDS"] + 60)
         finished = 0
-        for ref, is_alive, (_, _, created_at) in zip(refs, alive, rows):
+        for ref, is_alive, (_, _, created_at) in zip(refs, alive, rows, strict=True):
             # Without Redis, another process's producer is invisible: only age tells it is gone.
             if is_alive or (not self.resumable and created_at.replace(tzinfo=stale_before.tzinfo) > stale_before):
                 continue

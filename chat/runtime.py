@@ -117,7 +117,8 @@ class Pump:
                 self.flush(states)
                 if time.monotonic() >= self.next_heartbeat and states:
                     self.next_heartbeat = time.monotonic() + self.heartbeat_seconds
-                    for state, cancel in zip(states, self.backend.heartbeat([s.ref for s in states], self.timeout_ms)):
+                    cancels = self.backend.heartbeat([s.ref for s in states], self.timeout_ms)
+                    for state, cancel in zip(states, cancels, strict=True):
                         state.cancelled = state.cancelled or cancel
             except redis.RedisError as exc:
                 log.warning("pump: Redis failed: %s", exc)
@@ -131,7 +132,7 @@ class Pump:
         batch = [(state, text) for state in states if (text := state.take())]
         if batch:
             results = self.backend.append_deltas([(state.ref, text) for state, text in batch])
-            for (state, text), accepted in zip(batch, results):
+            for (state, text), accepted in zip(batch, results, strict=True):
                 if accepted:
                     state.accepted.append(text)
                 else:
@@ -287,7 +288,7 @@ class StreamHub:
             refs = [ref for ref in self.followers if ref not in self.reaping]
         if not refs:
             return
-        for ref, alive in zip(refs, self.store.alive(refs)):
+        for ref, alive in zip(refs, self.store.alive(refs), strict=True):
             if not alive:
                 self.reaping.add(ref)
                 start_daemon(lambda ref=ref: self.reap(ref), "durable-chat-reap")

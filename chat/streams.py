@@ -138,7 +138,7 @@ class RedisStreams:
         with self.client.pipeline(transaction=False) as pipe:
             for ref in refs:
                 pipe.get(chat_key(ref.chat_id, "live"))
-            return [value == ref.stream_id for value, ref in zip(pipe.execute(), refs)]
+            return [value == ref.stream_id for value, ref in zip(pipe.execute(), refs, strict=True)]
 
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
         """Refresh every producer's liveness in one round trip; returns which were asked to stop."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from chat import create_app
@@ -241,9 +240,6 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, message: 
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
-
 
 # --- real Chromium --------------------------------------------------------------------------
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -363,3 +359,34 @@ class FlakyProxy:
     def close(self) -> None:
         self.cut()
         self.listener.close()
+
+
+def hammer_resumes(server_url: str, chat_id: str, agent: str, readers: int) -> list[str]:
+    """POST a message, read a few events, then resume with `readers` concurrent clients, each from
+    a different cursor it was sent. Returns the full text each reader ended with."""
+    session = requests.Session()
+    post = session.post(f"{server_url}/api/chat", json={"chatId": chat_id, "agent": agent, "message": "race"},
+                        stream=True)
+    head = read_events(post, stop_after=3)
+    cookies = session.cookies.get_dict()
+    texts: list[str] = []
+    errors: list[BaseException] = []
+
+    def reader(n: int) -> None:
+        seen = head.events[: n % len(head.events) + 1]
+        try:
+            response = requests.get(f"{server_url}/api/chat", params={"chatId": chat_id}, cookies=cookies,
+                                    headers={"Last-Event-ID": seen[-1].id}, stream=True, timeout=30)
+            prefix = "".join(e.json()["text"] for e in seen if e.event == "delta")
+            texts.append(prefix + read_events(response).text)
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:3]
+    assert len(texts) == readers
+    return texts

@@ -1,18 +1,17 @@
 """OpenAI-compatible providers over real HTTP, agent config validation, credits and the ledger."""
 from __future__ import annotations
 
-import threading
 import uuid
+from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from chat.agents import AgentConfigError, load_agents
 from chat.config import Config
 from chat.extensions import db
 from chat.models import MICROS_PER_CREDIT, Identity, LedgerEntry, Message
-from conftest import LiveServer, new_chat_id, post_chat, read_events
+from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events
 from fake_openai import FakeOpenAI
 
 AGENTS = load_agents(Config.AGENTS_FILE)
@@ -109,28 +108,7 @@ def test_exactly_one_ledger_row_under_fifty_concurrent_resumers_at_finish(app_fa
     app = app_factory(OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=provider.base_url)
     server = LiveServer(app)
     try:
-        session = requests.Session()
-        chat_id = new_chat_id()
-        post = session.post(f"{server.url}/api/chat", json={"chatId": chat_id, "agent": "coder", "message": "go"},
-                            stream=True)
-        head = read_events(post, stop_after=2)
-        texts, errors = [], []
-
-        def resume():
-            try:
-                response = requests.get(f"{server.url}/api/chat", params={"chatId": chat_id},
-                                        headers={"Last-Event-ID": head.last_id}, cookies=session.cookies.get_dict(),
-                                        stream=True, timeout=30)
-                texts.append(head.text + read_events(response).text)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=resume) for _ in range(50)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not errors and len(texts) == 50
+        texts = hammer_resumes(server.url, new_chat_id(), "coder", readers=50)
         assert set(texts) == {provider.text}
         [charge] = ledger(app)
         assert charge.cost_micros == AGENTS["coder"].cost_micros(42, 8)
@@ -176,7 +154,7 @@ def test_a_bad_agents_file_stops_start_up_with_a_clear_error(tmp_path, content, 
 
 
 def test_agents_file_rejects_wrong_types_and_duplicate_slugs(tmp_path):
-    good = (Config.AGENTS_FILE and open(Config.AGENTS_FILE).read())
+    good = Path(Config.AGENTS_FILE).read_text()
     path = tmp_path / "agents.toml"
     path.write_text(good + good)
     with pytest.raises(AgentConfigError, match="used twice"):

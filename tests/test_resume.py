@@ -4,13 +4,11 @@ from __future__ import annotations
 import threading
 import uuid
 
-import redis as redis_lib
-import requests
 from sqlalchemy import func, select
 
 from chat.extensions import db
 from chat.models import LedgerEntry, Message
-from conftest import LiveServer, new_chat_id, post_chat, read_events, wait_for
+from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events, wait_for
 
 
 def assistant(app, chat_id):
@@ -39,7 +37,7 @@ def test_disconnect_after_every_event_then_resume_gives_exactly_the_stored_text(
         ids = [e.id for e in first.events + rest.events]
         assert len(ids) == len(set(ids)), f"duplicate event after disconnecting at {k}"
         text = first.text + rest.text
-        wait_for(lambda: assistant(app, chat_id).status == "complete")
+        wait_for(lambda chat_id=chat_id: assistant(app, chat_id).status == "complete")
         assert text == assistant(app, chat_id).content, f"gap or duplicate after disconnecting at {k}"
         assert text == full.text
 
@@ -76,32 +74,8 @@ def test_fifty_concurrent_resumes_while_the_reply_finishes_store_and_bill_once(a
     app = app_factory(DEMO_MODEL_WORDS=60, DEMO_MODEL_DELAY_MS=8)
     server = LiveServer(app)
     try:
-        session = requests.Session()
         chat_id = new_chat_id()
-        post = session.post(f"{server.url}/api/chat", json={"chatId": chat_id, "agent": "helper", "message": "race"},
-                            stream=True)
-        head = read_events(post, stop_after=3)
-        cookies = session.cookies.get_dict()
-        results: list[str] = []
-        errors: list[BaseException] = []
-
-        def reader(n: int) -> None:
-            try:
-                cursor = head.events[n % len(head.events)].id
-                response = requests.get(f"{server.url}/api/chat", params={"chatId": chat_id},
-                                        headers={"Last-Event-ID": cursor}, cookies=cookies, stream=True, timeout=30)
-                prefix = "".join(e.json()["text"] for e in head.events[: n % len(head.events) + 1] if e.event == "delta")
-                results.append(prefix + read_events(response).text)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=reader, args=(n,)) for n in range(60)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not errors, errors[:3]
-        assert len(results) == 60
+        results = hammer_resumes(server.url, chat_id, "helper", readers=60)
         stored = assistant(app, chat_id)
         assert stored.status == "complete"
         assert set(results) == {stored.content}

@@ -108,7 +108,7 @@ def send_message(slug: str, chat_id: uuid.UUID):
     raw = request.form.get("message", "")
     try:
         text = parse_message(raw)
-        handle = replies().start(current_identity_id(), chat_id, agent, text)
+        replies().start(current_identity_id(), chat_id, agent, text)
     except ReplyError as error:
         if is_fragment_request():
             response = Response(render_template("_partials/toast.html", message=error.message, kind="error"),
