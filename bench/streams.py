@@ -71,12 +71,13 @@ def children(pid: int) -> list[int]:
 class Server:
     """gunicorn -k gevent serving the app against a private redis-server and a SQLite file."""
 
-    def __init__(self, workers: int, words: int, delay_ms: int, flush_ms: int) -> None:
+    def __init__(self, workers: int, words: int, delay_ms: int, flush_ms: int, database_url: str | None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="durable-chat-bench-"))
         self.redis_url, self.redis = start_redis_server(self.tmp / "redis")
         self.port = free_port()
         self.env = {
-            **os.environ, "DATABASE_URL": f"sqlite:///{self.tmp / 'bench.sqlite3'}", "REDIS_URL": self.redis_url,
+            **os.environ, "DATABASE_URL": database_url or f"sqlite:///{self.tmp / 'bench.sqlite3'}",
+            "REDIS_URL": self.redis_url,
             "INSTANCE_PATH": str(self.tmp), "SECRET_KEY": "bench", "BIND": f"127.0.0.1:{self.port}",
             "WEB_CONCURRENCY": str(workers), "DEMO_MODEL_WORDS": str(words), "DEMO_MODEL_DELAY_MS": str(delay_ms),
             "STREAM_FLUSH_MS": str(flush_ms), "GUEST_CREDIT_GRANT": "1000000", "OPENAI_API_KEY": "",
@@ -179,11 +180,13 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=20, help="pause between words (20 ms = 50 words/s)")
     parser.add_argument("--flush-ms", type=int, default=20, help="STREAM_FLUSH_MS (delta coalescing window)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--database-url", help="e.g. postgresql://postgres@127.0.0.1:5432/test (default: SQLite)")
     parser.add_argument("--ramp-s", default="0,2", help="comma-separated arrival windows in seconds (0 = burst)")
     args = parser.parse_args()
-    server = Server(args.workers, args.words, args.delay_ms, args.flush_ms)
+    server = Server(args.workers, args.words, args.delay_ms, args.flush_ms, args.database_url)
     try:
-        print(f"gunicorn -k gevent, {args.workers} worker(s); {args.words} words/reply, one every {args.delay_ms} ms; "
+        database = "PostgreSQL" if args.database_url else "SQLite"
+        print(f"gunicorn -k gevent, {args.workers} worker(s), {database}; {args.words} words/reply, one every {args.delay_ms} ms; "
               f"flush {args.flush_ms} ms; {os.cpu_count()} cores shared by client, server and Redis")
         print(f"{'streams':>7} {'ramp s':>6} {'deltas/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'ttfd p50':>9} "
               f"{'ttfd p99':>9} {'RSS MB':>7} {'Redis MB':>8} {'CPU% app/redis/client':>22} {'exact':>9}")
