@@ -8,10 +8,13 @@ stopped when the process that started it exits.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +59,13 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 10.0)
     raise RuntimeError(f"redis-server did not answer on {url} within {timeout:.0f}s")
 
 
+def die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends it SIGTERM when its parent dies, even by
+    SIGKILL or an unhandled SIGTERM, which skip atexit."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_redis_server(data_dir: Path, binary: str | None = None, port: int | None = None) -> tuple[str, subprocess.Popen]:
     """Start redis-server on loopback; returns its URL and process (stopped at exit)."""
     binary = find_redis_server(binary)
@@ -66,6 +76,7 @@ def start_redis_server(data_dir: Path, binary: str | None = None, port: int | No
          "--save", "60 1", "--appendonly", "no", "--protected-mode", "yes",
          "--logfile", str(data_dir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent if sys.platform == "linux" else None,
     )
     url = f"redis://127.0.0.1:{port}/0"
     wait_until_ready(url, process)

@@ -140,7 +140,11 @@ def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(app_facto
         assert stored.status == "cancelled"
         assert streamed(first) == [stored.content] and streamed(second) == [stored.content]
         assert "You stopped this reply." in first.inner_text(".message.assistant")
-        assert first.is_visible(".message.assistant form.retry button")
+        # Retry sends the same message again as a new turn, which streams to the end.
+        first.click(".message.assistant form.retry button")
+        first.wait_for_selector(".message.assistant.status-streaming")
+        assert first.locator(".message.user").count() == 2
+        assert first.locator(".message.user").last.inner_text().endswith("Two tabs")
     finally:
         server.stop()
 
