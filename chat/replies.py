@@ -326,11 +326,10 @@ class Replies:
             except redis.RedisError:
                 raise ReplyError(503, STORE_DOWN) from None
         reply = db.session.scalar(
-            select(Message).where(Message.chat_id == chat.id, Message.role == "assistant",
-                                  Message.status != MessageStatus.STREAMING.value)
+            select(Message).where(Message.chat_id == chat.id, Message.role == "assistant")
             .order_by(Message.position.desc()).limit(1))
-        if reply is None:
-            return None
+        if reply is None or reply.is_pending:
+            return None  # nothing to send yet (an older turn's reply would be the wrong answer)
         return after_cursor(stored_events(reply), cursor if cursor and cursor.startswith("0-") else None)
 
     def latest_stream(self, chat: Chat) -> StreamRef | None:

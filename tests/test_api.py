@@ -202,3 +202,16 @@ def test_flag_off_streams_directly_and_get_returns_the_stored_message(app_factor
     assert again.text == transcript.text and again.terminal.json()["finishReason"] == "stop"
     assert redis_lib.Redis.from_url(redis_url).dbsize() == 0, "the flag-off path writes nothing to Redis"
     wait_for(lambda: stored_messages(app, chat_id)[-1][2] == "complete")
+
+
+def test_flag_off_get_while_a_reply_is_pending_is_204_not_the_previous_reply(app_factory):
+    app = app_factory(resumable=False, DEMO_MODEL_WORDS=200, DEMO_MODEL_DELAY_MS=10)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    read_events(post_chat(client, chat_id, "first"))
+    pending = post_chat(client, chat_id, "second")
+    read_events(pending, stop_after=2)
+    assert client.get(f"/api/chat?chatId={chat_id}").status_code == 204
+    wait_for(lambda: stored_messages(app, chat_id)[-1][2] == "complete")
+    final = read_events(client.get(f"/api/chat?chatId={chat_id}", buffered=False))
+    assert final.text == stored_messages(app, chat_id)[-1][1]

@@ -175,3 +175,19 @@ def test_hostile_message_and_reply_render_inert(server, page):
     assert page.locator(".message script, .message img").count() == 0
     assert evil in page.inner_text(".message.user .content")
     assert "<script>alert('user')</script>" in page.inner_text(".message.assistant .markdown")
+
+
+def test_with_resumable_streams_off_the_page_still_streams_and_finishes(app_factory, page):
+    from conftest import LiveServer
+
+    server = LiveServer(app_factory(resumable=False, **SLOW))
+    try:
+        page.goto(f"{server.url}/agent/helper")
+        send(page, "Direct, no Redis")
+        wait_finished(page)
+        stored = stored_reply(server.app, page)
+        assert stored.status == "complete" and streamed(page) == [stored.content]
+        page.reload()  # no resume without Redis: the stored reply is shown
+        assert page.inner_text(".message.assistant .markdown strong") == "Helper"
+    finally:
+        server.stop()
