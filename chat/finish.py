@@ -96,16 +96,7 @@ def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text:
             .execution_options(synchronize_session=False)
         ).rowcount == 1
         if claimed:
-            db.session.add(LedgerEntry(
-                identity_id=chat.identity_id, stream_id=stream_id, message_id=message.id,
-                agent_slug=chat.agent_slug, prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens, usage_estimated=estimated, cost_micros=cost,
-            ))
-            db.session.execute(
-                update(Identity).where(Identity.id == chat.identity_id)
-                .values(balance_micros=Identity.balance_micros - cost)
-                .execution_options(synchronize_session=False)
-            )
+            charge(chat, stream_id, message.id, prompt_tokens, completion_tokens, estimated, cost)
             db.session.execute(update(Chat).where(Chat.id == chat.id).values(updated_at=now)
                                .execution_options(synchronize_session=False))
         db.session.commit()
@@ -113,3 +104,37 @@ def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text:
         db.session.rollback()
     db.session.expire_all()
     return stored_reply(db.session.get(Message, message.id))
+
+
+def charge(chat: Chat, charge_id: str, message_id: uuid.UUID, prompt_tokens: int, completion_tokens: int,
+           estimated: bool, cost: int) -> None:
+    """Add the ledger row (unique per `charge_id`) and debit the owner, in the caller's transaction."""
+    db.session.add(LedgerEntry(
+        identity_id=chat.identity_id, stream_id=charge_id, message_id=message_id, agent_slug=chat.agent_slug,
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, usage_estimated=estimated,
+        cost_micros=cost,
+    ))
+    db.session.execute(
+        update(Identity).where(Identity.id == chat.identity_id)
+        .values(balance_micros=Identity.balance_micros - cost)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def record_title(chat_id: uuid.UUID, message_id: uuid.UUID, agents: Mapping[str, Agent], title: str,
+                 usage: Usage) -> bool:
+    """Store a model-made chat title and charge its usage, once per chat; False if already done."""
+    chat = db.session.get(Chat, chat_id)
+    agent = agents.get(chat.agent_slug)
+    estimated = usage.prompt_tokens is None or usage.completion_tokens is None
+    prompt_tokens = usage.prompt_tokens if usage.prompt_tokens is not None else estimate_tokens(title) * 20
+    completion_tokens = usage.completion_tokens if usage.completion_tokens is not None else estimate_tokens(title)
+    cost = agent.cost_micros(prompt_tokens, completion_tokens) if agent else 0
+    chat.title = title
+    charge(chat, f"title-{chat_id}", message_id, prompt_tokens, completion_tokens, estimated, cost)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True

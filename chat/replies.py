@@ -20,9 +20,9 @@ from flask import Flask, current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from .agents import Agent, Completion, ProviderError, estimate_tokens, generate
+from .agents import Agent, Completion, ProviderError, estimate_tokens, generate, suggest_title
 from .extensions import db, redis_client
-from .finish import StoredReply, Usage, record_reply, stored_reply
+from .finish import StoredReply, Usage, record_reply, record_title, stored_reply
 from .local_streams import LocalStreams
 from .models import Chat, Message, MessageStatus, get_recent_stream_id, insert_chat_stream, utcnow
 from .runtime import Pump, StreamHub, start_daemon
@@ -241,11 +241,25 @@ class Replies:
                 if state.failure is not None:
                     self._finish_without_pump(handle, usage, state.text)
                 elif not state.sealed:
-                    self.finalize(handle.ref, reason, usage, error, text=state.text)
+                    stored = self.finalize(handle.ref, reason, usage, error, text=state.text)
+                    if stored is not None and stored.status == MessageStatus.COMPLETE.value and len(history) == 1:
+                        self._title(handle, agent, history[0]["content"], stored.content)
             except Exception:
                 log.exception("could not finish %s", handle.ref)
             finally:
                 self.pump.unregister(state)
+
+    def _title(self, handle: ReplyHandle, agent: Agent, question: str, answer: str) -> None:
+        """After a chat's first reply, ask the model for a title (the demo model keeps first words)."""
+        try:
+            suggestion = suggest_title(agent, question, answer, self.config)
+        except ProviderError as exc:
+            log.info("no title for chat %s: %s", handle.chat_id, exc)
+            return
+        if suggestion:
+            title, completion = suggestion
+            record_title(handle.chat_id, handle.message_id, self.agents, title,
+                         Usage(completion.prompt_tokens, completion.completion_tokens))
 
     def _finish_without_pump(self, handle: ReplyHandle, usage: Usage | None, written: str) -> None:
         """Redis failed under the pump. Finish from the log (what readers saw) if Redis answers

@@ -1,7 +1,7 @@
 """A small OpenAI-compatible server on loopback, speaking the chat-completions streaming wire
 format, so the provider is tested over real HTTP with the real `openai` client.
 
-`mode` picks what the next requests get: "ok", "break" (connection dropped mid-reply), "stall"
+Non-streamed requests (chat titles) get `title`. `mode` picks what the next requests get: "ok", "break" (connection dropped mid-reply), "stall"
 (no answer before the client's timeout), "auth" (401), "rate" (429), "context" (400 too long).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ class FakeOpenAI:
         self.delay = 0.01
         self.requests: list[dict] = []
         self.words = list(WORDS)
+        self.title = '"**Streaming tokens, explained.**"\n'  # what a model might wrap a title in
         self.usage = {"prompt_tokens": 42, "completion_tokens": len(WORDS), "total_tokens": 42 + len(WORDS)}
         fake = self
 
@@ -47,6 +48,9 @@ class FakeOpenAI:
                 if fake.mode == "stall":
                     time.sleep(5)
                     return
+                if not body.get("stream"):
+                    self.complete(body)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -63,6 +67,19 @@ class FakeOpenAI:
                     self.chunk({"choices": [], "usage": fake.usage}, body)
                 self.write_chunk(b"data: [DONE]\n\n")
                 self.write_chunk(b"")
+
+            def complete(self, request: dict) -> None:
+                payload = json.dumps({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": request["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": fake.title}}],
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def chunk(self, fields: dict, request: dict) -> None:
                 event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,

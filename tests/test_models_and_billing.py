@@ -36,9 +36,15 @@ def reply_row(app, chat_id) -> Message:
                                  .order_by(Message.position.desc()))
 
 
-def ledger(app) -> list[LedgerEntry]:
+def ledger(app, titles: bool = True) -> list[LedgerEntry]:
+    """Ledger rows; `titles=False` keeps only the replies' charges (a first reply also buys a title)."""
     with app.app_context():
-        return list(db.session.scalars(select(LedgerEntry)))
+        rows = db.session.scalars(select(LedgerEntry))
+        return [row for row in rows if titles or not row.stream_id.startswith("title-")]
+
+
+def reply_requests(provider) -> list[dict]:
+    return [request for request in provider.requests if request["body"].get("stream")]
 
 
 def test_deltas_stream_from_the_provider_and_usage_comes_from_its_final_chunk(model_app, provider):
@@ -47,14 +53,14 @@ def test_deltas_stream_from_the_provider_and_usage_comes_from_its_final_chunk(mo
     transcript = read_events(post_chat(client, chat_id, "Hi model"))
     assert transcript.text == provider.text
     assert transcript.terminal.json() == {"finishReason": "stop", "usage": {"promptTokens": 42, "completionTokens": 8}}
-    request = provider.requests[0]
+    request = reply_requests(provider)[0]
     assert request["auth"] == "Bearer sk-test-not-a-real-key"
     assert request["body"]["stream"] is True and request["body"]["stream_options"] == {"include_usage": True}
     assert request["body"]["model"] == AGENTS["helper"].model
     assert request["body"]["messages"][0] == {"role": "system", "content": AGENTS["helper"].system_prompt}
     row = reply_row(model_app, chat_id)
     assert (row.content, row.status, row.prompt_tokens, row.completion_tokens) == (provider.text, "complete", 42, 8)
-    [charge] = ledger(model_app)
+    [charge] = ledger(model_app, titles=False)
     assert not charge.usage_estimated
     assert charge.cost_micros == AGENTS["helper"].cost_micros(42, 8) == row.cost_micros
 
@@ -64,7 +70,7 @@ def test_the_model_sees_the_stored_conversation(model_app, provider):
     chat_id = new_chat_id()
     read_events(post_chat(client, chat_id, "first question"))
     read_events(post_chat(client, chat_id, "second question"))
-    sent = provider.requests[1]["body"]["messages"]
+    sent = reply_requests(provider)[1]["body"]["messages"]
     assert [(m["role"], m["content"]) for m in sent[1:]] == [
         ("user", "first question"), ("assistant", provider.text), ("user", "second question")]
 
@@ -110,7 +116,7 @@ def test_exactly_one_ledger_row_under_fifty_concurrent_resumers_at_finish(app_fa
     try:
         texts = hammer_resumes(server.url, new_chat_id(), "coder", readers=50)
         assert set(texts) == {provider.text}
-        [charge] = ledger(app)
+        [charge] = ledger(app, titles=False)
         assert charge.cost_micros == AGENTS["coder"].cost_micros(42, 8)
     finally:
         server.stop()
@@ -162,3 +168,34 @@ def test_agents_file_rejects_wrong_types_and_duplicate_slugs(tmp_path):
     path.write_text(good.replace("max_tokens = 1024", 'max_tokens = "lots"'))
     with pytest.raises(AgentConfigError, match="`max_tokens` has the wrong type"):
         load_agents(path)
+
+
+def test_a_chat_gets_a_model_made_title_after_its_first_reply_billed_once(model_app, provider):
+    from chat.models import Chat
+    from conftest import wait_for
+
+    client = model_app.test_client()
+    chat_id = new_chat_id()
+    read_events(post_chat(client, chat_id, "what are streams?"))
+
+    def title():
+        with model_app.app_context():
+            return db.session.get(Chat, uuid.UUID(chat_id)).title
+
+    wait_for(lambda: title() == "Streaming tokens, explained", message="the model's title")
+    read_events(post_chat(client, chat_id, "and again"))
+    titles = [r for r in provider.requests if not r["body"].get("stream")]
+    assert len(titles) == 1, "only the first reply asks for a title"
+    assert "what are streams?" in titles[0]["body"]["messages"][1]["content"]
+    charges = ledger(model_app)
+    assert sorted(c.stream_id.startswith("title-") for c in charges) == [False, False, True]
+    title_charge = next(c for c in charges if c.stream_id.startswith("title-"))
+    assert title_charge.cost_micros == AGENTS["helper"].cost_micros(30, 6)
+    assert "Streaming tokens, explained" in client.get("/").get_data(as_text=True)
+
+
+def test_the_demo_model_titles_a_chat_with_its_first_words(client, app):
+    chat_id = new_chat_id()
+    read_events(post_chat(client, chat_id, "one two three four five six seven eight"))
+    assert "one two three four five six…" in client.get(f"/agent/helper/{chat_id}").get_data(as_text=True)
+    assert len(ledger(app)) == 1

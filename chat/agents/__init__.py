@@ -100,10 +100,29 @@ def generate(agent: Agent, history: list[dict[str, str]], config: dict) -> Gener
     if config.get("OPENAI_API_KEY"):
         from .openai_provider import generate_openai
 
-        return generate_openai(
-            agent, history, api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"),
-            timeout_seconds=config["OPENAI_TIMEOUT_SECONDS"],
-        )
+        return generate_openai(agent, history, config)
     from .demo import generate_demo
 
     return generate_demo(agent, history, config["DEMO_MODEL_WORDS"], config["DEMO_MODEL_DELAY_MS"])
+
+
+TITLE_PROMPT = "Write a title of at most six words for this conversation. Answer with the title only."
+
+
+def suggest_title(agent: Agent, question: str, answer: str, config: dict) -> tuple[str, Completion] | None:
+    """A short chat title from the model, with its usage; None with the demo model (whose chats
+    keep the first words of their first message) or when the model gives nothing usable."""
+    if not config.get("OPENAI_API_KEY"):
+        return None
+    from .openai_provider import complete_openai
+
+    conversation = f"User: {question[:1500]}\n\nAssistant: {answer[:1500]}"
+    text, completion = complete_openai(agent, [{"role": "system", "content": TITLE_PROMPT},
+                                               {"role": "user", "content": conversation}], config, max_tokens=20)
+    title = clean_title(text)
+    return (title, completion) if title else None
+
+
+def clean_title(text: str) -> str:
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    return line.strip().strip("\"'*#` ").rstrip(".:;!").strip()[:80]

@@ -31,9 +31,26 @@ def person_readable(exc: Exception) -> str:
     return "The model provider failed."
 
 
-def generate_openai(agent: Agent, history: list[dict[str, str]], *, api_key: str,
-                    base_url: str | None, timeout_seconds: float) -> Generation:
-    client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
+def client_for(config: dict) -> openai.OpenAI:
+    return openai.OpenAI(api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"),
+                         timeout=config["OPENAI_TIMEOUT_SECONDS"], max_retries=0)
+
+
+def complete_openai(agent: Agent, messages: list[dict[str, str]], config: dict, max_tokens: int) -> tuple[str, Completion]:
+    """One short, non-streamed completion (chat titles)."""
+    try:
+        response = client_for(config).chat.completions.create(
+            model=agent.model, messages=messages, max_tokens=max_tokens, temperature=0.2)
+    except openai.OpenAIError as exc:
+        raise ProviderError(person_readable(exc)) from exc
+    usage = response.usage
+    text = response.choices[0].message.content if response.choices else ""
+    return text or "", Completion("stop", usage.prompt_tokens if usage else None,
+                                  usage.completion_tokens if usage else None)
+
+
+def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -> Generation:
+    client = client_for(config)
     messages = [{"role": "system", "content": agent.system_prompt}, *history]
     finish_reason = "stop"
     usage = None
