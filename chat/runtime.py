@@ -175,10 +175,12 @@ class Subscription:
                 if batch is STORE_FAILED:
                     yield self.failure_event()
                     return
+                last = entry_cursor(self.last)
                 for event in batch:
-                    if event.cursor <= entry_cursor(self.last):
+                    cursor = event.cursor
+                    if cursor <= last:
                         continue  # already delivered by the catch-up read
-                    self.last = event.id
+                    self.last, last = event.id, cursor
                     yield event
                     if event.terminal:
                         return
