@@ -162,3 +162,21 @@ def test_redis_restarted_mid_reply_gives_an_error_event_and_a_consistent_databas
         assert after.terminal.event == "finish"
     finally:
         stop_redis_server(process)
+
+
+def test_redis_keeps_nothing_of_finished_chats_after_the_retention_time(app_factory, redis_url):
+    import time
+
+    import redis as redis_lib
+
+    app = app_factory(STREAM_TTL_SECONDS=1, CHAT_STREAMS_TTL_SECONDS=2)
+    client = app.test_client()
+    for n in range(20):
+        read_events(post_chat(client, new_chat_id(), f"chat {n}"))
+    admin = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    assert admin.dbsize() > 20
+    time.sleep(2.5)
+    leftover = [key for key in admin.scan_iter() if not key.startswith("reader:")]
+    assert leftover == [], f"keys outliving their retention: {leftover[:5]}"
+    # Still answerable from the database.
+    assert client.get("/").status_code == 200
