@@ -66,10 +66,11 @@ def stored_reply(message: Message) -> StoredReply:
     )
 
 
-def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text: str,
+def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text: str | None,
                  usage: Usage | None = None, error: str | None = None) -> StoredReply | None:
     """Store and bill the reply of `stream_id` unless it is already stored; return what is stored.
 
+    `text` None means the log is lost: the provisional text saved by `save_partial` is used.
     Returns None when no message belongs to that stream (nothing to finish).
     """
     message = db.session.scalar(select(Message).where(Message.stream_id == stream_id))
@@ -77,6 +78,8 @@ def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text:
         return None
     if message.status != MessageStatus.STREAMING.value:
         return stored_reply(message)
+    if text is None:
+        text = message.content
     chat = db.session.get(Chat, message.chat_id)
     estimated = usage is None or usage.prompt_tokens is None or usage.completion_tokens is None
     prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens is not None else (message.prompt_tokens or 0)
@@ -138,3 +141,13 @@ def record_title(chat_id: uuid.UUID, message_id: uuid.UUID, agents: Mapping[str,
         db.session.rollback()
         return False
     return True
+
+
+def save_partial(stream_id: str, text: str) -> None:
+    """Keep a still-streaming reply's text provisionally (not an outcome, nothing billed), for a
+    finisher that later finds its log lost."""
+    db.session.execute(
+        update(Message).where(Message.stream_id == stream_id, Message.status == MessageStatus.STREAMING.value)
+        .values(content=text).execution_options(synchronize_session=False)
+    )
+    db.session.commit()

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .agents import Agent, Completion, ProviderError, estimate_tokens, generate, suggest_title
 from .extensions import db, redis_client
-from .finish import StoredReply, Usage, record_reply, record_title, stored_reply
+from .finish import StoredReply, Usage, record_reply, record_title, save_partial, stored_reply
 from .local_streams import LocalStreams
 from .models import Chat, Message, MessageStatus, get_recent_stream_id, insert_chat_stream, utcnow
 from .runtime import Pump, StreamHub, start_daemon
@@ -262,26 +262,29 @@ class Replies:
                          Usage(completion.prompt_tokens, completion.completion_tokens))
 
     def _finish_without_pump(self, handle: ReplyHandle, usage: Usage | None, written: str) -> None:
-        """Redis failed under the pump. Finish from the log (what readers saw) if Redis answers
-        again; otherwise store what the pump knows reached it."""
+        """Redis failed under the pump, so the log (what readers saw) cannot be read now. Finish
+        from it if Redis already answers again; otherwise keep what the pump knows it wrote as a
+        provisional text, and leave the outcome to whoever finishes once Redis is back."""
         try:
             self.finalize(handle.ref, "error", usage, REDIS_LOST)
         except redis.RedisError:
-            record_reply(handle.stream_id, self.agents, "error", written, usage, REDIS_LOST)
+            save_partial(handle.stream_id, written)
 
-    # -- finishing ----------------------------------------------------------------------------
     def finalize(self, ref: StreamRef, reason: str, usage: Usage | None = None, error: str | None = None,
                  text: str | None = None) -> StoredReply | None:
         """Record the reply once and end its log with the stored outcome. Safe to call again.
 
         `text` is the producer's own record of what reached the log; anyone else seals the log
-        first so that the text read from it is final.
+        first so that the text read from it is final. The log decides the text, never a client.
         """
+        log_exists = True
         if text is None:
             self.backend.seal(ref)
-            text = self.backend.read_text(ref)
+            log_exists = self.backend.exists(ref)
+            # A log Redis has lost leaves the provisional text saved in the database (or none).
+            text = self.backend.read_text(ref) if log_exists else None
         stored = record_reply(ref.stream_id, self.agents, reason, text, usage, error)
-        if stored is not None:
+        if stored is not None and log_exists:  # no stub log: resumers then get the stored reply
             self.backend.terminate(ref, *stored.terminal_event)
         return stored
 
@@ -393,6 +396,8 @@ class Replies:
             try:
                 with self.app.app_context():
                     self.reap()
+            except redis.RedisError as exc:  # replies wait for Redis; they are finished once it is back
+                log.warning("reaper: Redis unavailable: %s", exc)
             except Exception:
                 log.exception("reaper failed")
 
