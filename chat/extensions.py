@@ -5,6 +5,8 @@ import sqlite3
 
 import redis
 from flask import Flask, current_app
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
@@ -36,6 +38,10 @@ def init_redis(app: Flask) -> None:
         socket_connect_timeout=min(timeout, 5),
         health_check_interval=30,
         decode_responses=True,
+        # A few quick reconnects only (redis-py's default retries for seconds, stalling the
+        # heartbeats): longer outages are handled by the pump and reader (chat/runtime.py), and
+        # requests answer 503 at once.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3),
     )
     app.extensions["redis"] = redis.Redis(connection_pool=pool)
 

@@ -10,7 +10,7 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 
-from .streams import Event, StreamRef, entry_cursor, joined_text
+from .streams import APPENDED, SEALED, Event, StreamRef, entry_cursor, joined_text
 
 
 class LocalLog:
@@ -73,15 +73,17 @@ class LocalStreams:
         log = self.logs[ref] = LocalLog()
         return log.add("start", start_data).id
 
-    def append_deltas(self, batch: Sequence[tuple[StreamRef, str]]) -> list[bool]:
-        accepted = []
-        for ref, text in batch:
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, str, int]]) -> list[str]:
+        """Memory never fails half-way, so the sequence numbers need no checking here."""
+        outcomes = []
+        for ref, text, _seq in batch:
             log = self.logs.get(ref)
-            ok = log is not None and not log.sealed
-            if ok:
+            if log is None or log.sealed:
+                outcomes.append(SEALED)
+            else:
                 log.add("delta", {"text": text})
-            accepted.append(ok)
-        return accepted
+                outcomes.append(APPENDED)
+        return outcomes
 
     def seal(self, ref: StreamRef) -> None:
         if ref in self.logs:

@@ -98,7 +98,8 @@ class Replies:
                 self.hub = StreamHub(
                     self.backend, block_ms=config["READER_BLOCK_MS"],
                     keepalive_seconds=config["SSE_KEEPALIVE_SECONDS"],
-                    liveness_seconds=config["HEARTBEAT_INTERVAL_MS"] / 1000, on_dead=self.finish_dead,
+                    liveness_seconds=config["HEARTBEAT_INTERVAL_MS"] / 1000,
+                    outage_seconds=config["PRODUCER_TIMEOUT_MS"] / 1000, on_dead=self.finish_dead,
                 )
             else:
                 self.backend = LocalStreams()
@@ -262,13 +263,15 @@ class Replies:
                          Usage(completion.prompt_tokens, completion.completion_tokens))
 
     def _finish_without_pump(self, handle: ReplyHandle, usage: Usage | None, written: str) -> None:
-        """Redis failed under the pump, so the log (what readers saw) cannot be read now. Finish
-        from it if Redis already answers again; otherwise keep what the pump knows it wrote as a
-        provisional text, and leave the outcome to whoever finishes once Redis is back."""
+        """Redis failed under the pump for longer than the producer timeout, or lost the log.
+        Keep what the pump knows it wrote as a provisional text; the outcome is recorded from the
+        log (what readers can get) if there is one, by us now or by whoever finishes once Redis
+        answers again."""
+        save_partial(handle.stream_id, written)
         try:
             self.finalize(handle.ref, "error", usage, REDIS_LOST)
         except redis.RedisError:
-            save_partial(handle.stream_id, written)
+            pass  # the reaper or a reader finishes it once Redis answers
 
     def finalize(self, ref: StreamRef, reason: str, usage: Usage | None = None, error: str | None = None,
                  text: str | None = None) -> StoredReply | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from .streams import Event, RedisStreams, StreamRef, entry_cursor
+from .streams import APPENDED, SEALED, Event, RedisStreams, StreamRef, entry_cursor
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,18 @@ def start_daemon(target: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
+class LogLost(Exception):
+    """Redis came back without the reply's log; the producer stops and keeps its own text."""
+
+
 class ProducerState:
     """What one generating reply shares with the pump: text waiting to be written, and flags."""
 
     def __init__(self, ref: StreamRef) -> None:
         self.ref = ref
         self.pending: list[str] = []
+        self.unsent: tuple[str, int] | None = None  # taken, numbered, not yet confirmed by Redis
+        self.last_seq = 0
         self.accepted: list[str] = []   # exactly the deltas that reached the log, in order
         self.lock = threading.Lock()
         self.cancelled = False          # a stop request was seen
@@ -49,10 +55,28 @@ class ProducerState:
             self.pending.append(text)
             return sum(map(len, self.pending))
 
-    def take(self) -> str:
+    def take(self) -> tuple[str, int] | None:
+        """The next delta to write: the unconfirmed one again, or the pending text, numbered."""
         with self.lock:
-            text, self.pending = "".join(self.pending), []
-            return text
+            if self.unsent is None and self.pending:
+                self.last_seq += 1
+                self.unsent, self.pending = ("".join(self.pending), self.last_seq), []
+            return self.unsent
+
+    def settle(self, outcome: str) -> None:
+        text, _ = self.unsent
+        self.unsent = None
+        if outcome == APPENDED:
+            self.accepted.append(text)
+        elif outcome == SEALED:
+            self.sealed = True
+        else:
+            self.failure = LogLost(outcome)
+            self.drained.set()  # nothing more will be written
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and self.unsent is None
 
     @property
     def should_stop(self) -> bool:
@@ -64,7 +88,11 @@ class ProducerState:
 
 
 class Pump:
-    """Writes every local producer's deltas: one pipeline per flush, heartbeats on a timer."""
+    """Writes every local producer's deltas: one pipeline per flush, heartbeats on a timer.
+
+    A Redis outage shorter than the producer timeout is ridden out (unconfirmed deltas are sent
+    again, and sequence numbers make that safe); a longer one fails the producers.
+    """
 
     def __init__(self, backend, *, flush_ms: int, flush_chars: int, heartbeat_ms: int, timeout_ms: int) -> None:
         self.backend = backend
@@ -77,6 +105,7 @@ class Pump:
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.next_heartbeat = 0.0
+        self.failing_since: float | None = None
         start_daemon(self.run, "durable-chat-pump")
 
     def stop(self) -> None:
@@ -112,7 +141,7 @@ class Pump:
                 self.wakeup.wait(self.flush_seconds)
             self.wakeup.clear()
             with self.lock:
-                states = list(self.producers.values())
+                states = [state for state in self.producers.values() if state.failure is None]
             try:
                 self.flush(states)
                 if time.monotonic() >= self.next_heartbeat and states:
@@ -120,25 +149,32 @@ class Pump:
                     cancels = self.backend.heartbeat([s.ref for s in states], self.timeout_ms)
                     for state, cancel in zip(states, cancels, strict=True):
                         state.cancelled = state.cancelled or cancel
+                self.failing_since = None
             except redis.RedisError as exc:
-                log.warning("pump: Redis failed: %s", exc)
-                for state in states:
-                    state.failure = exc
-                    state.drained.set()
+                self.outage(states, exc)
             except Exception:  # a bug here must not silently stop every reply of the process
                 log.exception("pump: unexpected failure")
 
-    def flush(self, states: list[ProducerState]) -> None:
-        batch = [(state, text) for state in states if (text := state.take())]
-        if batch:
-            results = self.backend.append_deltas([(state.ref, text) for state, text in batch])
-            for (state, text), accepted in zip(batch, results, strict=True):
-                if accepted:
-                    state.accepted.append(text)
-                else:
-                    state.sealed = True
+    def outage(self, states: list[ProducerState], exc: redis.RedisError) -> None:
+        now = time.monotonic()
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since < self.timeout_ms / 1000:
+            log.warning("pump: Redis failed (%s); retrying", exc)
+            self.stopping.wait(0.1)
+            return
+        log.warning("pump: Redis unavailable for %.1fs; failing %d replies", now - self.failing_since, len(states))
         for state in states:
-            if state.finishing and not state.pending:
+            state.failure = exc
+            state.drained.set()
+
+    def flush(self, states: list[ProducerState]) -> None:
+        batch = [(state, delta) for state in states if (delta := state.take())]
+        if batch:
+            outcomes = self.backend.append_deltas([(state.ref, text, seq) for state, (text, seq) in batch])
+            for (state, _), outcome in zip(batch, outcomes, strict=True):
+                state.settle(outcome)
+        for state in states:
+            if state.finishing and (state.idle or state.should_stop):
                 state.drained.set()
 
 
@@ -202,11 +238,13 @@ class StreamHub:
     """
 
     def __init__(self, store: RedisStreams, *, block_ms: int, keepalive_seconds: float,
-                 liveness_seconds: float, on_dead: Callable[[StreamRef], None]) -> None:
+                 liveness_seconds: float, outage_seconds: float, on_dead: Callable[[StreamRef], None]) -> None:
         self.store = store
         self.block_ms = block_ms
         self.keepalive_seconds = keepalive_seconds
         self.liveness_seconds = liveness_seconds
+        self.outage_seconds = outage_seconds
+        self.failing_since: float | None = None
         self.on_dead = on_dead
         self.followers: dict[StreamRef, set[Subscription]] = {}
         self.cursors: dict[StreamRef, str] = {}
@@ -251,10 +289,16 @@ class StreamHub:
         while not self.stopping.is_set():
             try:
                 self.step()
+                self.failing_since = None
             except redis.RedisError as exc:
+                # Clients wait out a short outage; past the producers' timeout they are told.
+                now = time.monotonic()
+                self.failing_since = self.failing_since or now
                 log.warning("reader: Redis failed: %s", exc)
-                self.fail_everyone()
-                time.sleep(0.5)
+                if now - self.failing_since >= self.outage_seconds:
+                    self.fail_everyone()
+                    self.failing_since = None
+                time.sleep(0.2)
             except Exception:
                 log.exception("reader: unexpected failure")
                 time.sleep(0.5)

@@ -12,6 +12,7 @@ Keys of chat C and stream S:
   chat:{C}:stream:S:state  absent while open, "sealed" once no more deltas may be added,
                            "done" once the terminal event is written
   chat:{C}:stream:S:cancel set by a stop request, seen by the producer's heartbeat
+  chat:{C}:stream:S:seq    the producer's last appended sequence number (retries are idempotent)
 """
 from __future__ import annotations
 
@@ -56,11 +57,19 @@ def entry_cursor(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-# Append a delta unless the stream has been sealed (its outcome is being or has been recorded).
+# Append a delta once. Refused when the stream is sealed (its outcome is being or has been
+# recorded) or its log is gone (Redis lost its data: a partial log must not be started). Each
+# delta carries its producer's sequence number, so a write retried after a failed round trip that
+# did reach Redis is not added twice.
 APPEND = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return false end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 'd', ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'sealed' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'lost' end
+if tonumber(ARGV[3]) <= tonumber(redis.call('GET', KEYS[3]) or '0') then return 'ok' end
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', 'delta', 'd', ARGV[2])
+return 'ok'
 """
+APPENDED, SEALED, LOST = "ok", "sealed", "lost"
 
 # Write the terminal event exactly once, start the retention clock and free the chat.
 TERMINATE = """
@@ -69,7 +78,7 @@ local ttl = tonumber(ARGV[4])
 redis.call('SET', KEYS[2], 'done', 'EX', ttl)
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 'd', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[4], KEYS[5])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
 return id
 """
@@ -161,15 +170,18 @@ class RedisStreams:
             entry_id, _ = pipe.execute()
         return entry_id
 
-    def append_deltas(self, batch: Sequence[tuple[StreamRef, str]]) -> list[bool]:
-        """XADD one delta per (stream, text) in a single pipeline; False where a stream is sealed."""
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, str, int]]) -> list[str]:
+        """Append one delta per (stream, text, sequence number) in a single pipeline.
+
+        Returns APPENDED (written now or before), SEALED or LOST for each.
+        """
         with self.client.pipeline(transaction=False) as pipe:
-            for ref, text in batch:
+            for ref, text, seq in batch:
                 self._append(
-                    keys=[log_key(ref), self._state_key(ref, "state")],
-                    args=[self.maxlen, "delta", json.dumps({"text": text})], client=pipe,
+                    keys=[log_key(ref), self._state_key(ref, "state"), self._state_key(ref, "seq")],
+                    args=[self.maxlen, json.dumps({"text": text}), seq, self.live_log_ttl_seconds], client=pipe,
                 )
-            return [result is not None and result is not False for result in pipe.execute()]
+            return pipe.execute()
 
     def seal(self, ref: StreamRef) -> None:
         """Refuse further deltas, so the text read next is the reply's final text."""
@@ -179,7 +191,7 @@ class RedisStreams:
         """Append the terminal event unless one exists; True when this call wrote it."""
         result = self._terminate(
             keys=[log_key(ref), self._state_key(ref, "state"), chat_key(ref.chat_id, "live"),
-                  self._state_key(ref, "cancel")],
+                  self._state_key(ref, "cancel"), self._state_key(ref, "seq")],
             args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id],
         )
         return bool(result)

@@ -169,6 +169,35 @@ def test_redis_restarted_mid_reply_keeps_clients_and_database_in_agreement(app_f
         stop_redis_server(process)
 
 
+def test_a_short_redis_restart_mid_reply_is_ridden_out(app_factory, tmp_path):
+    """Redis restarts (keeping its data) faster than the producer timeout: the reply just goes on."""
+    import time
+
+    from chat.embedded_redis import start_redis_server, stop_redis_server
+    from conftest import free_port
+
+    port = free_port()
+    url, process = start_redis_server(tmp_path / "redis", port=port)
+    app = app_factory(DEMO_MODEL_WORDS=150, DEMO_MODEL_DELAY_MS=10, REDIS_URL=url, REDIS_SOCKET_TIMEOUT_MS=1000,
+                      PRODUCER_TIMEOUT_MS=4000)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    try:
+        head = read_events(post_chat(client, chat_id), stop_after=3)
+        following = resume(client, chat_id, head.last_id)
+        stop_redis_server(process)
+        time.sleep(1.5)  # longer than redis-py's own reconnect attempts
+        url, process = start_redis_server(tmp_path / "redis", port=port)
+        tail = read_events(following)
+        assert tail.terminal.event == "finish" and tail.terminal.json()["finishReason"] == "stop"
+        stored = assistant(app, chat_id)
+        assert stored.status == "complete"
+        assert head.text + tail.text == stored.content, "no delta lost or doubled by the retry"
+        assert read_events(resume(client, chat_id)).text == stored.content
+    finally:
+        stop_redis_server(process)
+
+
 def test_redis_keeps_nothing_of_finished_chats_after_the_retention_time(app_factory, redis_url):
     import time
 

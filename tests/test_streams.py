@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import redis
 
-from chat.streams import RedisStreams, StreamRef, chat_key, log_key
+from chat.streams import APPENDED, LOST, SEALED, RedisStreams, StreamRef, chat_key, log_key
 
 
 def store(url: str, **overrides) -> RedisStreams:
@@ -32,7 +32,7 @@ def test_read_after_a_cursor_returns_only_later_entries(redis_url):
     streams = store(redis_url)
     ref = StreamRef("c", "s")
     streams.create(ref, {"chatId": "c"})
-    streams.append_deltas([(ref, "a"), (ref, "b"), (ref, "c")])
+    streams.append_deltas([(ref, "a", 1), (ref, "b", 2), (ref, "c", 3)])
     events = streams.read(ref)
     assert [e.type for e in events] == ["start", "delta", "delta", "delta"]
     assert [e.payload()["text"] for e in streams.read(ref, events[1].id)] == ["b", "c"]
@@ -44,9 +44,9 @@ def test_sealed_stream_refuses_deltas_and_terminates_once(redis_url):
     ref = StreamRef("c", "s")
     streams.create(ref, {})
     assert streams.claim_live(ref, 5000)
-    assert streams.append_deltas([(ref, "kept")]) == [True]
+    assert streams.append_deltas([(ref, "kept", 1)]) == [APPENDED]
     streams.seal(ref)
-    assert streams.append_deltas([(ref, "refused")]) == [False]
+    assert streams.append_deltas([(ref, "refused", 2)]) == [SEALED]
     assert streams.terminate(ref, "finish", {"finishReason": "stop"})
     assert not streams.terminate(ref, "finish", {"finishReason": "interrupted"})
     events = streams.read(ref)
@@ -78,8 +78,8 @@ def test_logs_are_capped_by_maxlen(redis_url):
     streams = store(redis_url, maxlen=100)
     ref = StreamRef("c", "s")
     streams.create(ref, {})
-    for _ in range(10):
-        streams.append_deltas([(ref, "x")] * 100)
+    for round_ in range(10):
+        streams.append_deltas([(ref, "x", round_ * 100 + n) for n in range(1, 101)])
     assert streams.client.xlen(log_key(ref)) < 300, "approximate MAXLEN trimming keeps the log bounded"
 
 
@@ -96,3 +96,33 @@ def test_read_many_multiplexes_logs_and_wakes_on_demand(redis_url):
     cursors = {a: events[a][-1].id, b: events[b][-1].id}
     events, woken = streams.read_many(cursors, 1000, wake, "0-0")
     assert events == {} and woken is not None
+
+
+def test_a_retried_append_is_written_once(redis_url):
+    """A pipeline whose reply was lost may have reached Redis: sending it again adds nothing."""
+    streams = store(redis_url)
+    ref = StreamRef("c", "s")
+    streams.create(ref, {})
+    assert streams.append_deltas([(ref, "one ", 1), (ref, "two ", 2)]) == [APPENDED, APPENDED]
+    assert streams.append_deltas([(ref, "two ", 2), (ref, "three", 3)]) == [APPENDED, APPENDED]
+    assert streams.read_text(ref) == "one two three"
+
+
+def test_appending_to_a_log_redis_has_lost_is_refused(redis_url):
+    streams = store(redis_url)
+    ref = StreamRef("c", "s")
+    assert streams.append_deltas([(ref, "orphan", 1)]) == [LOST]
+    assert not streams.exists(ref), "no partial log is started"
+
+
+def test_terminating_leaves_only_keys_that_expire_with_the_retention(redis_url):
+    streams = store(redis_url, ttl_seconds=30)
+    ref = StreamRef("c", "s")
+    streams.create(ref, {})
+    streams.claim_live(ref, 5000)
+    streams.append_deltas([(ref, "x", 1)])
+    streams.request_cancel(ref)
+    streams.terminate(ref, "finish", {"finishReason": "cancelled"})
+    keys = list(streams.client.scan_iter("chat:{c}:*"))
+    assert sorted(keys) == [log_key(ref), RedisStreams._state_key(ref, "state")]
+    assert all(0 < streams.client.ttl(key) <= 30 for key in keys)
