@@ -56,9 +56,6 @@ class LocalStreams:
             if self.live.get(ref.chat_id) == ref.stream_id:
                 del self.live[ref.chat_id]
 
-    def live_stream_id(self, chat_id: str) -> str | None:
-        return self.live.get(chat_id)
-
     def alive(self, refs: Sequence[StreamRef]) -> list[bool]:
         return [self.live.get(ref.chat_id) == ref.stream_id for ref in refs]
 
@@ -114,9 +111,6 @@ class LocalStreams:
 
     def read_text(self, ref: StreamRef) -> str:
         return joined_text(self.read(ref))
-
-    def ping(self) -> bool:
-        return True
 
     def subscribe(self, ref: StreamRef, after: str, keepalive_seconds: float) -> Iterator[Event | None]:
         """Follow the log until its terminal event; None means "nothing new for a while"."""

@@ -26,7 +26,7 @@ from .finish import StoredReply, Usage, record_reply, record_title, save_partial
 from .local_streams import LocalStreams
 from .models import Chat, Message, MessageStatus, get_recent_stream_id, insert_chat_stream, utcnow
 from .runtime import Pump, StreamHub, start_daemon
-from .streams import Event, RedisStreams, StreamRef, entry_cursor
+from .streams import Event, RedisStreams, StreamBackend, StreamRef, entry_cursor, joined_text
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Replies:
             if self._pid == os.getpid():
                 return
             config = self.config
+            self.backend: StreamBackend
             if self.resumable:
                 self.backend = RedisStreams(
                     redis_client(self.app), maxlen=config["STREAM_MAXLEN"], ttl_seconds=config["STREAM_TTL_SECONDS"],
@@ -371,8 +372,7 @@ class Replies:
             events = self.backend.read(ref)
         except redis.RedisError:
             return "", None
-        text = "".join(json.loads(e.data)["text"] for e in events if e.type == "delta")
-        return text, (events[-1].id if events else None)
+        return joined_text(events), (events[-1].id if events else None)
 
     # -- reaping ------------------------------------------------------------------------------
     def reap(self) -> int:

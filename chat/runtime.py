@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from .streams import APPENDED, SEALED, Event, RedisStreams, StreamRef, entry_cursor
+from .streams import APPENDED, SEALED, Event, RedisStreams, StreamBackend, StreamRef, entry_cursor
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Pump:
     again, and sequence numbers make that safe); a longer one fails the producers.
     """
 
-    def __init__(self, backend, *, flush_ms: int, flush_chars: int, heartbeat_ms: int, timeout_ms: int) -> None:
+    def __init__(self, backend: StreamBackend, *, flush_ms: int, flush_chars: int, heartbeat_ms: int, timeout_ms: int) -> None:
         self.backend = backend
         self.flush_seconds = flush_ms / 1000
         self.flush_chars = flush_chars

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
@@ -95,6 +96,27 @@ return 0
 """
 
 
+class StreamBackend(Protocol):
+    """A store of reply logs: RedisStreams below, or LocalStreams (memory) when
+    RESUMABLE_STREAMS=0. Generation, readers and finishing are written against this."""
+
+    def append_stream_id(self, chat_id: str, stream_id: str) -> None: ...
+    def load_streams(self, chat_id: str) -> list[str]: ...
+    def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool: ...
+    def release_live(self, ref: StreamRef) -> None: ...
+    def alive(self, refs: Sequence[StreamRef]) -> list[bool]: ...
+    def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]: ...
+    def request_cancel(self, ref: StreamRef) -> None: ...
+    def create(self, ref: StreamRef, start_data: dict) -> str: ...
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, str, int]]) -> list[str]: ...
+    def seal(self, ref: StreamRef) -> None: ...
+    def terminate(self, ref: StreamRef, event: str, data: dict) -> bool: ...
+    def is_terminated(self, ref: StreamRef) -> bool: ...
+    def exists(self, ref: StreamRef) -> bool: ...
+    def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]: ...
+    def read_text(self, ref: StreamRef) -> str: ...
+
+
 def chat_key(chat_id: str, suffix: str) -> str:
     return f"chat:{{{chat_id}}}:{suffix}"
 
@@ -138,9 +160,6 @@ class RedisStreams:
 
     def release_live(self, ref: StreamRef) -> None:
         self._release(keys=[chat_key(ref.chat_id, "live")], args=[ref.stream_id])
-
-    def live_stream_id(self, chat_id: str) -> str | None:
-        return self.client.get(chat_key(chat_id, "live"))
 
     def alive(self, refs: Sequence[StreamRef]) -> list[bool]:
         """Whether each stream's producer still holds its chat (its heartbeat is fresh)."""
@@ -234,13 +253,6 @@ class RedisStreams:
             pipe.xadd(wake_key, {"w": "1"}, maxlen=16, approximate=True)
             pipe.expire(wake_key, 3600)
             pipe.execute()
-
-    def latest_id(self, key: str) -> str:
-        entries = self.client.xrevrange(key, count=1)
-        return entries[0][0] if entries else "0-0"
-
-    def ping(self) -> bool:
-        return bool(self.client.ping())
 
     @staticmethod
     def wake_key(reader_id: str) -> str:

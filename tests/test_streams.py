@@ -52,7 +52,7 @@ def test_sealed_stream_refuses_deltas_and_terminates_once(redis_url):
     events = streams.read(ref)
     assert [e.type for e in events] == ["start", "delta", "finish"]
     assert events[-1].payload()["finishReason"] == "stop"
-    assert streams.live_stream_id("c") is None, "terminating frees the chat"
+    assert streams.claim_live(StreamRef("c", "next"), 5000), "terminating frees the chat for the next reply"
     assert 0 < streams.client.ttl(log_key(ref)) <= 60, "a finished log expires after the retention TTL"
 
 
