@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+
 class RedisServerNotFound(RuntimeError):
     pass
 

@@ -5,10 +5,10 @@ import sqlite3
 
 import redis
 from flask import Flask, current_app
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 

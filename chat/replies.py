@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from .agents import Agent, Completion, ProviderError, estimate_tokens, generate, suggest_title
 from .extensions import db, redis_client
 from .finish import StoredReply, Usage, record_reply, record_title, save_partial, stored_reply
+from .identity import ensure_identity
 from .local_streams import LocalStreams
 from .models import Chat, Message, MessageStatus, get_recent_stream_id, insert_chat_stream, utcnow
 from .runtime import Pump, StreamHub, start_daemon
@@ -131,8 +132,6 @@ class Replies:
         :raise ReplyError: 404 foreign chat, 400 wrong agent, 402 too little credit,
             409 a reply is already live, 503 Redis unreachable. Nothing is stored then.
         """
-        from .identity import ensure_identity
-
         self._ready()
         identity = ensure_identity(identity_id)
         chat = db.session.get(Chat, chat_id)
