@@ -46,6 +46,13 @@ def streamed(page) -> list[str]:
     return page.evaluate("window.__streamed || []")
 
 
+def start_reply(page, url: str, message: str, shown: int) -> None:
+    """Open a new chat at `url`, send `message`, and wait until `shown` characters have streamed."""
+    page.goto(f"{url}/agent/helper")
+    send(page, message)
+    wait_for_text(page, shown)
+
+
 def wait_for_text(page, minimum: int) -> str:
     page.wait_for_function(
         f"(document.querySelector('.streaming-text') || {{textContent: ''}}).textContent.length > {minimum}")
@@ -101,9 +108,7 @@ def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server,
     try:
         context = browser_context()
         page = context.new_page()
-        page.goto(f"{proxy.url}/agent/helper")
-        send(page, "Survive the tunnel")
-        wait_for_text(page, 40)
+        start_reply(page, proxy.url, "Survive the tunnel", 40)
         # The network goes away: open connections break and new ones fail, for two seconds.
         context.set_offline(True)
         proxy.cut()
@@ -126,9 +131,7 @@ def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(app_facto
     try:
         context = browser_context()
         first = context.new_page()
-        first.goto(f"{server.url}/agent/helper")
-        send(first, "Two tabs")
-        wait_for_text(first, 30)
+        start_reply(first, server.url, "Two tabs", 30)
         second = context.new_page()
         second.goto(first.evaluate("location.href"))
         second.wait_for_selector(".message.assistant.status-streaming")
