@@ -214,3 +214,18 @@ def test_redis_keeps_nothing_of_finished_chats_after_the_retention_time(app_fact
     assert leftover == [], f"keys outliving their retention: {leftover[:5]}"
     # Still answerable from the database.
     assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/chat?chatId={chat_id}", "/agent/helper/{chat_id}/stream"])
+def test_a_reader_that_hangs_up_is_forgotten_by_its_worker(app_factory, path):
+    app = app_factory(DEMO_MODEL_WORDS=300, DEMO_MODEL_DELAY_MS=10)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    read_events(post_chat(client, chat_id), stop_after=2)
+    hub = app.extensions["replies"].hub
+    response = client.get(path.format(chat_id=chat_id), buffered=False)
+    next(iter(response.response))  # connected and streaming
+    assert any(ref.chat_id == chat_id for ref in hub.followers)
+    response.close()
+    wait_for(lambda: not any(ref.chat_id == chat_id for ref in hub.followers), timeout=5,
+             message="the reader to be unsubscribed")

@@ -15,10 +15,15 @@ from .errors import error_response
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def event_stream(source: Iterable[Event | None]) -> Iterator[str]:
-    """SSE text for a log; comments keep idle connections open and reveal departed clients."""
+def event_stream(source: Iterable[Event | None], retry_ms: int | None = None) -> Iterator[str]:
+    """SSE text for a log; comments keep idle connections open and reveal departed clients.
+
+    Closing this (the client left) closes `source`, which ends its subscription at once.
+    """
     events = iter(source)
     try:
+        if retry_ms is not None:
+            yield sse.retry(retry_ms)
         for event in events:
             yield sse.comment() if event is None else sse.encode(event.type, event.data, event.id)
     finally:
@@ -27,8 +32,8 @@ def event_stream(source: Iterable[Event | None]) -> Iterator[str]:
             close()
 
 
-def sse_response(source: Iterable[Event | None]) -> Response:
-    return Response(event_stream(source), mimetype="text/event-stream",
+def sse_response(source: Iterable[Event | None], retry_ms: int | None = None) -> Response:
+    return Response(event_stream(source, retry_ms), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -14,11 +14,11 @@ from .. import sse
 from ..agents import Agent
 from ..extensions import db
 from ..identity import current_identity_id, find_identity, owned_chat
-from ..models import Chat, Message
+from ..models import Chat, Message, MessageStatus
 from ..render import render_markdown
 from ..replies import ReplyError, replies
 from ..streams import Event, StreamRef
-from .api import event_stream, parse_message
+from .api import parse_message, sse_response
 
 bp = Blueprint("pages", __name__)
 
@@ -160,16 +160,22 @@ def browser_events(source: Iterable[Event | None] | None) -> Iterator[Event | No
     gets anything but a 200 stream reconnects forever.
     """
     last_id = "0-0"
-    for event in source or ():
-        if event is None:
-            yield None
-        elif event.type == "delta":
-            last_id = event.id
-            yield Event(event.id, "delta", html.escape(json.loads(event.data)["text"], quote=False))
-        elif event.terminal:
-            yield Event(event.id, "done", event.type)
-            return
-    yield Event(last_id, "done", "gone")
+    events = iter(source or ())
+    try:
+        for event in events:
+            if event is None:
+                yield None
+            elif event.type == "delta":
+                last_id = event.id
+                yield Event(event.id, "delta", html.escape(json.loads(event.data)["text"], quote=False))
+            elif event.terminal:
+                yield Event(event.id, "done", event.type)
+                return
+        yield Event(last_id, "done", "gone")
+    finally:
+        close = getattr(events, "close", None)
+        if close:  # the browser left: end the subscription now, not at garbage collection
+            close()
 
 
 @bp.get("/agent/<slug>/<uuid:chat_id>/stream")
@@ -182,17 +188,11 @@ def stream(slug: str, chat_id: uuid.UUID):
         cursor = sse.parse_event_id(raw)
     except ValueError:
         cursor = None
-    pending = db.session.scalar(select(Message).where(Message.chat_id == chat.id, Message.status == "streaming"))
+    pending = db.session.scalar(select(Message).where(Message.chat_id == chat.id,
+                                                      Message.status == MessageStatus.STREAMING.value))
     source = None
     if pending is not None:
         ref = StreamRef(str(chat.id), pending.stream_id)
         if replies().log_exists(ref):
             source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None)
-    body = event_stream(browser_events(source))
-    return Response(_with_retry(body), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _with_retry(body: Iterator[str]) -> Iterator[str]:
-    yield sse.retry(RESUME_RETRY_MS)
-    yield from body
+    return sse_response(browser_events(source), retry_ms=RESUME_RETRY_MS)
