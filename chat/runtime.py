@@ -255,7 +255,7 @@ class StreamHub:
         self.next_liveness = 0.0
         self.reaping: set[StreamRef] = set()
         self.stopping = threading.Event()
-        start_daemon(self.run, "durable-chat-reader")
+        self.thread = start_daemon(self.run, "durable-chat-reader")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -313,9 +313,21 @@ class StreamHub:
         events, woken = self.store.read_many(cursors, self.block_ms, self.wake_key, self.wake_cursor)
         if woken:
             self.wake_cursor = woken
+        self.dispatch(cursors, events)
+        if time.monotonic() >= self.next_liveness:
+            self.next_liveness = time.monotonic() + self.liveness_seconds
+            self.check_liveness()
+
+    def dispatch(self, read_from: dict[StreamRef, str], events: dict[StreamRef, list[Event]]) -> None:
+        """Hand each stream's new entries to its subscribers and move its cursor on.
+
+        A batch read from a cursor that is no longer the stream's (its last reader left and a new
+        one followed it again from elsewhere while the read was in flight) is dropped: the next
+        read starts from the new cursor, so nothing between the two is skipped.
+        """
         with self.lock:
             for ref, batch in events.items():
-                if ref not in self.followers:
+                if ref not in self.followers or self.cursors.get(ref) != read_from[ref]:
                     continue
                 self.cursors[ref] = batch[-1].id
                 for subscription in self.followers[ref]:
@@ -324,9 +336,6 @@ class StreamHub:
                     # Subscribers end on the terminal event; stop reading a finished log.
                     del self.followers[ref]
                     del self.cursors[ref]
-        if time.monotonic() >= self.next_liveness:
-            self.next_liveness = time.monotonic() + self.liveness_seconds
-            self.check_liveness()
 
     def check_liveness(self) -> None:
         """Hand streams whose producer stopped heart-beating (without finishing) to `on_dead`."""

@@ -126,3 +126,30 @@ def test_terminating_leaves_only_keys_that_expire_with_the_retention(redis_url):
     keys = list(streams.client.scan_iter("chat:{c}:*"))
     assert sorted(keys) == [log_key(ref), RedisStreams._state_key(ref, "state")]
     assert all(0 < streams.client.ttl(key) <= 30 for key in keys)
+
+
+def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(redis_url):
+    """The reader's XREAD is in flight for a stream; its last reader leaves and another one
+    follows it again from an earlier cursor; then the stale read lands. Nothing may be skipped."""
+    from chat.runtime import StreamHub
+
+    streams = store(redis_url)
+    ref = StreamRef("c", "s")
+    streams.create(ref, {})
+    streams.append_deltas([(ref, "a", 1), (ref, "b", 2)])
+    start, a, _b = streams.read(ref)
+    hub = StreamHub(streams, block_ms=10, keepalive_seconds=1, liveness_seconds=60, outage_seconds=5,
+                    on_dead=lambda ref: None)
+    hub.stop()
+    hub.thread.join(2)  # drive the reader by hand
+    first = hub.subscribe(ref, a.id)
+    in_flight = dict(hub.cursors)
+    stale, _ = streams.read_many(in_flight, 10)
+    hub.unsubscribe(first)
+    second = hub.subscribe(ref, start.id)
+    hub.dispatch(in_flight, stale)
+    streams.terminate(ref, "finish", {"finishReason": "stop"})
+    hub.step()
+    received = [event for event in second if event is not None]
+    assert [e.type for e in received] == ["delta", "delta", "finish"]
+    assert "".join(e.payload()["text"] for e in received if e.type == "delta") == "ab"
