@@ -8,14 +8,18 @@ from typing import Any
 
 from flask import Flask
 
-from .agents import load_agents
 from .config import INSTANCE_DIR, PROJECT_ROOT, Config
 from .embedded_redis import ensure_redis_url
-from .extensions import db, init_redis, migrate
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides the environment (tests pass theirs here)."""
+    # Imported here, not at the top (as flaskr does): gunicorn's master imports chat.config and
+    # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
+    # the gevent worker can patch it.
+    from .agents import load_agents
+    from .extensions import db, init_redis, migrate
+
     app = Flask(
         __name__, instance_path=str(INSTANCE_DIR),
         template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"),

@@ -4,6 +4,9 @@ One server process per app server: gunicorn's master starts it before forking (g
 and publishes its URL in the environment, so every worker shares it; `flask run` starts it on
 first use. It listens on a free loopback port, keeps its data under instance/redis/, and is
 stopped when the process that started it exits.
+
+This module does not import redis-py: gunicorn's master imports it (gunicorn.conf.py) before
+forking, and redis-py imports `ssl`, which the gevent worker must patch before anyone imports it.
 """
 from __future__ import annotations
 
@@ -17,8 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import redis
 
 
 class RedisServerNotFound(RuntimeError):
@@ -43,19 +44,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 10.0) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=1)
+def answers_ping(port: int) -> bool:
+    """One RESP `PING` over a plain socket (see the module docstring for why not redis-py)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_until_ready(url: str, port: int, process: subprocess.Popen, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited with code {process.returncode} while starting")
-        try:
-            client.ping()
+        if answers_ping(port):
             return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-        finally:
-            client.close()
+        time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"redis-server did not answer on {url} within {timeout:.0f}s")
 
@@ -80,7 +86,7 @@ def start_redis_server(data_dir: Path, binary: str | None = None, port: int | No
         preexec_fn=die_with_parent if sys.platform == "linux" else None,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    wait_until_ready(url, process)
+    wait_until_ready(url, port, process)
     atexit.register(stop_redis_server, process, os.getpid())
     return url, process
 
