@@ -28,7 +28,7 @@ screenshots: test-system-deps $(VENV)/.installed-test  ## README screenshots in 
 	$(PY) scripts/screenshots.py
 
 migrate: $(VENV)/.installed
-	RESUMABLE_STREAMS=0 $(VENV)/bin/flask --app app db upgrade
+	$(VENV)/bin/flask --app app db upgrade
 
 system-deps:
 	scripts/ensure-system-packages run

@@ -1,4 +1,12 @@
-"""Entry point: `flask --app app run`, `gunicorn -c gunicorn.conf.py app:app` or `gunicorn 'app:create_app()'`."""
+"""Entry point: `gunicorn -c gunicorn.conf.py app:app` (what `make run` does) or `flask --app app run`.
+
+Entry points own process set-up: logging here, the embedded redis-server in gunicorn.conf.py (or,
+under `flask run`, on first use of Redis).
+"""
+
+import logging
+
 from chat import create_app
 
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 app = create_app()

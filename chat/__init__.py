@@ -1,40 +1,38 @@
 """Durable Chat: chat with AI agents whose replies survive refreshes, drops and dead workers."""
+
 from __future__ import annotations
 
-import logging
 import secrets
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from .config import INSTANCE_DIR, PROJECT_ROOT, Config
-from .embedded_redis import ensure_redis_url
+from .config import INSTANCE_DIR, Config, shipped
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the app. `config` overrides the environment (tests pass theirs here)."""
+    """Build the app. `config` overrides the environment (tests pass theirs here).
+
+    It configures and registers only: processes (the embedded redis-server, gunicorn's workers)
+    and logging set-up belong to the entry points (app.py, gunicorn.conf.py).
+    """
     # Imported here, not at the top (as flaskr does): gunicorn's master imports chat.config and
     # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
     # the gevent worker can patch it.
     from .agents import load_agents
     from .extensions import db, init_redis, migrate
 
-    app = Flask(
-        __name__, instance_path=str(INSTANCE_DIR),
-        template_folder=str(PROJECT_ROOT / "templates"), static_folder=str(PROJECT_ROOT / "static"),
-    )
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR), template_folder=str(shipped("templates")),
+                static_folder=str(shipped("static")))
     app.config.from_object(Config)
     if config:
         app.config.update(config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or instance_secret(Path(app.instance_path))
-    if app.config["RESUMABLE_STREAMS"] and not app.config["REDIS_URL"]:
-        app.config["REDIS_URL"] = ensure_redis_url(Path(app.instance_path) / "redis", app.config["REDIS_SERVER_BIN"])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    migrate.init_app(app, db, directory=str(shipped("migrations")))
     init_redis(app)
     app.extensions["agents"] = load_agents(app.config["AGENTS_FILE"])
 

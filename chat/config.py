@@ -3,6 +3,7 @@
 `.env` (see `.env.example`) is loaded by python-dotenv before these classes are built, so a
 developer's local settings and a server's real environment both end up here.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,22 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", PROJECT_ROOT / "instance"))
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+# A checkout (the README's `make run`) keeps its instance/ and .env at its top; an installed
+# wheel keeps them in the directory it is started from.
+IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
+HOME_DIR = PROJECT_ROOT if IN_CHECKOUT else Path.cwd()
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH") or HOME_DIR / "instance")
 
-load_dotenv(PROJECT_ROOT / ".env")
+load_dotenv(HOME_DIR / ".env")
+
+
+def shipped(name: str) -> Path:
+    """templates/, static/ or migrations/: at the top of a checkout, inside the installed package
+    (pyproject.toml maps them under chat/ in a wheel)."""
+    installed = PACKAGE_DIR / name
+    return installed if installed.is_dir() else PROJECT_ROOT / name
 
 
 def env_int(name: str, default: int) -> int:
@@ -80,7 +93,7 @@ class Config:
     # New guests start with this many credits (1 credit = 1,000,000 micro-credits internally).
     GUEST_CREDIT_GRANT = env_int("GUEST_CREDIT_GRANT", 100)
 
-    AGENTS_FILE = os.environ.get("AGENTS_FILE") or str(PROJECT_ROOT / "chat" / "agents" / "agents.toml")
+    AGENTS_FILE = os.environ.get("AGENTS_FILE") or str(PACKAGE_DIR / "agents" / "agents.toml")
     OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY") or None
     OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
     OPENAI_TIMEOUT_SECONDS = env_int("OPENAI_TIMEOUT_SECONDS", 60)

@@ -1,7 +1,11 @@
 """Extensions, created once and bound to an app in create_app()."""
+
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+from pathlib import Path
 
 import redis
 from flask import Flask, current_app
@@ -12,6 +16,8 @@ from redis.retry import Retry
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
+from .embedded_redis import ensure_redis_url
+
 # Named constraints so Alembic can alter them on SQLite and PostgreSQL alike.
 db = SQLAlchemy(metadata=MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s",
@@ -21,14 +27,27 @@ db = SQLAlchemy(metadata=MetaData(naming_convention={
     "pk": "pk_%(table_name)s",
 }))
 migrate = Migrate()
+_redis_lock = threading.Lock()
 
 
 def init_redis(app: Flask) -> None:
+    """The app's Redis client is built on first use (`redis_client`), not here: the factory
+    starts nothing and connects to nothing (`flask db upgrade` never needs Redis)."""
+    app.extensions["redis"] = None
+
+
+def redis_url(app: Flask) -> str:
+    """REDIS_URL from the config or the environment (gunicorn's master publishes its embedded
+    server's there); without one, an embedded redis-server is started now (`flask run`)."""
+    url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
+    if url:
+        return url
+    return ensure_redis_url(Path(app.instance_path) / "redis", app.config["REDIS_SERVER_BIN"])
+
+
+def connect_redis(app: Flask) -> redis.Redis:
     """One connection pool per app and process. `rediss://` URLs get TLS from redis-py itself."""
-    url = app.config.get("REDIS_URL")
-    if not url:
-        app.extensions["redis"] = None
-        return
+    url = redis_url(app)
     timeout = app.config["REDIS_SOCKET_TIMEOUT_MS"] / 1000
     pool = redis.BlockingConnectionPool.from_url(
         url,
@@ -43,13 +62,19 @@ def init_redis(app: Flask) -> None:
         # requests answer 503 at once.
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3),
     )
-    app.extensions["redis"] = redis.Redis(connection_pool=pool)
+    return redis.Redis(connection_pool=pool)
 
 
 def redis_client(app: Flask | None = None) -> redis.Redis:
-    client = (app or current_app).extensions.get("redis")
+    """The app's Redis client, connected on first use."""
+    app = app or current_app
+    client = app.extensions.get("redis")
     if client is None:
-        raise RuntimeError("Redis is not configured for this app")
+        if not app.config["RESUMABLE_STREAMS"]:
+            raise RuntimeError("Redis is not used with RESUMABLE_STREAMS=0")
+        with _redis_lock:
+            client = app.extensions.get("redis") or connect_redis(app)
+            app.extensions["redis"] = client
     return client
 
 

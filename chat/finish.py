@@ -1,31 +1,47 @@
-"""Finishing a reply: store the assistant message, its usage and its charge — exactly once.
+"""Finishing a reply: its assistant message stored and billed, and its log ended — exactly once.
 
-Whoever finishes a reply (its producer, a stop request, a reader or the reaper that found the
-producer dead) calls `record_reply`. The first caller's conditional UPDATE moves the message out
-of `streaming`; every later caller's UPDATE matches no row, and they all get back what the first
-one stored. The ledger row (unique per stream) is written in the same transaction, so a charge
-can be neither doubled nor lost.
+The words, each meaning one thing everywhere in this code:
+
+- **seal** (`StreamBackend.seal`): the log accepts no more deltas, so the text read from it next is
+  the reply's final text.
+- **record** (`record_outcome`): the message leaves `streaming` with its text, status, usage and
+  cost, and its ledger row is written, in one transaction. The first caller's conditional UPDATE
+  matches; every later caller's matches no row and gets back what the first one stored. The
+  ledger row is unique per stream, so a charge can be neither doubled nor lost.
+- **end** (`StreamBackend.end_log`): the terminal event (`finish` or `error`, telling the recorded
+  outcome) is appended to the log, once; readers stop there.
+- **finish** (`finish_reply`) = seal + record + end. Whoever finishes a reply calls it: its
+  producer, a stop request, a reader or the reaper that found the producer gone.
+- **interrupt** (`interrupt`): finish as `interrupted` because the producer is gone.
+- **reap** (`reap_orphans`): interrupt every reply whose producer is gone (a periodic sweep).
+- **provisional text** (`keep_provisional_text`): a producer that lost Redis keeps what it wrote,
+  unbilled, for whoever finishes the reply once Redis answers.
 """
+
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from .agents import Agent, estimate_tokens
 from .extensions import db
-from .models import Chat, Identity, LedgerEntry, Message, MessageStatus, utcnow
-
-STATUS_BY_REASON = {
-    "stop": MessageStatus.COMPLETE,
-    "length": MessageStatus.COMPLETE,
-    "cancelled": MessageStatus.CANCELLED,
-    "interrupted": MessageStatus.INTERRUPTED,
-    "error": MessageStatus.ERROR,
-}
+from .models import (
+    Chat,
+    FinishReason,
+    Identity,
+    LedgerEntry,
+    Message,
+    MessageStatus,
+    reply_for_stream,
+    streaming_replies,
+    utcnow,
+)
+from .streams import StreamBackend, StreamRef
 
 
 @dataclass(frozen=True)
@@ -39,8 +55,8 @@ class StoredReply:
     """The outcome as the database holds it, and the terminal stream event that tells it."""
 
     message_id: uuid.UUID
-    status: str
-    finish_reason: str
+    status: MessageStatus
+    finish_reason: FinishReason
     error: str | None
     prompt_tokens: int
     completion_tokens: int
@@ -49,7 +65,7 @@ class StoredReply:
 
     @property
     def terminal_event(self) -> tuple[str, dict]:
-        if self.status == MessageStatus.ERROR.value:
+        if self.status == MessageStatus.ERROR:
             return "error", {"message": self.error or "The reply failed."}
         return "finish", {
             "finishReason": self.finish_reason,
@@ -59,28 +75,70 @@ class StoredReply:
 
 def stored_reply(message: Message) -> StoredReply:
     return StoredReply(
-        message_id=message.id, status=message.status, finish_reason=message.finish_reason or "stop",
-        error=message.error, prompt_tokens=message.prompt_tokens or 0,
-        completion_tokens=message.completion_tokens or 0, cost_micros=message.cost_micros or 0,
-        content=message.content,
+        message_id=message.id, status=MessageStatus(message.status),
+        finish_reason=FinishReason(message.finish_reason or FinishReason.STOP), error=message.error,
+        prompt_tokens=message.prompt_tokens or 0, completion_tokens=message.completion_tokens or 0,
+        cost_micros=message.cost_micros or 0, content=message.content,
     )
 
 
-def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text: str | None,
-                 usage: Usage | None = None, error: str | None = None) -> StoredReply | None:
+def finish_reply(backend: StreamBackend, agents: Mapping[str, Agent], ref: StreamRef, reason: FinishReason,
+                 usage: Usage | None = None, error: str | None = None, text: str | None = None) -> StoredReply | None:
+    """Seal, record and end the reply of `ref`; safe to call again (it returns what is stored).
+
+    `text` is the producer's own record of what reached the log; anyone else seals the log first
+    so that the text read from it is final. The log decides the text, never a client.
+    """
+    log_exists = True
+    if text is None:
+        backend.seal(ref)
+        log_exists = backend.exists(ref)
+        # A log Redis has lost leaves the provisional text kept in the database (or none).
+        text = backend.read_text(ref) if log_exists else None
+    stored = record_outcome(ref.stream_id, agents, reason, text, usage, error)
+    if stored is not None and log_exists:  # no stub log: resumers then get the stored reply
+        backend.end_log(ref, *stored.terminal_event)
+    return stored
+
+
+def interrupt(backend: StreamBackend, agents: Mapping[str, Agent], ref: StreamRef) -> StoredReply | None:
+    """Finish a reply whose producer is gone, with the text that reached its log."""
+    return finish_reply(backend, agents, ref, FinishReason.INTERRUPTED)
+
+
+def reap_orphans(backend: StreamBackend, agents: Mapping[str, Agent], max_reply_seconds: int) -> int:
+    """Interrupt every reply whose producer is gone; returns how many were finished."""
+    pending = streaming_replies()
+    if not pending:
+        return 0
+    refs = [StreamRef(str(message.chat_id), str(message.stream_id)) for message in pending]
+    stale_before = utcnow() - timedelta(seconds=max_reply_seconds + 60)
+    finished = 0
+    for ref, alive, message in zip(refs, backend.alive(refs), pending, strict=True):
+        # A store other processes cannot see hides their producers: only age tells they are gone.
+        too_young = not backend.shared and message.created_at.replace(tzinfo=stale_before.tzinfo) > stale_before
+        if alive or too_young:
+            continue
+        interrupt(backend, agents, ref)
+        finished += 1
+    return finished
+
+
+def record_outcome(stream_id: str, agents: Mapping[str, Agent], reason: FinishReason, text: str | None,
+                   usage: Usage | None = None, error: str | None = None) -> StoredReply | None:
     """Store and bill the reply of `stream_id` unless it is already stored; return what is stored.
 
-    `text` None means the log is lost: the provisional text saved by `save_partial` is used.
+    `text` None means the log is lost: the provisional text kept by `keep_provisional_text` is used.
     Returns None when no message belongs to that stream (nothing to finish).
     """
-    message = db.session.scalar(select(Message).where(Message.stream_id == stream_id))
+    message = reply_for_stream(stream_id)
     if message is None:
         return None
-    if message.status != MessageStatus.STREAMING.value:
+    if message.status != MessageStatus.STREAMING:
         return stored_reply(message)
     if text is None:
         text = message.content
-    chat = db.session.get(Chat, message.chat_id)
+    chat = db.session.get_one(Chat, message.chat_id)
     estimated = usage is None or usage.prompt_tokens is None or usage.completion_tokens is None
     prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens is not None else (message.prompt_tokens or 0)
     completion_tokens = (usage.completion_tokens if usage and usage.completion_tokens is not None
@@ -92,10 +150,10 @@ def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text:
     try:
         claimed = db.session.execute(
             update(Message)
-            .where(Message.id == message.id, Message.status == MessageStatus.STREAMING.value)
-            .values(content=text, status=STATUS_BY_REASON[reason].value, finish_reason=reason,
-                    error=error, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    cost_micros=cost, updated_at=now)
+            .where(Message.id == message.id, Message.status == MessageStatus.STREAMING)
+            .values(content=text, status=reason.status, finish_reason=reason, error=error,
+                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_micros=cost,
+                    updated_at=now)
             .execution_options(synchronize_session=False)
         ).rowcount == 1
         if claimed:
@@ -106,7 +164,7 @@ def record_reply(stream_id: str, agents: Mapping[str, Agent], reason: str, text:
     except IntegrityError:  # another finisher's ledger row won the race
         db.session.rollback()
     db.session.expire_all()
-    return stored_reply(db.session.get(Message, message.id))
+    return stored_reply(db.session.get_one(Message, message.id))
 
 
 def charge(chat: Chat, charge_id: str, message_id: uuid.UUID, prompt_tokens: int, completion_tokens: int,
@@ -127,7 +185,7 @@ def charge(chat: Chat, charge_id: str, message_id: uuid.UUID, prompt_tokens: int
 def record_title(chat_id: uuid.UUID, message_id: uuid.UUID, agents: Mapping[str, Agent], title: str,
                  usage: Usage) -> bool:
     """Store a model-made chat title and charge its usage, once per chat; False if already done."""
-    chat = db.session.get(Chat, chat_id)
+    chat = db.session.get_one(Chat, chat_id)
     agent = agents.get(chat.agent_slug)
     estimated = usage.prompt_tokens is None or usage.completion_tokens is None
     prompt_tokens = usage.prompt_tokens if usage.prompt_tokens is not None else estimate_tokens(title) * 20
@@ -143,11 +201,11 @@ def record_title(chat_id: uuid.UUID, message_id: uuid.UUID, agents: Mapping[str,
     return True
 
 
-def save_partial(stream_id: str, text: str) -> None:
+def keep_provisional_text(stream_id: str, text: str) -> None:
     """Keep a still-streaming reply's text provisionally (not an outcome, nothing billed), for a
     finisher that later finds its log lost."""
     db.session.execute(
-        update(Message).where(Message.stream_id == stream_id, Message.status == MessageStatus.STREAMING.value)
+        update(Message).where(Message.stream_id == stream_id, Message.status == MessageStatus.STREAMING)
         .values(content=text).execution_options(synchronize_session=False)
     )
     db.session.commit()

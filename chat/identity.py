@@ -1,33 +1,51 @@
-"""Guest identities: a signed session cookie names one; chats belong to exactly one."""
+"""Guest identities: a signed session cookie names one; chats belong to exactly one.
+
+The caller's identity is read once per request and kept in `g`; a caller without one is given
+a new id (set as a cookie on this response) the first time anything asks for it.
+"""
+
 from __future__ import annotations
 
 import uuid
 
-from flask import current_app, session
+from flask import current_app, g, session
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .models import MICROS_PER_CREDIT, Chat, Identity
+from .models import MICROS_PER_CREDIT, Identity
 
 SESSION_KEY = "identity"
 
 
 def current_identity_id() -> uuid.UUID:
     """The caller's identity id; a caller without one is given one (set on this response)."""
+    if "identity_id" not in g:
+        g.identity_id = identity_from_session() or new_guest_session()
+    return g.identity_id
+
+
+def identity_from_session() -> uuid.UUID | None:
     raw = session.get(SESSION_KEY)
     if raw:
         try:
             return uuid.UUID(raw)
         except ValueError:
             pass
+    return None
+
+
+def new_guest_session() -> uuid.UUID:
     identity_id = uuid.uuid4()
     session[SESSION_KEY] = str(identity_id)
     session.permanent = True
     return identity_id
 
 
-def find_identity(identity_id: uuid.UUID) -> Identity | None:
-    return db.session.get(Identity, identity_id)
+def current_identity() -> Identity | None:
+    """The caller's row (None until their first message creates it), loaded once per request."""
+    if "identity" not in g:
+        g.identity = db.session.get(Identity, current_identity_id())
+    return g.identity
 
 
 def ensure_identity(identity_id: uuid.UUID) -> Identity:
@@ -41,10 +59,5 @@ def ensure_identity(identity_id: uuid.UUID) -> Identity:
         db.session.commit()
     except IntegrityError:  # a concurrent request of the same guest created it first
         db.session.rollback()
-    return db.session.get(Identity, identity_id)
-
-
-def owned_chat(chat_id: uuid.UUID, identity_id: uuid.UUID) -> Chat | None:
-    """The chat if it exists and is the caller's; a foreign chat looks exactly like a missing one."""
-    chat = db.session.get(Chat, chat_id)
-    return chat if chat is not None and chat.identity_id == identity_id else None
+    g.pop("identity", None)
+    return db.session.get_one(Identity, identity_id)

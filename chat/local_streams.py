@@ -1,9 +1,11 @@
 """The `RESUMABLE_STREAMS=0` backend: a reply's log lives in this process's memory only.
 
-It has the same methods as RedisStreams, so generation and the POST response are the same code
-in both modes; what it cannot do is let another process (or a later request after the reply has
-finished) read the log, so GET /api/chat falls back to the stored message.
+It has the same methods as RedisStreams (and follows a log like StreamHub), so generation and the
+POST response are the same code in both modes; what it cannot do is let another process (or a
+later request after the reply has finished) read the log, so GET /api/chat falls back to the
+stored message.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +35,12 @@ class LocalLog:
 
 
 class LocalStreams:
-    def __init__(self) -> None:
+    """A StreamBackend and a Follower in memory, for one process."""
+
+    shared = False
+
+    def __init__(self, keepalive_seconds: float) -> None:
+        self.keepalive_seconds = keepalive_seconds
         self.logs: dict[StreamRef, LocalLog] = {}
         self.live: dict[str, str] = {}
         self.lock = threading.RLock()
@@ -86,7 +93,7 @@ class LocalStreams:
         if ref in self.logs:
             self.logs[ref].sealed = True
 
-    def terminate(self, ref: StreamRef, event: str, data: dict) -> bool:
+    def end_log(self, ref: StreamRef, event: str, data: dict) -> bool:
         with self.lock:
             log = self.logs.get(ref)
             if log is None or log.done:
@@ -98,7 +105,7 @@ class LocalStreams:
             self.release_live(ref)
             return True
 
-    def is_terminated(self, ref: StreamRef) -> bool:
+    def log_ended(self, ref: StreamRef) -> bool:
         return ref not in self.logs
 
     def exists(self, ref: StreamRef) -> bool:
@@ -112,7 +119,7 @@ class LocalStreams:
     def read_text(self, ref: StreamRef) -> str:
         return joined_text(self.read(ref))
 
-    def subscribe(self, ref: StreamRef, after: str, keepalive_seconds: float) -> Iterator[Event | None]:
+    def subscribe(self, ref: StreamRef, after: str) -> Iterator[Event | None]:
         """Follow the log until its terminal event; None means "nothing new for a while"."""
         log = self.logs.get(ref)
         if log is None:
@@ -121,7 +128,7 @@ class LocalStreams:
         while True:
             with log.changed:
                 if position >= len(log.events):
-                    log.changed.wait(keepalive_seconds)
+                    log.changed.wait(self.keepalive_seconds)
                 fresh = log.events[position:]
             if not fresh:
                 yield None

@@ -1,11 +1,13 @@
-"""Database tables: identities, chats, messages, the stream audit trail and the billing ledger."""
+"""Database tables (identities, chats, messages, the stream audit trail, the billing ledger) and
+the queries on them: views and services call these named functions, never `select()` themselves."""
+
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, Uuid, select
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, Uuid, func, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -18,12 +20,43 @@ def utcnow() -> datetime:
 MICROS_PER_CREDIT = 1_000_000
 
 
-class MessageStatus(str, enum.Enum):
+class MessageStatus(StrEnum):
     COMPLETE = "complete"
     STREAMING = "streaming"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
     ERROR = "error"
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class FinishReason(StrEnum):
+    """Why a reply ended: the `finishReason` of the API's `finish` event, and the message's
+    `finish_reason` column (`error` ends with an `error` event instead)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+    @property
+    def status(self) -> MessageStatus:
+        """The stored status of a reply that ended for this reason."""
+        return {
+            FinishReason.STOP: MessageStatus.COMPLETE,
+            FinishReason.LENGTH: MessageStatus.COMPLETE,
+            FinishReason.CANCELLED: MessageStatus.CANCELLED,
+            FinishReason.INTERRUPTED: MessageStatus.INTERRUPTED,
+            FinishReason.ERROR: MessageStatus.ERROR,
+        }[self]
+
+
+# The statuses a reply can end in short of complete; the page offers Retry on them.
+FAILED_STATUSES = frozenset({MessageStatus.INTERRUPTED, MessageStatus.CANCELLED, MessageStatus.ERROR})
 
 
 class Identity(db.Model):
@@ -78,10 +111,10 @@ class Message(db.Model):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     chat_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"), nullable=False)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
-    role: Mapped[str] = mapped_column(String(16), nullable=False)  # "user" | "assistant"
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # a MessageRole
     content: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default=MessageStatus.COMPLETE.value)
-    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=MessageStatus.COMPLETE)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))  # a FinishReason
     error: Mapped[str | None] = mapped_column(Text)
     stream_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -94,7 +127,7 @@ class Message(db.Model):
 
     @property
     def is_pending(self) -> bool:
-        return self.status == MessageStatus.STREAMING.value
+        return self.status == MessageStatus.STREAMING
 
     @property
     def cost(self) -> float | None:
@@ -131,6 +164,70 @@ class LedgerEntry(db.Model):
     usage_estimated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     cost_micros: Mapped[int] = mapped_column(BigInteger, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+# -- queries ------------------------------------------------------------------------------------
+def owned_chat(chat_id: uuid.UUID, identity_id: uuid.UUID) -> Chat | None:
+    """The chat if it exists and is the caller's; a foreign chat looks exactly like a missing one."""
+    chat = db.session.get(Chat, chat_id)
+    return chat if chat is not None and chat.identity_id == identity_id else None
+
+
+def recent_chats(identity_id: uuid.UUID, limit: int = 30) -> list[Chat]:
+    """The identity's chats, most recently active first."""
+    return list(db.session.scalars(
+        select(Chat).where(Chat.identity_id == identity_id).order_by(Chat.updated_at.desc()).limit(limit)))
+
+
+def streaming_message(chat_id: uuid.UUID) -> Message | None:
+    """The chat's reply in progress (at most one: a partial unique index says so)."""
+    return db.session.scalar(select(Message).where(Message.chat_id == chat_id,
+                                                   Message.status == MessageStatus.STREAMING))
+
+
+def streaming_replies(limit: int = 500) -> list[Message]:
+    """Replies still in progress in any chat (the reaper checks their producers)."""
+    return list(db.session.scalars(select(Message).where(Message.status == MessageStatus.STREAMING).limit(limit)))
+
+
+def latest_reply(chat_id: uuid.UUID) -> Message | None:
+    """The chat's newest assistant message, pending or not."""
+    return db.session.scalar(
+        select(Message).where(Message.chat_id == chat_id, Message.role == MessageRole.ASSISTANT)
+        .order_by(Message.position.desc()).limit(1))
+
+
+def reply_for_stream(stream_id: str) -> Message | None:
+    return db.session.scalar(select(Message).where(Message.stream_id == stream_id))
+
+
+def next_position(chat_id: uuid.UUID) -> int:
+    return (db.session.scalar(select(func.max(Message.position)).where(Message.chat_id == chat_id)) or 0) + 1
+
+
+def newest_messages(chat_id: uuid.UUID, limit: int) -> list[Message]:
+    """The chat's last `limit` messages, oldest first."""
+    rows = db.session.scalars(select(Message).where(Message.chat_id == chat_id)
+                              .order_by(Message.position.desc()).limit(limit)).all()
+    return list(reversed(rows))
+
+
+def prompt_before(reply: Message) -> str | None:
+    """The user's text that a reply answered (what Retry sends again)."""
+    return db.session.scalar(select(Message.content).where(
+        Message.chat_id == reply.chat_id, Message.position == reply.position - 1))
+
+
+def conversation(chat_id: uuid.UUID, char_budget: int, limit: int = 200) -> list[Message]:
+    """The newest non-empty messages that fit `char_budget` characters, oldest first."""
+    kept: list[Message] = []
+    for message in db.session.scalars(select(Message).where(Message.chat_id == chat_id, Message.content != "")
+                                      .order_by(Message.position.desc()).limit(limit)):
+        char_budget -= len(message.content)
+        if char_budget < 0:
+            break
+        kept.append(message)
+    return list(reversed(kept))
 
 
 def insert_chat_stream(chat_id: uuid.UUID, stream_id: str) -> ChatStream:

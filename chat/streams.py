@@ -13,6 +13,9 @@ Keys of chat C and stream S:
                            "done" once the terminal event is written
   chat:{C}:stream:S:cancel set by a stop request, seen by the producer's heartbeat
   chat:{C}:stream:S:seq    the producer's last appended sequence number (retries are idempotent)
+
+Longer than most modules on purpose: it is the one place that owns the Redis stream protocol
+(keys, scripts, commands, TTLs), so a change to the protocol is read and reviewed in one file.
 """
 from __future__ import annotations
 
@@ -73,7 +76,7 @@ return 'ok'
 APPENDED, SEALED, LOST = "ok", "sealed", "lost"
 
 # Write the terminal event exactly once, start the retention clock and free the chat.
-TERMINATE = """
+END_LOG = """
 if redis.call('GET', KEYS[2]) == 'done' then return false end
 local ttl = tonumber(ARGV[4])
 redis.call('SET', KEYS[2], 'done', 'EX', ttl)
@@ -98,7 +101,13 @@ return 0
 
 class StreamBackend(Protocol):
     """A store of reply logs: RedisStreams below, or LocalStreams (memory) when
-    RESUMABLE_STREAMS=0. Generation, readers and finishing are written against this."""
+    RESUMABLE_STREAMS=0. Generation, readers and finishing are written against this.
+
+    `shared` says whether every process (and host) sees the same logs and live claims; a store
+    that is not shared cannot see another process's producer or let a later request resume.
+    """
+
+    shared: bool
 
     def append_stream_id(self, chat_id: str, stream_id: str) -> None: ...
     def load_streams(self, chat_id: str) -> list[str]: ...
@@ -110,11 +119,19 @@ class StreamBackend(Protocol):
     def create(self, ref: StreamRef, start_data: dict) -> str: ...
     def append_deltas(self, batch: Sequence[tuple[StreamRef, str, int]]) -> list[str]: ...
     def seal(self, ref: StreamRef) -> None: ...
-    def terminate(self, ref: StreamRef, event: str, data: dict) -> bool: ...
-    def is_terminated(self, ref: StreamRef) -> bool: ...
+    def end_log(self, ref: StreamRef, event: str, data: dict) -> bool: ...
+    def log_ended(self, ref: StreamRef) -> bool: ...
     def exists(self, ref: StreamRef) -> bool: ...
     def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]: ...
     def read_text(self, ref: StreamRef) -> str: ...
+
+
+class Follower(Protocol):
+    """Follows one log for one client: events after `after`, then each new one as it is added,
+    until the terminal event; None items mean "nothing new for a while" (a keepalive is due).
+    StreamHub (chat/reader.py) for Redis, LocalStreams for memory."""
+
+    def subscribe(self, ref: StreamRef, after: str) -> Iterable[Event | None]: ...
 
 
 def chat_key(chat_id: str, suffix: str) -> str:
@@ -128,6 +145,8 @@ def log_key(ref: StreamRef) -> str:
 class RedisStreams:
     """Reply logs in Redis. Methods are small and named for what the caller means."""
 
+    shared = True
+
     def __init__(self, client: redis.Redis, *, maxlen: int, ttl_seconds: int, max_reply_seconds: int,
                  chat_streams_ttl_seconds: int) -> None:
         self.client = client
@@ -136,7 +155,7 @@ class RedisStreams:
         self.live_log_ttl_seconds = max_reply_seconds + ttl_seconds
         self.chat_streams_ttl_seconds = chat_streams_ttl_seconds
         self._append = client.register_script(APPEND)
-        self._terminate = client.register_script(TERMINATE)
+        self._end_log = client.register_script(END_LOG)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._release = client.register_script(RELEASE)
 
@@ -206,16 +225,16 @@ class RedisStreams:
         """Refuse further deltas, so the text read next is the reply's final text."""
         self.client.set(self._state_key(ref, "state"), "sealed", nx=True, ex=self.live_log_ttl_seconds)
 
-    def terminate(self, ref: StreamRef, event: str, data: dict) -> bool:
+    def end_log(self, ref: StreamRef, event: str, data: dict) -> bool:
         """Append the terminal event unless one exists; True when this call wrote it."""
-        result = self._terminate(
+        result = self._end_log(
             keys=[log_key(ref), self._state_key(ref, "state"), chat_key(ref.chat_id, "live"),
                   self._state_key(ref, "cancel"), self._state_key(ref, "seq")],
             args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id],
         )
         return bool(result)
 
-    def is_terminated(self, ref: StreamRef) -> bool:
+    def log_ended(self, ref: StreamRef) -> bool:
         return self.client.get(self._state_key(ref, "state")) == "done"
 
     def exists(self, ref: StreamRef) -> bool:

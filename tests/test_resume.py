@@ -94,14 +94,16 @@ def test_many_finishers_at_once_record_exactly_one_outcome(app_factory):
     client = app.test_client()
     chat_id = new_chat_id()
     start = read_events(post_chat(client, chat_id), stop_after=2).events[0].json()
-    replies = app.extensions["replies"]
+    runtime = app.extensions["replies"].runtime
+    from chat.finish import finish_reply
+    from chat.models import FinishReason
     from chat.streams import StreamRef
 
     ref = StreamRef(chat_id, start["streamId"])
 
     def finish(reason):
         with app.app_context():
-            replies.finalize(ref, reason)
+            finish_reply(runtime.backend, runtime.agents, ref, FinishReason(reason))
 
     threads = [threading.Thread(target=finish, args=(["interrupted", "cancelled"][n % 2],)) for n in range(20)]
     for thread in threads:
@@ -125,7 +127,7 @@ def test_a_producer_that_stops_heartbeating_is_marked_interrupted(app_factory):
     client = app.test_client()
     chat_id = new_chat_id()
     head = read_events(post_chat(client, chat_id), stop_after=4)
-    app.extensions["replies"].pump.stop()  # no more writes, no more heartbeats
+    app.extensions["replies"].runtime.pump.stop()  # no more writes, no more heartbeats
     transcript = read_events(resume(client, chat_id, head.last_id))
     assert transcript.terminal.json()["finishReason"] == "interrupted"
     stored = assistant(app, chat_id)
@@ -227,7 +229,7 @@ def test_a_reader_that_hangs_up_is_forgotten_by_its_worker(app_factory, path):
     client = app.test_client()
     chat_id = new_chat_id()
     read_events(post_chat(client, chat_id), stop_after=2)
-    hub = app.extensions["replies"].hub
+    hub = app.extensions["replies"].runtime.hub
     response = client.get(path.format(chat_id=chat_id), buffered=False)
     next(iter(response.response))  # connected and streaming
     assert any(ref.chat_id == chat_id for ref in hub.followers)

@@ -47,8 +47,8 @@ def test_sealed_stream_refuses_deltas_and_terminates_once(redis_url):
     assert streams.append_deltas([(ref, "kept", 1)]) == [APPENDED]
     streams.seal(ref)
     assert streams.append_deltas([(ref, "refused", 2)]) == [SEALED]
-    assert streams.terminate(ref, "finish", {"finishReason": "stop"})
-    assert not streams.terminate(ref, "finish", {"finishReason": "interrupted"})
+    assert streams.end_log(ref, "finish", {"finishReason": "stop"})
+    assert not streams.end_log(ref, "finish", {"finishReason": "interrupted"})
     events = streams.read(ref)
     assert [e.type for e in events] == ["start", "delta", "finish"]
     assert events[-1].payload()["finishReason"] == "stop"
@@ -122,7 +122,7 @@ def test_terminating_leaves_only_keys_that_expire_with_the_retention(redis_url):
     streams.claim_live(ref, 5000)
     streams.append_deltas([(ref, "x", 1)])
     streams.request_cancel(ref)
-    streams.terminate(ref, "finish", {"finishReason": "cancelled"})
+    streams.end_log(ref, "finish", {"finishReason": "cancelled"})
     keys = list(streams.client.scan_iter("chat:{c}:*"))
     assert sorted(keys) == [log_key(ref), RedisStreams._state_key(ref, "state")]
     assert all(0 < streams.client.ttl(key) <= 30 for key in keys)
@@ -131,7 +131,7 @@ def test_terminating_leaves_only_keys_that_expire_with_the_retention(redis_url):
 def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(redis_url):
     """The reader's XREAD is in flight for a stream; its last reader leaves and another one
     follows it again from an earlier cursor; then the stale read lands. Nothing may be skipped."""
-    from chat.runtime import StreamHub
+    from chat.reader import StreamHub
 
     streams = store(redis_url)
     ref = StreamRef("c", "s")
@@ -139,16 +139,14 @@ def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(redis_ur
     streams.append_deltas([(ref, "a", 1), (ref, "b", 2)])
     start, a, _b = streams.read(ref)
     hub = StreamHub(streams, block_ms=10, keepalive_seconds=1, liveness_seconds=60, outage_seconds=5,
-                    on_dead=lambda ref: None)
-    hub.stop()
-    hub.thread.join(2)  # drive the reader by hand
+                    on_dead=lambda ref: None)  # not started: the test drives the reader by hand
     first = hub.subscribe(ref, a.id)
     in_flight = dict(hub.cursors)
     stale, _ = streams.read_many(in_flight, 10)
     hub.unsubscribe(first)
     second = hub.subscribe(ref, start.id)
     hub.dispatch(in_flight, stale)
-    streams.terminate(ref, "finish", {"finishReason": "stop"})
+    streams.end_log(ref, "finish", {"finishReason": "stop"})
     hub.step()
     received = [event for event in second if event is not None]
     assert [e.type for e in received] == ["delta", "delta", "finish"]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import MICROS_PER_CREDIT
+from ..models import MICROS_PER_CREDIT, FinishReason
 
 
 class AgentConfigError(RuntimeError):
@@ -42,7 +42,7 @@ class Agent:
 
 @dataclass(frozen=True)
 class Completion:
-    finish_reason: str  # "stop" | "length"
+    finish_reason: FinishReason  # STOP or LENGTH
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 

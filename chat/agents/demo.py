@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+from ..models import FinishReason
 from . import Agent, Completion, Generation, estimate_tokens
 
 VOCABULARY = (
@@ -41,4 +42,4 @@ def generate_demo(agent: Agent, history: list[dict[str, str]], words: int, delay
         completion_tokens += estimate_tokens(piece)
         yield piece
     prompt_tokens = sum(estimate_tokens(m["content"]) for m in history)
-    yield Completion("stop", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    yield Completion(FinishReason.STOP, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import openai
 
+from ..models import FinishReason
 from . import Agent, Completion, Generation, ProviderError
 
 TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "h11"}
@@ -45,14 +46,14 @@ def complete_openai(agent: Agent, messages: list[dict[str, str]], config: dict, 
         raise ProviderError(person_readable(exc)) from exc
     usage = response.usage
     text = response.choices[0].message.content if response.choices else ""
-    return text or "", Completion("stop", usage.prompt_tokens if usage else None,
+    return text or "", Completion(FinishReason.STOP, usage.prompt_tokens if usage else None,
                                   usage.completion_tokens if usage else None)
 
 
 def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -> Generation:
     client = client_for(config)
     messages = [{"role": "system", "content": agent.system_prompt}, *history]
-    finish_reason = "stop"
+    finish_reason = FinishReason.STOP
     usage = None
     try:
         stream = client.chat.completions.create(
@@ -67,7 +68,7 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -
                     if choice.delta and choice.delta.content:
                         yield choice.delta.content
                     if choice.finish_reason:
-                        finish_reason = "length" if choice.finish_reason == "length" else "stop"
+                        finish_reason = FinishReason.LENGTH if choice.finish_reason == "length" else FinishReason.STOP
     except openai.OpenAIError as exc:
         raise ProviderError(person_readable(exc)) from exc
     except Exception as exc:

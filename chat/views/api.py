@@ -1,4 +1,5 @@
-"""The HTTP API of ../shared/design/api.md: POST/GET /api/chat, POST /api/chat/stop."""
+"""The HTTP API of docs/api.md: POST/GET /api/chat, POST /api/chat/stop."""
+
 from __future__ import annotations
 
 import uuid
@@ -7,7 +8,8 @@ from collections.abc import Iterable, Iterator
 from flask import Blueprint, Response, current_app, request
 
 from .. import sse
-from ..identity import current_identity_id, owned_chat
+from ..identity import current_identity_id
+from ..models import owned_chat
 from ..replies import ReplyError, replies
 from ..streams import Event
 from .errors import error_response

@@ -1,34 +1,39 @@
 """Server-rendered pages and the htmx fragments they swap. Without JavaScript the forms still
 post (and redirect); with htmx the same URLs answer with partials."""
+
 from __future__ import annotations
 
 import html
 import json
 import uuid
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
-from sqlalchemy import select
 
 from .. import sse
 from ..agents import Agent
 from ..extensions import db
-from ..identity import current_identity_id, find_identity, owned_chat
-from ..models import Chat, Message, MessageStatus
-from ..render import render_markdown
+from ..identity import current_identity, current_identity_id
+from ..markdown import render_markdown
+from ..models import FAILED_STATUSES, Chat, Message, newest_messages, owned_chat, prompt_before, recent_chats
 from ..replies import ReplyError, replies
-from ..streams import Event, StreamRef
+from ..streams import Event
 from .api import parse_message, sse_response
 
 bp = Blueprint("pages", __name__)
 
 RESUME_RETRY_MS = 1000
-FAILED_STATUSES = {"interrupted", "cancelled", "error"}
 
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["markdown"] = render_markdown
-    app.context_processor(lambda: {"resumable": app.config["RESUMABLE_STREAMS"]})
+
+    @app.context_processor
+    def page_globals() -> dict[str, Any]:
+        """What every page's layout shows: the caller's balance (or the grant a new guest gets)."""
+        return {"resumable": app.config["RESUMABLE_STREAMS"], "identity": current_identity(),
+                "grant": app.config["GUEST_CREDIT_GRANT"]}
 
     @app.after_request
     def vary_on_htmx(response: Response) -> Response:
@@ -55,39 +60,30 @@ def chat_or_404(agent: Agent, chat_id: uuid.UUID) -> Chat:
     return chat
 
 
-def recent_chats(limit: int = 30) -> list[Chat]:
-    return list(db.session.scalars(
-        select(Chat).where(Chat.identity_id == current_identity_id()).order_by(Chat.updated_at.desc()).limit(limit)))
-
-
 def message_view(message: Message) -> dict:
     """What the message partial needs; for a pending reply, its text so far and its cursor."""
-    view = {"message": message, "text": message.content, "cursor": None, "retry_text": None}
-    if message.is_pending and replies().resumable:
+    view: dict[str, Any] = {"message": message, "text": message.content, "cursor": None, "retry_text": None}
+    if message.is_pending:
         view["text"], view["cursor"] = replies().pending_text(message)
     elif message.status in FAILED_STATUSES:
-        view["retry_text"] = db.session.scalar(select(Message.content).where(
-            Message.chat_id == message.chat_id, Message.position == message.position - 1))
+        view["retry_text"] = prompt_before(message)
     return view
 
 
 def chat_page(agent: Agent, chat: Chat | None, chat_id: uuid.UUID, error: str | None = None, status: int = 200,
-              draft: str = ""):
+              draft: str = "") -> tuple[str, int]:
     messages = list(chat.messages) if chat else []
-    identity = find_identity(current_identity_id())
     pending = bool(messages) and messages[-1].is_pending
     return render_template(
         "pages/chat.html", agent=agent, chat=chat, chat_id=chat_id, views=[message_view(m) for m in messages],
-        chats=recent_chats(), identity=identity, pending=pending, error=error, draft=draft,
-        grant=current_app.config["GUEST_CREDIT_GRANT"],
+        chats=recent_chats(current_identity_id()), pending=pending, error=error, draft=draft,
     ), status
 
 
 @bp.get("/")
 def index():
-    identity = find_identity(current_identity_id())
     return render_template("pages/index.html", agents=current_app.extensions["agents"].values(),
-                           chats=recent_chats(), identity=identity, grant=current_app.config["GUEST_CREDIT_GRANT"])
+                           chats=recent_chats(current_identity_id()))
 
 
 @bp.get("/agent/<slug>")
@@ -121,11 +117,9 @@ def send_message(slug: str, chat_id: uuid.UUID):
     chat_url = url_for("pages.show_chat", slug=slug, chat_id=chat_id)
     if not is_fragment_request():
         return redirect(chat_url, code=303)
-    messages = db.session.scalars(select(Message).where(Message.chat_id == chat_id).order_by(
-        Message.position.desc()).limit(2)).all()[::-1]
     response = Response(render_template("_partials/turn.html", agent=agent, chat_id=chat_id,
-                                        views=[message_view(m) for m in messages], fresh=True,
-                                        chats=recent_chats(), chat=db.session.get(Chat, chat_id)))
+                                        views=[message_view(m) for m in newest_messages(chat_id, 2)], fresh=True,
+                                        chats=recent_chats(current_identity_id()), chat=db.session.get(Chat, chat_id)))
     response.headers["HX-Push-Url"] = chat_url
     return response
 
@@ -137,10 +131,10 @@ def show_message(slug: str, chat_id: uuid.UUID, message_id: uuid.UUID):
     message = db.session.get(Message, message_id)
     if message is None or message.chat_id != chat.id:
         abort(404, description="No such message in this chat.")
-    html = render_template("_partials/message.html", agent=agent, chat_id=chat_id, **message_view(message))
+    fragment = render_template("_partials/message.html", agent=agent, chat_id=chat_id, **message_view(message))
     if not message.is_pending:  # the reply was just charged: refresh the balance out of band
-        html += render_template("_partials/balance.html", identity=find_identity(chat.identity_id), oob=True)
-    return html
+        fragment += render_template("_partials/balance.html", oob=True)
+    return fragment
 
 
 @bp.post("/agent/<slug>/<uuid:chat_id>/stop")
@@ -188,11 +182,6 @@ def stream(slug: str, chat_id: uuid.UUID):
         cursor = sse.parse_event_id(raw)
     except ValueError:
         cursor = None
-    pending = db.session.scalar(select(Message).where(Message.chat_id == chat.id,
-                                                      Message.status == MessageStatus.STREAMING.value))
-    source = None
-    if pending is not None:
-        ref = StreamRef(str(chat.id), pending.stream_id)
-        if replies().log_exists(ref):
-            source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None)
+    ref = replies().live_log(chat)
+    source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None) if ref else None
     return sse_response(browser_events(source), retry_ms=RESUME_RETRY_MS)

@@ -1,4 +1,8 @@
-"""Markdown to safe HTML, on the server. Raw HTML in a reply is shown as text, never run."""
+"""Markdown to safe HTML, on the server (markdown-it-py, then nh3).
+
+Raw HTML in a reply is shown as text, never run.
+"""
+
 from __future__ import annotations
 
 import nh3
@@ -7,7 +11,7 @@ from markupsafe import Markup
 
 # `html=False`: raw HTML in the Markdown is escaped; nh3 (ammonia) then strips anything unsafe
 # that Markdown itself produced (javascript: links and the like).
-markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table")
+parser = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table")
 
 ALLOWED_TAGS = {
     "p", "br", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "a", "h1", "h2", "h3",
@@ -17,6 +21,6 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "ol": {"start"}
 
 
 def render_markdown(text: str) -> Markup:
-    html = markdown.render(text)
+    html = parser.render(text)
     return Markup(nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES,
                             link_rel="noopener noreferrer nofollow", url_schemes={"http", "https", "mailto"}))

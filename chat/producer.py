@@ -1,0 +1,115 @@
+"""Generation: run the model for one reply, feed the pump, then finish the reply.
+
+Runs in a background thread (a greenlet under gevent), independent of any client: a reply goes
+on when every browser has left, and ends with the text that reached its log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from flask import Flask
+
+from .agents import Agent, Completion, ProviderError, generate, suggest_title
+from .background import start_daemon
+from .finish import Usage, finish_reply, keep_provisional_text, record_title
+from .models import FinishReason, MessageStatus
+from .runtime import Runtime
+from .streams import StreamRef
+
+log = logging.getLogger(__name__)
+
+REDIS_LOST = "The connection to the stream store (Redis) was lost mid-reply."
+
+
+@dataclass(frozen=True)
+class ReplyHandle:
+    """A reply that has been started: its chat, its stream and its assistant message."""
+
+    chat_id: uuid.UUID
+    stream_id: str
+    message_id: uuid.UUID
+
+    @property
+    def ref(self) -> StreamRef:
+        return StreamRef(str(self.chat_id), self.stream_id)
+
+
+def start_producer(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent,
+                   history: list[dict[str, str]]) -> None:
+    start_daemon(lambda: produce(app, runtime, reply, agent, history), "durable-chat-producer")
+
+
+def produce(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]) -> None:
+    """Run the model, feeding the pump; then finish the reply with what reached the log."""
+    config = app.config
+    with app.app_context():
+        pump = runtime.pump
+        state = pump.register(reply.ref)
+        reason, usage, error = FinishReason.STOP, None, None
+        deadline = time.monotonic() + config["MAX_REPLY_SECONDS"]
+        generation = generate(agent, history, config)
+        try:
+            for piece in generation:
+                if isinstance(piece, Completion):
+                    reason = piece.finish_reason
+                    usage = Usage(piece.prompt_tokens, piece.completion_tokens)
+                elif state.should_stop:
+                    break
+                else:
+                    pump.push(state, piece)
+                    if time.monotonic() > deadline:
+                        reason = FinishReason.LENGTH
+                        break
+        except ProviderError as exc:
+            reason, error = FinishReason.ERROR, str(exc)
+        except Exception:
+            log.exception("generation failed for %s", reply.ref)
+            reason, error = FinishReason.ERROR, "The reply failed unexpectedly."
+        finally:
+            generation.close()  # a stopped reply hangs up on the provider now, not at GC
+        if state.cancelled:
+            reason, usage, error = FinishReason.CANCELLED, None, None
+        pump.drain(state)
+        try:
+            if state.failure is not None:
+                finish_without_log(runtime, reply, usage, state.text)
+            elif not state.sealed:  # sealed: somebody else (a stop) is finishing it
+                stored = finish_reply(runtime.backend, runtime.agents, reply.ref, reason, usage, error,
+                                      text=state.text)
+                if stored is not None and stored.status == MessageStatus.COMPLETE and len(history) == 1:
+                    title_chat(runtime, reply, agent, history[0]["content"], stored.content)
+        except Exception:
+            log.exception("could not finish %s", reply.ref)
+        finally:
+            pump.unregister(state)
+
+
+def title_chat(runtime: Runtime, reply: ReplyHandle, agent: Agent, question: str, answer: str) -> None:
+    """After a chat's first reply, ask the model for a title (the demo model keeps first words)."""
+    try:
+        suggestion = suggest_title(agent, question, answer, runtime.app.config)
+    except ProviderError as exc:
+        log.info("no title for chat %s: %s", reply.chat_id, exc)
+        return
+    if suggestion:
+        title, completion = suggestion
+        record_title(reply.chat_id, reply.message_id, runtime.agents, title,
+                     Usage(completion.prompt_tokens, completion.completion_tokens))
+
+
+def finish_without_log(runtime: Runtime, reply: ReplyHandle, usage: Usage | None, written: str) -> None:
+    """Redis failed under the pump for longer than the producer timeout, or lost the log.
+
+    Keep what the pump knows it wrote as a provisional text; the outcome is recorded from the log
+    (what readers can get) if there is one, by us now or by whoever finishes once Redis answers.
+    """
+    keep_provisional_text(reply.stream_id, written)
+    try:
+        finish_reply(runtime.backend, runtime.agents, reply.ref, FinishReason.ERROR, usage, REDIS_LOST)
+    except redis.RedisError:
+        pass  # the reaper or a reader finishes it once Redis answers

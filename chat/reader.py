@@ -1,0 +1,216 @@
+"""The multiplexed reader: one blocking XREAD per process, fanned out to every client following.
+
+Every response that streams a live reply (the POST included) holds a Subscription; the process's
+one StreamHub reads all followed logs in a single XREAD BLOCK and hands each new batch to the
+subscriptions' queues. It also notices producers that stopped heart-beating.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import redis
+
+from .background import start_daemon
+from .streams import Event, RedisStreams, StreamRef, entry_cursor
+
+log = logging.getLogger(__name__)
+
+STORE_UNAVAILABLE = "The stream store (Redis) is unavailable; reload to see the saved reply."
+STORE_FAILED = object()  # queued to every subscriber when the reader loses Redis
+
+
+class Subscription:
+    """One client's view of a log: catch-up from its cursor, then entries the hub hands over."""
+
+    def __init__(self, hub: StreamHub, ref: StreamRef, after: str, catch_up: bool) -> None:
+        self.hub = hub
+        self.ref = ref
+        self.last = after
+        self.catch_up = catch_up
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[Event | None]:
+        try:
+            if self.catch_up:
+                for event in self.hub.store.read(self.ref, self.last):
+                    self.last = event.id
+                    yield event
+                    if event.terminal:
+                        return
+            while True:
+                try:
+                    batch = self.queue.get(timeout=self.hub.keepalive_seconds)
+                except queue.Empty:
+                    if self.hub.store.log_ended(self.ref):
+                        # The log ended while we were not looking (a cursor at its very end).
+                        batch = self.hub.store.read(self.ref, self.last)
+                        if not batch:
+                            return
+                    else:
+                        yield None
+                        continue
+                if batch is STORE_FAILED:
+                    yield self.failure_event()
+                    return
+                last = entry_cursor(self.last)
+                for event in batch:
+                    cursor = event.cursor
+                    if cursor <= last:
+                        continue  # already delivered by the catch-up read
+                    self.last, last = event.id, cursor
+                    yield event
+                    if event.terminal:
+                        return
+        except redis.RedisError:
+            yield self.failure_event()
+        finally:
+            self.hub.unsubscribe(self)
+
+    def failure_event(self) -> Event:
+        # Carries the last id delivered, so resuming from it continues exactly where this stopped.
+        return Event(self.last, "error", json.dumps({"message": STORE_UNAVAILABLE}))
+
+
+class StreamHub:
+    """One blocking XREAD per process over every log its clients follow, fanned out to queues.
+
+    A subscriber registers first and then reads what it missed, so with the hub's deliveries
+    (which only move forward) it sees every entry once: duplicates are dropped by id.
+    """
+
+    def __init__(self, store: RedisStreams, *, block_ms: int, keepalive_seconds: float,
+                 liveness_seconds: float, outage_seconds: float, on_dead: Callable[[StreamRef], None]) -> None:
+        self.store = store
+        self.block_ms = block_ms
+        self.keepalive_seconds = keepalive_seconds
+        self.liveness_seconds = liveness_seconds
+        self.outage_seconds = outage_seconds
+        self.failing_since: float | None = None
+        self.on_dead = on_dead
+        self.followers: dict[StreamRef, set[Subscription]] = {}
+        self.cursors: dict[StreamRef, str] = {}
+        self.lock = threading.Lock()
+        self.has_work = threading.Event()
+        self.wake_key = store.wake_key(uuid.uuid4().hex)
+        self.wake_cursor = "0-0"
+        self.next_liveness = 0.0
+        self.reaping: set[StreamRef] = set()
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = start_daemon(self.run, "durable-chat-reader")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.has_work.set()
+
+    def subscribe(self, ref: StreamRef, after: str) -> Subscription:
+        with self.lock:
+            followed = ref in self.followers
+            hub_cursor = self.cursors.get(ref, after)
+            behind = followed and entry_cursor(after) < entry_cursor(hub_cursor)
+            subscription = Subscription(self, ref, after, catch_up=behind)
+            if not followed:
+                self.followers[ref] = set()
+                self.cursors[ref] = after
+            self.followers[ref].add(subscription)
+        if not followed:
+            self.has_work.set()
+            self.store.wake(self.wake_key)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self.lock:
+            followers = self.followers.get(subscription.ref)
+            if followers is not None:
+                followers.discard(subscription)
+                if not followers:
+                    del self.followers[subscription.ref]
+                    self.cursors.pop(subscription.ref, None)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.step()
+                self.failing_since = None
+            except redis.RedisError as exc:
+                # Clients wait out a short outage; past the producers' timeout they are told.
+                now = time.monotonic()
+                self.failing_since = self.failing_since or now
+                log.warning("reader: Redis failed: %s", exc)
+                if now - self.failing_since >= self.outage_seconds:
+                    self.fail_everyone()
+                    self.failing_since = None
+                time.sleep(0.2)
+            except Exception:
+                log.exception("reader: unexpected failure")
+                time.sleep(0.5)
+
+    def step(self) -> None:
+        with self.lock:
+            cursors = dict(self.cursors)
+        if not cursors:
+            self.has_work.wait(self.liveness_seconds)
+            self.has_work.clear()
+            return
+        events, woken = self.store.read_many(cursors, self.block_ms, self.wake_key, self.wake_cursor)
+        if woken:
+            self.wake_cursor = woken
+        self.dispatch(cursors, events)
+        if time.monotonic() >= self.next_liveness:
+            self.next_liveness = time.monotonic() + self.liveness_seconds
+            self.check_liveness()
+
+    def dispatch(self, read_from: dict[StreamRef, str], events: dict[StreamRef, list[Event]]) -> None:
+        """Hand each stream's new entries to its subscribers and move its cursor on.
+
+        A batch read from a cursor that is no longer the stream's (its last reader left and a new
+        one followed it again from elsewhere while the read was in flight) is dropped: the next
+        read starts from the new cursor, so nothing between the two is skipped.
+        """
+        with self.lock:
+            for ref, batch in events.items():
+                if ref not in self.followers or self.cursors.get(ref) != read_from[ref]:
+                    continue
+                self.cursors[ref] = batch[-1].id
+                for subscription in self.followers[ref]:
+                    subscription.queue.put(batch)
+                if batch[-1].terminal:
+                    # Subscribers end on the terminal event; stop reading a finished log.
+                    del self.followers[ref]
+                    del self.cursors[ref]
+
+    def check_liveness(self) -> None:
+        """Hand streams whose producer stopped heart-beating (without finishing) to `on_dead`."""
+        with self.lock:
+            refs = [ref for ref in self.followers if ref not in self.reaping]
+        if not refs:
+            return
+        for ref, alive in zip(refs, self.store.alive(refs), strict=True):
+            if not alive:
+                self.reaping.add(ref)
+                start_daemon(lambda ref=ref: self.reap(ref), "durable-chat-reap")
+
+    def reap(self, ref: StreamRef) -> None:
+        try:
+            self.on_dead(ref)
+        except Exception:
+            log.exception("could not finish dead stream %s", ref)
+        finally:
+            self.reaping.discard(ref)
+
+    def fail_everyone(self) -> None:
+        with self.lock:
+            subscriptions = [s for group in self.followers.values() for s in group]
+            self.followers.clear()
+            self.cursors.clear()
+        for subscription in subscriptions:
+            subscription.queue.put(STORE_FAILED)
