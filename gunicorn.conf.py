@@ -1,4 +1,5 @@
 """gunicorn settings: `gunicorn -c gunicorn.conf.py app:app` (what `make run` does)."""
+
 import os
 
 from chat.config import INSTANCE_DIR, Config, env_int

@@ -11,6 +11,7 @@ RSS and Redis memory, and whether every client's text equals the expected reply.
 
 Everything (client, gunicorn, Redis) shares this machine's cores: quote medians from one run.
 """
+
 from __future__ import annotations
 
 from gevent import monkey
@@ -76,17 +77,33 @@ class Server:
         self.redis_url, self.redis = start_redis_server(self.tmp / "redis")
         self.port = free_port()
         self.env = {
-            **os.environ, "DATABASE_URL": database_url or f"sqlite:///{self.tmp / 'bench.sqlite3'}",
+            **os.environ,
+            "DATABASE_URL": database_url or f"sqlite:///{self.tmp / 'bench.sqlite3'}",
             "REDIS_URL": self.redis_url,
-            "INSTANCE_PATH": str(self.tmp), "SECRET_KEY": "bench", "BIND": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": str(workers), "DEMO_MODEL_WORDS": str(words), "DEMO_MODEL_DELAY_MS": str(delay_ms),
-            "STREAM_FLUSH_MS": str(flush_ms), "GUEST_CREDIT_GRANT": "1000000", "OPENAI_API_KEY": "",
+            "INSTANCE_PATH": str(self.tmp),
+            "SECRET_KEY": "bench",
+            "BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(workers),
+            "DEMO_MODEL_WORDS": str(words),
+            "DEMO_MODEL_DELAY_MS": str(delay_ms),
+            "STREAM_FLUSH_MS": str(flush_ms),
+            "GUEST_CREDIT_GRANT": "1000000",
+            "OPENAI_API_KEY": "",
         }
-        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT,
-                       env={**self.env, "RESUMABLE_STREAMS": "0"}, check=True, capture_output=True)
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app",
-                                         "--access-logfile", "/dev/null"], cwd=ROOT, env=self.env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+            cwd=ROOT,
+            env={**self.env, "RESUMABLE_STREAMS": "0"},
+            check=True,
+            capture_output=True,
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app", "--access-logfile", "/dev/null"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -104,8 +121,11 @@ class Server:
 
     def cpu(self) -> tuple[float, float, float]:
         """CPU seconds used so far by the workers, Redis, and this (client) process."""
-        return (sum(cpu_seconds(pid) for pid in children(self.process.pid)), redis_cpu_seconds(self.redis_url),
-                cpu_seconds(os.getpid()))
+        return (
+            sum(cpu_seconds(pid) for pid in children(self.process.pid)),
+            redis_cpu_seconds(self.redis_url),
+            cpu_seconds(os.getpid()),
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -117,9 +137,12 @@ def one_stream(port: int, message: str, sink: dict) -> None:
     """POST a message and read its SSE reply, recording each delta's delivery latency."""
     started = time.time()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("POST", "/api/chat", body=json.dumps({"chatId": str(uuid.uuid4()), "agent": "helper",
-                                                        "message": message}),
-                  headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/api/chat",
+        body=json.dumps({"chatId": str(uuid.uuid4()), "agent": "helper", "message": message}),
+        headers={"Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     text, event_id, event, first = [], None, None, None
     while line := response.readline():
@@ -154,8 +177,10 @@ def run(server: Server, streams: int, words: int, ramp_s: float) -> dict:
     cpu_before = server.cpu()
     started = time.time()
     # Arrivals spread evenly over the ramp window (0 = every POST in the same instant).
-    jobs = [gevent.spawn_later(ramp_s * n / streams, one_stream, server.port, f"bench message {n % 7}", sink)
-            for n in range(streams)]
+    jobs = [
+        gevent.spawn_later(ramp_s * n / streams, one_stream, server.port, f"bench message {n % 7}", sink)
+        for n in range(streams)
+    ]
     gevent.joinall(jobs, raise_error=True)
     elapsed = time.time() - started
     cpu = [(after - before) / elapsed * 100 for before, after in zip(cpu_before, server.cpu(), strict=True)]
@@ -164,12 +189,21 @@ def run(server: Server, streams: int, words: int, ramp_s: float) -> dict:
     expected = {f"bench message {n % 7}": demo_reply(agent, f"bench message {n % 7}", words) for n in range(7)}
     redis_memory = redis.Redis.from_url(server.redis_url).info("memory")["used_memory"] / 2**20
     return {
-        "streams": streams, "seconds": elapsed, "deltas_per_s": sink["deltas"] / elapsed,
-        "p50": statistics.median(sink["latency_ms"]), "p99": percentile(sink["latency_ms"], 99),
-        "max": max(sink["latency_ms"]), "ttfd_p50": statistics.median(sink["ttfd_ms"]),
-        "ttfd_p99": percentile(sink["ttfd_ms"], 99), "rss_mb": max(peak_rss), "redis_mb": redis_memory,
-        "cpu_workers": cpu[0], "cpu_redis": cpu[1], "cpu_client": cpu[2],
-        "correct": sum(text in expected.values() for text in sink["texts"]), "completed": len(sink["texts"]),
+        "streams": streams,
+        "seconds": elapsed,
+        "deltas_per_s": sink["deltas"] / elapsed,
+        "p50": statistics.median(sink["latency_ms"]),
+        "p99": percentile(sink["latency_ms"], 99),
+        "max": max(sink["latency_ms"]),
+        "ttfd_p50": statistics.median(sink["ttfd_ms"]),
+        "ttfd_p99": percentile(sink["ttfd_ms"], 99),
+        "rss_mb": max(peak_rss),
+        "redis_mb": redis_memory,
+        "cpu_workers": cpu[0],
+        "cpu_redis": cpu[1],
+        "cpu_client": cpu[2],
+        "correct": sum(text in expected.values() for text in sink["texts"]),
+        "completed": len(sink["texts"]),
     }
 
 
@@ -186,18 +220,24 @@ def main() -> None:
     server = Server(args.workers, args.words, args.delay_ms, args.flush_ms, args.database_url)
     try:
         database = "PostgreSQL" if args.database_url else "SQLite"
-        print(f"gunicorn -k gevent, {args.workers} worker(s), {database}; {args.words} words/reply, one every {args.delay_ms} ms; "
-              f"flush {args.flush_ms} ms; {os.cpu_count()} cores shared by client, server and Redis")
-        print(f"{'streams':>7} {'ramp s':>6} {'deltas/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'ttfd p50':>9} "
-              f"{'ttfd p99':>9} {'RSS MB':>7} {'Redis MB':>8} {'CPU% app/redis/client':>22} {'exact':>9}")
+        print(
+            f"gunicorn -k gevent, {args.workers} worker(s), {database}; {args.words} words/reply, one every {args.delay_ms} ms; "
+            f"flush {args.flush_ms} ms; {os.cpu_count()} cores shared by client, server and Redis"
+        )
+        print(
+            f"{'streams':>7} {'ramp s':>6} {'deltas/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'ttfd p50':>9} "
+            f"{'ttfd p99':>9} {'RSS MB':>7} {'Redis MB':>8} {'CPU% app/redis/client':>22} {'exact':>9}"
+        )
         levels = [int(n) for n in args.streams.split(",")]
         ramps = [float(n) for n in args.ramp_s.split(",")]
         for level, ramp in [(level, ramp) for level in levels for ramp in ramps]:
             r = run(server, level, args.words, ramp)
-            print(f"{r['streams']:>7} {ramp:>6.1f} {r['deltas_per_s']:>9.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} "
-                  f"{r['max']:>7.1f} {r['ttfd_p50']:>9.1f} {r['ttfd_p99']:>9.1f} {r['rss_mb']:>7.1f} "
-                  f"{r['redis_mb']:>8.1f} {r['cpu_workers']:>8.0f}/{r['cpu_redis']:.0f}/{r['cpu_client']:<6.0f} "
-                  f"{r['correct']:>4}/{r['completed']:<4}")
+            print(
+                f"{r['streams']:>7} {ramp:>6.1f} {r['deltas_per_s']:>9.0f} {r['p50']:>7.1f} {r['p99']:>7.1f} "
+                f"{r['max']:>7.1f} {r['ttfd_p50']:>9.1f} {r['ttfd_p99']:>9.1f} {r['rss_mb']:>7.1f} "
+                f"{r['redis_mb']:>8.1f} {r['cpu_workers']:>8.0f}/{r['cpu_redis']:.0f}/{r['cpu_client']:<6.0f} "
+                f"{r['correct']:>4}/{r['completed']:<4}"
+            )
     finally:
         server.stop()
 

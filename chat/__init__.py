@@ -23,8 +23,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from .agents import load_agents
     from .extensions import db, init_redis, migrate
 
-    app = Flask(__name__, instance_path=str(INSTANCE_DIR), template_folder=str(shipped("templates")),
-                static_folder=str(shipped("static")))
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_DIR),
+        template_folder=str(shipped("templates")),
+        static_folder=str(shipped("static")),
+    )
     app.config.from_object(Config)
     if config:
         app.config.update(config)

@@ -52,7 +52,7 @@ def database_url() -> str:
     # Hosted providers hand out postgres:// URLs; SQLAlchemy wants the psycopg 3 dialect named.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

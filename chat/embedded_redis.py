@@ -8,6 +8,7 @@ stopped when the process that started it exits.
 This module does not import redis-py: gunicorn's master imports it (gunicorn.conf.py) before
 forking, and redis-py imports `ssl`, which the gevent worker must patch before anyone imports it.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -73,16 +74,33 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_redis_server(data_dir: Path, binary: str | None = None, port: int | None = None) -> tuple[str, subprocess.Popen]:
+def start_redis_server(
+    data_dir: Path, binary: str | None = None, port: int | None = None
+) -> tuple[str, subprocess.Popen]:
     """Start redis-server on loopback; returns its URL and process (stopped at exit)."""
     binary = find_redis_server(binary)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-         "--save", "60 1", "--appendonly", "no", "--protected-mode", "yes",
-         "--logfile", str(data_dir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data_dir),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str(data_dir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         preexec_fn=die_with_parent if sys.platform == "linux" else None,
     )
     url = f"redis://127.0.0.1:{port}/0"

@@ -24,8 +24,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 
 from .agents import Agent, estimate_tokens
@@ -75,15 +76,26 @@ class StoredReply:
 
 def stored_reply(message: Message) -> StoredReply:
     return StoredReply(
-        message_id=message.id, status=MessageStatus(message.status),
-        finish_reason=FinishReason(message.finish_reason or FinishReason.STOP), error=message.error,
-        prompt_tokens=message.prompt_tokens or 0, completion_tokens=message.completion_tokens or 0,
-        cost_micros=message.cost_micros or 0, content=message.content,
+        message_id=message.id,
+        status=MessageStatus(message.status),
+        finish_reason=FinishReason(message.finish_reason or FinishReason.STOP),
+        error=message.error,
+        prompt_tokens=message.prompt_tokens or 0,
+        completion_tokens=message.completion_tokens or 0,
+        cost_micros=message.cost_micros or 0,
+        content=message.content,
     )
 
 
-def finish_reply(backend: StreamBackend, agents: Mapping[str, Agent], ref: StreamRef, reason: FinishReason,
-                 usage: Usage | None = None, error: str | None = None, text: str | None = None) -> StoredReply | None:
+def finish_reply(
+    backend: StreamBackend,
+    agents: Mapping[str, Agent],
+    ref: StreamRef,
+    reason: FinishReason,
+    usage: Usage | None = None,
+    error: str | None = None,
+    text: str | None = None,
+) -> StoredReply | None:
     """Seal, record and end the reply of `ref`; safe to call again (it returns what is stored).
 
     `text` is the producer's own record of what reached the log; anyone else seals the log first
@@ -124,8 +136,14 @@ def reap_orphans(backend: StreamBackend, agents: Mapping[str, Agent], max_reply_
     return finished
 
 
-def record_outcome(stream_id: str, agents: Mapping[str, Agent], reason: FinishReason, text: str | None,
-                   usage: Usage | None = None, error: str | None = None) -> StoredReply | None:
+def record_outcome(
+    stream_id: str,
+    agents: Mapping[str, Agent],
+    reason: FinishReason,
+    text: str | None,
+    usage: Usage | None = None,
+    error: str | None = None,
+) -> StoredReply | None:
     """Store and bill the reply of `stream_id` unless it is already stored; return what is stored.
 
     `text` None means the log is lost: the provisional text kept by `keep_provisional_text` is used.
@@ -141,25 +159,43 @@ def record_outcome(stream_id: str, agents: Mapping[str, Agent], reason: FinishRe
     chat = db.session.get_one(Chat, message.chat_id)
     estimated = usage is None or usage.prompt_tokens is None or usage.completion_tokens is None
     prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens is not None else (message.prompt_tokens or 0)
-    completion_tokens = (usage.completion_tokens if usage and usage.completion_tokens is not None
-                         else estimate_tokens(text))
+    completion_tokens = (
+        usage.completion_tokens if usage and usage.completion_tokens is not None else estimate_tokens(text)
+    )
     agent = agents.get(chat.agent_slug)
     # An agent removed from the config since the reply started is charged nothing, not crashed on.
     cost = agent.cost_micros(prompt_tokens, completion_tokens) if agent else 0
     now = utcnow()
     try:
-        claimed = db.session.execute(
-            update(Message)
-            .where(Message.id == message.id, Message.status == MessageStatus.STREAMING)
-            .values(content=text, status=reason.status, finish_reason=reason, error=error,
-                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_micros=cost,
-                    updated_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount == 1
+        claimed = (
+            cast(
+                CursorResult,
+                db.session.execute(
+                    update(Message)
+                    .where(Message.id == message.id, Message.status == MessageStatus.STREAMING)
+                    .values(
+                        content=text,
+                        status=reason.status,
+                        finish_reason=reason,
+                        error=error,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        cost_micros=cost,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                ),
+            ).rowcount
+            == 1
+        )
         if claimed:
             charge(chat, stream_id, message.id, prompt_tokens, completion_tokens, estimated, cost)
-            db.session.execute(update(Chat).where(Chat.id == chat.id).values(updated_at=now)
-                               .execution_options(synchronize_session=False))
+            db.session.execute(
+                update(Chat)
+                .where(Chat.id == chat.id)
+                .values(updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
         db.session.commit()
     except IntegrityError:  # another finisher's ledger row won the race
         db.session.rollback()
@@ -167,23 +203,39 @@ def record_outcome(stream_id: str, agents: Mapping[str, Agent], reason: FinishRe
     return stored_reply(db.session.get_one(Message, message.id))
 
 
-def charge(chat: Chat, charge_id: str, message_id: uuid.UUID, prompt_tokens: int, completion_tokens: int,
-           estimated: bool, cost: int) -> None:
+def charge(
+    chat: Chat,
+    charge_id: str,
+    message_id: uuid.UUID,
+    prompt_tokens: int,
+    completion_tokens: int,
+    estimated: bool,
+    cost: int,
+) -> None:
     """Add the ledger row (unique per `charge_id`) and debit the owner, in the caller's transaction."""
-    db.session.add(LedgerEntry(
-        identity_id=chat.identity_id, stream_id=charge_id, message_id=message_id, agent_slug=chat.agent_slug,
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, usage_estimated=estimated,
-        cost_micros=cost,
-    ))
+    db.session.add(
+        LedgerEntry(
+            identity_id=chat.identity_id,
+            stream_id=charge_id,
+            message_id=message_id,
+            agent_slug=chat.agent_slug,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            usage_estimated=estimated,
+            cost_micros=cost,
+        )
+    )
     db.session.execute(
-        update(Identity).where(Identity.id == chat.identity_id)
+        update(Identity)
+        .where(Identity.id == chat.identity_id)
         .values(balance_micros=Identity.balance_micros - cost)
         .execution_options(synchronize_session=False)
     )
 
 
-def record_title(chat_id: uuid.UUID, message_id: uuid.UUID, agents: Mapping[str, Agent], title: str,
-                 usage: Usage) -> bool:
+def record_title(
+    chat_id: uuid.UUID, message_id: uuid.UUID, agents: Mapping[str, Agent], title: str, usage: Usage
+) -> bool:
     """Store a model-made chat title and charge its usage, once per chat; False if already done."""
     chat = db.session.get_one(Chat, chat_id)
     agent = agents.get(chat.agent_slug)
@@ -205,7 +257,9 @@ def keep_provisional_text(stream_id: str, text: str) -> None:
     """Keep a still-streaming reply's text provisionally (not an outcome, nothing billed), for a
     finisher that later finds its log lost."""
     db.session.execute(
-        update(Message).where(Message.stream_id == stream_id, Message.status == MessageStatus.STREAMING)
-        .values(content=text).execution_options(synchronize_session=False)
+        update(Message)
+        .where(Message.stream_id == stream_id, Message.status == MessageStatus.STREAMING)
+        .values(content=text)
+        .execution_options(synchronize_session=False)
     )
     db.session.commit()

@@ -6,11 +6,17 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, Uuid, func, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
+
+if TYPE_CHECKING:  # what db.Model is at run time, for the type checker (it cannot see through db)
+    from sqlalchemy.orm import DeclarativeBase as Model
+else:
+    Model = db.Model
 
 
 def utcnow() -> datetime:
@@ -59,7 +65,7 @@ class FinishReason(StrEnum):
 FAILED_STATUSES = frozenset({MessageStatus.INTERRUPTED, MessageStatus.CANCELLED, MessageStatus.ERROR})
 
 
-class Identity(db.Model):
+class Identity(Model):
     """A guest (cookie) identity; owns chats and a credit balance."""
 
     __tablename__ = "identities"
@@ -75,7 +81,7 @@ class Identity(db.Model):
         return self.balance_micros / MICROS_PER_CREDIT
 
 
-class Chat(db.Model):
+class Chat(Model):
     __tablename__ = "chats"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -93,7 +99,7 @@ class Chat(db.Model):
     )
 
 
-class Message(db.Model):
+class Message(Model):
     """One turn. An assistant message is created `streaming` when its reply starts and is
     completed exactly once by chat/finish.py (a conditional UPDATE on that status)."""
 
@@ -101,7 +107,9 @@ class Message(db.Model):
     __table_args__ = (
         # At most one reply in progress per chat, enforced by the database itself.
         Index(
-            "uq_messages_one_streaming_per_chat", "chat_id", unique=True,
+            "uq_messages_one_streaming_per_chat",
+            "chat_id",
+            unique=True,
             sqlite_where=db.text("status = 'streaming'"),
             postgresql_where=db.text("status = 'streaming'"),
         ),
@@ -134,20 +142,18 @@ class Message(db.Model):
         return None if self.cost_micros is None else self.cost_micros / MICROS_PER_CREDIT
 
 
-class ChatStream(db.Model):
+class ChatStream(Model):
     """Audit trail of every reply stream, kept after Redis has let the stream expire."""
 
     __tablename__ = "chat_streams"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    chat_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("chats.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    chat_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"), nullable=False, index=True)
     stream_id: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
 
-class LedgerEntry(db.Model):
+class LedgerEntry(Model):
     """One charge per reply stream; the unique stream_id makes a second charge impossible."""
 
     __tablename__ = "ledger_entries"
@@ -175,14 +181,18 @@ def owned_chat(chat_id: uuid.UUID, identity_id: uuid.UUID) -> Chat | None:
 
 def recent_chats(identity_id: uuid.UUID, limit: int = 30) -> list[Chat]:
     """The identity's chats, most recently active first."""
-    return list(db.session.scalars(
-        select(Chat).where(Chat.identity_id == identity_id).order_by(Chat.updated_at.desc()).limit(limit)))
+    return list(
+        db.session.scalars(
+            select(Chat).where(Chat.identity_id == identity_id).order_by(Chat.updated_at.desc()).limit(limit)
+        )
+    )
 
 
 def streaming_message(chat_id: uuid.UUID) -> Message | None:
     """The chat's reply in progress (at most one: a partial unique index says so)."""
-    return db.session.scalar(select(Message).where(Message.chat_id == chat_id,
-                                                   Message.status == MessageStatus.STREAMING))
+    return db.session.scalar(
+        select(Message).where(Message.chat_id == chat_id, Message.status == MessageStatus.STREAMING)
+    )
 
 
 def streaming_replies(limit: int = 500) -> list[Message]:
@@ -193,8 +203,11 @@ def streaming_replies(limit: int = 500) -> list[Message]:
 def latest_reply(chat_id: uuid.UUID) -> Message | None:
     """The chat's newest assistant message, pending or not."""
     return db.session.scalar(
-        select(Message).where(Message.chat_id == chat_id, Message.role == MessageRole.ASSISTANT)
-        .order_by(Message.position.desc()).limit(1))
+        select(Message)
+        .where(Message.chat_id == chat_id, Message.role == MessageRole.ASSISTANT)
+        .order_by(Message.position.desc())
+        .limit(1)
+    )
 
 
 def reply_for_stream(stream_id: str) -> Message | None:
@@ -207,22 +220,28 @@ def next_position(chat_id: uuid.UUID) -> int:
 
 def newest_messages(chat_id: uuid.UUID, limit: int) -> list[Message]:
     """The chat's last `limit` messages, oldest first."""
-    rows = db.session.scalars(select(Message).where(Message.chat_id == chat_id)
-                              .order_by(Message.position.desc()).limit(limit)).all()
+    rows = db.session.scalars(
+        select(Message).where(Message.chat_id == chat_id).order_by(Message.position.desc()).limit(limit)
+    ).all()
     return list(reversed(rows))
 
 
 def prompt_before(reply: Message) -> str | None:
     """The user's text that a reply answered (what Retry sends again)."""
-    return db.session.scalar(select(Message.content).where(
-        Message.chat_id == reply.chat_id, Message.position == reply.position - 1))
+    return db.session.scalar(
+        select(Message.content).where(Message.chat_id == reply.chat_id, Message.position == reply.position - 1)
+    )
 
 
 def conversation(chat_id: uuid.UUID, char_budget: int, limit: int = 200) -> list[Message]:
     """The newest non-empty messages that fit `char_budget` characters, oldest first."""
     kept: list[Message] = []
-    for message in db.session.scalars(select(Message).where(Message.chat_id == chat_id, Message.content != "")
-                                      .order_by(Message.position.desc()).limit(limit)):
+    for message in db.session.scalars(
+        select(Message)
+        .where(Message.chat_id == chat_id, Message.content != "")
+        .order_by(Message.position.desc())
+        .limit(limit)
+    ):
         char_budget -= len(message.content)
         if char_budget < 0:
             break

@@ -39,8 +39,9 @@ class ReplyHandle:
         return StreamRef(str(self.chat_id), self.stream_id)
 
 
-def start_producer(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent,
-                   history: list[dict[str, str]]) -> None:
+def start_producer(
+    app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]
+) -> None:
     start_daemon(lambda: produce(app, runtime, reply, agent, history), "durable-chat-producer")
 
 
@@ -79,8 +80,7 @@ def produce(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, hist
             if state.failure is not None:
                 finish_without_log(runtime, reply, usage, state.text)
             elif not state.sealed:  # sealed: somebody else (a stop) is finishing it
-                stored = finish_reply(runtime.backend, runtime.agents, reply.ref, reason, usage, error,
-                                      text=state.text)
+                stored = finish_reply(runtime.backend, runtime.agents, reply.ref, reason, usage, error, text=state.text)
                 if stored is not None and stored.status == MessageStatus.COMPLETE and len(history) == 1:
                     title_chat(runtime, reply, agent, history[0]["content"], stored.content)
         except Exception:
@@ -98,8 +98,13 @@ def title_chat(runtime: Runtime, reply: ReplyHandle, agent: Agent, question: str
         return
     if suggestion:
         title, completion = suggestion
-        record_title(reply.chat_id, reply.message_id, runtime.agents, title,
-                     Usage(completion.prompt_tokens, completion.completion_tokens))
+        record_title(
+            reply.chat_id,
+            reply.message_id,
+            runtime.agents,
+            title,
+            Usage(completion.prompt_tokens, completion.completion_tokens),
+        )
 
 
 def finish_without_log(runtime: Runtime, reply: ReplyHandle, usage: Usage | None, written: str) -> None:

@@ -31,10 +31,10 @@ class ProducerState:
         self.pending: list[str] = []
         self.unsent: tuple[str, int] | None = None  # taken, numbered, not yet confirmed by Redis
         self.last_seq = 0
-        self.accepted: list[str] = []   # exactly the deltas that reached the log, in order
+        self.accepted: list[str] = []  # exactly the deltas that reached the log, in order
         self.lock = threading.Lock()
-        self.cancelled = False          # a stop request was seen
-        self.sealed = False             # somebody else is recording this reply's outcome
+        self.cancelled = False  # a stop request was seen
+        self.sealed = False  # somebody else is recording this reply's outcome
         self.failure: Exception | None = None
         self.finishing = False
         self.drained = threading.Event()
@@ -53,6 +53,8 @@ class ProducerState:
             return self.unsent
 
     def settle(self, outcome: str) -> None:
+        """Record what Redis said of the delta `take()` handed out."""
+        assert self.unsent is not None, "settle() follows take()"
         text, _ = self.unsent
         self.unsent = None
         if outcome == APPENDED:
@@ -83,7 +85,9 @@ class Pump:
     again, and sequence numbers make that safe); a longer one fails the producers.
     """
 
-    def __init__(self, backend: StreamBackend, *, flush_ms: int, flush_chars: int, heartbeat_ms: int, timeout_ms: int) -> None:
+    def __init__(
+        self, backend: StreamBackend, *, flush_ms: int, flush_chars: int, heartbeat_ms: int, timeout_ms: int
+    ) -> None:
         self.backend = backend
         self.flush_seconds = flush_ms / 1000
         self.flush_chars = flush_chars

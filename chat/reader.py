@@ -7,6 +7,7 @@ subscriptions' queues. It also notices producers that stopped heart-beating.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -85,8 +86,16 @@ class StreamHub:
     (which only move forward) it sees every entry once: duplicates are dropped by id.
     """
 
-    def __init__(self, store: RedisStreams, *, block_ms: int, keepalive_seconds: float,
-                 liveness_seconds: float, outage_seconds: float, on_dead: Callable[[StreamRef], None]) -> None:
+    def __init__(
+        self,
+        store: RedisStreams,
+        *,
+        block_ms: int,
+        keepalive_seconds: float,
+        liveness_seconds: float,
+        outage_seconds: float,
+        on_dead: Callable[[StreamRef], None],
+    ) -> None:
         self.store = store
         self.block_ms = block_ms
         self.keepalive_seconds = keepalive_seconds
@@ -197,9 +206,9 @@ class StreamHub:
         for ref, alive in zip(refs, self.store.alive(refs), strict=True):
             if not alive:
                 self.reaping.add(ref)
-                start_daemon(lambda ref=ref: self.reap(ref), "durable-chat-reap")
+                start_daemon(functools.partial(self.hand_over_dead, ref), "durable-chat-interrupt")
 
-    def reap(self, ref: StreamRef) -> None:
+    def hand_over_dead(self, ref: StreamRef) -> None:
         try:
             self.on_dead(ref)
         except Exception:

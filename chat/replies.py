@@ -124,8 +124,9 @@ class Replies:
             raise ReplyError(409, CHAT_BUSY)
         try:
             self.store_turn(chat, identity.id, agent, text, reply, prompt_estimate)
-            backend.create(reply.ref, {"chatId": str(chat_id), "streamId": reply.stream_id,
-                                       "messageId": str(reply.message_id)})
+            backend.create(
+                reply.ref, {"chatId": str(chat_id), "streamId": reply.stream_id, "messageId": str(reply.message_id)}
+            )
             backend.append_stream_id(str(chat_id), reply.stream_id)
         except IntegrityError:
             db.session.rollback()
@@ -143,8 +144,15 @@ class Replies:
         earlier = conversation(chat.id, budget) if chat is not None else []
         return [*({"role": m.role, "content": m.content} for m in earlier), {"role": "user", "content": text}]
 
-    def store_turn(self, chat: Chat | None, identity_id: uuid.UUID, agent: Agent, text: str,
-                   reply: ReplyHandle, prompt_estimate: int) -> None:
+    def store_turn(
+        self,
+        chat: Chat | None,
+        identity_id: uuid.UUID,
+        agent: Agent,
+        text: str,
+        reply: ReplyHandle,
+        prompt_estimate: int,
+    ) -> None:
         if chat is None:
             chat = Chat(id=reply.chat_id, identity_id=identity_id, agent_slug=agent.slug, title=chat_title(text))
             db.session.add(chat)
@@ -154,13 +162,20 @@ class Replies:
         position = next_position(chat.id)
         now = utcnow()
         chat.updated_at = now
-        db.session.add(Message(chat_id=chat.id, position=position, role=MessageRole.USER, content=text,
-                               created_at=now))
-        db.session.add(Message(
-            id=reply.message_id, chat_id=chat.id, position=position + 1, role=MessageRole.ASSISTANT, content="",
-            status=MessageStatus.STREAMING, stream_id=reply.stream_id, prompt_tokens=prompt_estimate,
-            created_at=now,
-        ))
+        db.session.add(Message(chat_id=chat.id, position=position, role=MessageRole.USER, content=text, created_at=now))
+        db.session.add(
+            Message(
+                id=reply.message_id,
+                chat_id=chat.id,
+                position=position + 1,
+                role=MessageRole.ASSISTANT,
+                content="",
+                status=MessageStatus.STREAMING,
+                stream_id=reply.stream_id,
+                prompt_tokens=prompt_estimate,
+                created_at=now,
+            )
+        )
         insert_chat_stream(chat.id, reply.stream_id)
         db.session.commit()
 
@@ -179,8 +194,11 @@ class Replies:
             return None
         ref = StreamRef(str(chat.id), pending.stream_id)
         if not backend.shared and not backend.exists(ref):
-            raise ReplyError(409, "This reply is generating in another server process; without "
-                                  "RESUMABLE_STREAMS it can only be stopped there.")
+            raise ReplyError(
+                409,
+                "This reply is generating in another server process; without "
+                "RESUMABLE_STREAMS it can only be stopped there.",
+            )
         try:
             backend.request_cancel(ref)
             return finish_reply(backend, self.agents, ref, FinishReason.CANCELLED)

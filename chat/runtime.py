@@ -39,22 +39,30 @@ class Runtime:
         self.follower: Follower
         if config["RESUMABLE_STREAMS"]:
             store = RedisStreams(
-                redis_client(app), maxlen=config["STREAM_MAXLEN"], ttl_seconds=config["STREAM_TTL_SECONDS"],
+                redis_client(app),
+                maxlen=config["STREAM_MAXLEN"],
+                ttl_seconds=config["STREAM_TTL_SECONDS"],
                 max_reply_seconds=config["MAX_REPLY_SECONDS"],
                 chat_streams_ttl_seconds=config["CHAT_STREAMS_TTL_SECONDS"],
             )
             self.hub = StreamHub(
-                store, block_ms=config["READER_BLOCK_MS"], keepalive_seconds=config["SSE_KEEPALIVE_SECONDS"],
+                store,
+                block_ms=config["READER_BLOCK_MS"],
+                keepalive_seconds=config["SSE_KEEPALIVE_SECONDS"],
                 liveness_seconds=config["HEARTBEAT_INTERVAL_MS"] / 1000,
-                outage_seconds=config["PRODUCER_TIMEOUT_MS"] / 1000, on_dead=self.interrupt_dead,
+                outage_seconds=config["PRODUCER_TIMEOUT_MS"] / 1000,
+                on_dead=self.interrupt_dead,
             )
             self.backend, self.follower = store, self.hub
         else:
             local = LocalStreams(keepalive_seconds=config["SSE_KEEPALIVE_SECONDS"])
             self.backend, self.follower = local, local
         self.pump = Pump(
-            self.backend, flush_ms=config["STREAM_FLUSH_MS"], flush_chars=config["STREAM_FLUSH_CHARS"],
-            heartbeat_ms=config["HEARTBEAT_INTERVAL_MS"], timeout_ms=config["PRODUCER_TIMEOUT_MS"],
+            self.backend,
+            flush_ms=config["STREAM_FLUSH_MS"],
+            flush_chars=config["STREAM_FLUSH_CHARS"],
+            heartbeat_ms=config["HEARTBEAT_INTERVAL_MS"],
+            timeout_ms=config["PRODUCER_TIMEOUT_MS"],
         )
         self.stopping = threading.Event()
 

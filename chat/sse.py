@@ -1,4 +1,5 @@
 """Server-Sent Events wire encoding. Pure functions, no I/O."""
+
 from __future__ import annotations
 
 import re

@@ -17,12 +17,13 @@ Keys of chat C and stream S:
 Longer than most modules on purpose: it is the one place that owns the Redis stream protocol
 (keys, scripts, commands, TTLs), so a change to the protocol is read and reviewed in one file.
 """
+
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis
 
@@ -147,8 +148,15 @@ class RedisStreams:
 
     shared = True
 
-    def __init__(self, client: redis.Redis, *, maxlen: int, ttl_seconds: int, max_reply_seconds: int,
-                 chat_streams_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        maxlen: int,
+        ttl_seconds: int,
+        max_reply_seconds: int,
+        chat_streams_ttl_seconds: int,
+    ) -> None:
         self.client = client
         self.maxlen = maxlen
         self.ttl_seconds = ttl_seconds
@@ -170,7 +178,7 @@ class RedisStreams:
             pipe.execute()
 
     def load_streams(self, chat_id: str) -> list[str]:
-        return self.client.lrange(chat_key(chat_id, "streams"), 0, -1)
+        return cast(list[str], self.client.lrange(chat_key(chat_id, "streams"), 0, -1))
 
     # -- the producer's claim on a chat -------------------------------------------------------
     def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool:
@@ -193,7 +201,8 @@ class RedisStreams:
             for ref in refs:
                 self._heartbeat(
                     keys=[chat_key(ref.chat_id, "live"), self._state_key(ref, "cancel")],
-                    args=[ref.stream_id, timeout_ms], client=pipe,
+                    args=[ref.stream_id, timeout_ms],
+                    client=pipe,
                 )
             return [bool(flag) for flag in pipe.execute()]
 
@@ -217,7 +226,8 @@ class RedisStreams:
             for ref, text, seq in batch:
                 self._append(
                     keys=[log_key(ref), self._state_key(ref, "state"), self._state_key(ref, "seq")],
-                    args=[self.maxlen, json.dumps({"text": text}), seq, self.live_log_ttl_seconds], client=pipe,
+                    args=[self.maxlen, json.dumps({"text": text}), seq, self.live_log_ttl_seconds],
+                    client=pipe,
                 )
             return pipe.execute()
 
@@ -228,8 +238,13 @@ class RedisStreams:
     def end_log(self, ref: StreamRef, event: str, data: dict) -> bool:
         """Append the terminal event unless one exists; True when this call wrote it."""
         result = self._end_log(
-            keys=[log_key(ref), self._state_key(ref, "state"), chat_key(ref.chat_id, "live"),
-                  self._state_key(ref, "cancel"), self._state_key(ref, "seq")],
+            keys=[
+                log_key(ref),
+                self._state_key(ref, "state"),
+                chat_key(ref.chat_id, "live"),
+                self._state_key(ref, "cancel"),
+                self._state_key(ref, "seq"),
+            ],
             args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id],
         )
         return bool(result)
@@ -242,13 +257,15 @@ class RedisStreams:
 
     def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]:
         """Entries after `after` (exclusive), oldest first."""
-        return [to_event(entry) for entry in self.client.xrange(log_key(ref), f"({after}", "+", count=count)]
+        entries = cast(list[Entry], self.client.xrange(log_key(ref), f"({after}", "+", count=count))
+        return [to_event(entry) for entry in entries]
 
     def read_text(self, ref: StreamRef) -> str:
         return joined_text(self.read(ref))
 
-    def read_many(self, cursors: dict[StreamRef, str], block_ms: int,
-                  wake_key: str | None = None, wake_cursor: str = "$") -> tuple[dict[StreamRef, list[Event]], str | None]:
+    def read_many(
+        self, cursors: dict[StreamRef, str], block_ms: int, wake_key: str | None = None, wake_cursor: str = "$"
+    ) -> tuple[dict[StreamRef, list[Event]], str | None]:
         """One blocking XREAD over many logs (and the reader's wake-up key).
 
         Returns the new events by stream and the wake key's newest id (None when not woken).
@@ -257,10 +274,10 @@ class RedisStreams:
         streams = {key: cursors[ref] for key, ref in keys.items()}
         if wake_key:
             streams[wake_key] = wake_cursor
-        reply = self.client.xread(streams, block=block_ms, count=500) or []
+        reply = cast(list[tuple[str, list[Entry]]] | None, self.client.xread(streams, block=block_ms, count=500))  # type: ignore[arg-type]
         events: dict[StreamRef, list[Event]] = {}
         woken = None
-        for key, entries in reply:
+        for key, entries in reply or []:
             if key == wake_key:
                 woken = entries[-1][0]
             else:
@@ -282,7 +299,11 @@ class RedisStreams:
         return chat_key(ref.chat_id, f"stream:{ref.stream_id}:{what}")
 
 
-def to_event(entry: tuple[str, dict[str, str]]) -> Event:
+# A stream entry as redis-py returns it with decode_responses: (id, fields).
+Entry = tuple[str, dict[str, str]]
+
+
+def to_event(entry: Entry) -> Event:
     entry_id, fields = entry
     return Event(entry_id, fields["e"], fields["d"])
 

@@ -3,6 +3,7 @@
 Starts the app on a free port with a private redis-server and a throwaway SQLite database,
 sends a message, and photographs the desktop and mobile chat mid-reply and finished.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,17 +23,32 @@ from chat import create_app  # noqa: E402
 from chat.embedded_redis import start_redis_server, stop_redis_server  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 MESSAGE = "How do resumable streams keep a reply safe when I refresh?"
 
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="durable-chat-shots-"))
     redis_url, redis_process = start_redis_server(tmp / "redis")
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'shots.sqlite3'}", "REDIS_URL": redis_url,
-                      "SECRET_KEY": "screenshots", "DEMO_MODEL_WORDS": 90, "DEMO_MODEL_DELAY_MS": 35,
-                      "OPENAI_API_KEY": None, "INSTANCE_PATH": str(tmp)})
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'shots.sqlite3'}",
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "screenshots",
+            "DEMO_MODEL_WORDS": 90,
+            "DEMO_MODEL_DELAY_MS": 35,
+            "OPENAI_API_KEY": None,
+            "INSTANCE_PATH": str(tmp),
+        }
+    )
     with app.app_context():
         upgrade()
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -42,15 +58,17 @@ def main() -> None:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            for name, options in {"desktop": {"viewport": {"width": 1280, "height": 760}},
-                                  "mobile": {"viewport": {"width": 390, "height": 844}, "is_mobile": True,
-                                             "device_scale_factor": 2}}.items():
+            for name, options in {
+                "desktop": {"viewport": {"width": 1280, "height": 760}},
+                "mobile": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "device_scale_factor": 2},
+            }.items():
                 page = browser.new_context(**options).new_page()
                 page.goto(f"{url}/agent/helper")
                 page.fill("#message-input", MESSAGE)
                 page.keyboard.press("Enter")
-                page.wait_for_function("(document.querySelector('.streaming-text') || {textContent: ''})"
-                                       ".textContent.length > 250")
+                page.wait_for_function(
+                    "(document.querySelector('.streaming-text') || {textContent: ''}).textContent.length > 250"
+                )
                 page.reload()  # resume mid-reply, so the toast is in the picture
                 page.wait_for_selector(".toast")
                 time.sleep(0.3)

@@ -3,6 +3,7 @@
 SQLite by default; set TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test) to run
 the same suite against PostgreSQL. Nothing here mocks Redis or the database.
 """
+
 from __future__ import annotations
 
 import json
@@ -240,11 +241,17 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, message: 
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-
 # --- real Chromium --------------------------------------------------------------------------
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Records the streamed text of a reply just before its final render replaces it, so tests can
 # check the text a person watched arrive, not only the re-rendered result; and every toast shown.
@@ -365,8 +372,9 @@ def hammer_resumes(server_url: str, chat_id: str, agent: str, readers: int) -> l
     """POST a message, read a few events, then resume with `readers` concurrent clients, each from
     a different cursor it was sent. Returns the full text each reader ended with."""
     session = requests.Session()
-    post = session.post(f"{server_url}/api/chat", json={"chatId": chat_id, "agent": agent, "message": "race"},
-                        stream=True)
+    post = session.post(
+        f"{server_url}/api/chat", json={"chatId": chat_id, "agent": agent, "message": "race"}, stream=True
+    )
     head = read_events(post, stop_after=3)
     cookies = session.cookies.get_dict()
     texts: list[str] = []
@@ -375,8 +383,14 @@ def hammer_resumes(server_url: str, chat_id: str, agent: str, readers: int) -> l
     def reader(n: int) -> None:
         seen = head.events[: n % len(head.events) + 1]
         try:
-            response = requests.get(f"{server_url}/api/chat", params={"chatId": chat_id}, cookies=cookies,
-                                    headers={"Last-Event-ID": seen[-1].id}, stream=True, timeout=30)
+            response = requests.get(
+                f"{server_url}/api/chat",
+                params={"chatId": chat_id},
+                cookies=cookies,
+                headers={"Last-Event-ID": seen[-1].id},
+                stream=True,
+                timeout=30,
+            )
             prefix = "".join(e.json()["text"] for e in seen if e.event == "delta")
             texts.append(prefix + read_events(response).text)
         except BaseException as exc:  # surfaced to the test below

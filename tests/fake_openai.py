@@ -4,6 +4,7 @@ format, so the provider is tested over real HTTP with the real `openai` client.
 Non-streamed requests (chat titles) get `title`. `mode` picks what the next requests get: "ok", "break" (connection dropped mid-reply), "stall"
 (no answer before the client's timeout), "auth" (401), "rate" (429), "context" (400 too long).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,11 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                errors = {"auth": (401, "invalid_api_key", "Incorrect API key provided"),
-                          "rate": (429, "rate_limit_exceeded", "Rate limit reached"),
-                          "context": (400, "context_length_exceeded", "This model's maximum context length is 8 tokens")}
+                errors = {
+                    "auth": (401, "invalid_api_key", "Incorrect API key provided"),
+                    "rate": (429, "rate_limit_exceeded", "Rate limit reached"),
+                    "context": (400, "context_length_exceeded", "This model's maximum context length is 8 tokens"),
+                }
                 if fake.mode in errors:
                     status, code, message = errors[fake.mode]
                     payload = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": code}})
@@ -69,12 +72,22 @@ class FakeOpenAI:
                 self.write_chunk(b"")
 
             def complete(self, request: dict) -> None:
-                payload = json.dumps({
-                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": request["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": fake.title}}],
-                    "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36},
-                }).encode()
+                payload = json.dumps(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": request["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": fake.title},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -82,8 +95,13 @@ class FakeOpenAI:
                 self.wfile.write(payload)
 
             def chunk(self, fields: dict, request: dict) -> None:
-                event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                         "model": request["model"], **fields}
+                event = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": request["model"],
+                    **fields,
+                }
                 self.write_chunk(f"data: {json.dumps(event)}\n\n".encode())
 
             def write_chunk(self, data: bytes) -> None:

@@ -1,26 +1,31 @@
 """The HTTP contract of api.md: POST/GET /api/chat, stop, errors, healthz."""
+
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from conftest import new_chat_id, post_chat, read_events, wait_for
 from sqlalchemy import func, select
 
 from chat.agents import load_agents
-from chat.config import Config
 from chat.agents.demo import demo_reply
+from chat.config import Config
 from chat.extensions import db
 from chat.models import Chat, ChatStream, LedgerEntry, Message
 from chat.sse import parse_event_id
-from conftest import new_chat_id, post_chat, read_events, wait_for
 
 AGENTS = load_agents(Config.AGENTS_FILE)
 
 
 def stored_messages(app, chat_id):
     with app.app_context():
-        return [(m.role, m.content, m.status) for m in db.session.scalars(
-            select(Message).where(Message.chat_id == uuid.UUID(chat_id)).order_by(Message.position))]
+        return [
+            (m.role, m.content, m.status)
+            for m in db.session.scalars(
+                select(Message).where(Message.chat_id == uuid.UUID(chat_id)).order_by(Message.position)
+            )
+        ]
 
 
 def count(app, model) -> int:
@@ -52,7 +57,10 @@ def test_post_streams_start_deltas_finish_with_increasing_ids(app, client):
 def test_reply_is_stored_once_with_status_and_usage(app, client):
     chat_id = new_chat_id()
     transcript = read_events(post_chat(client, chat_id, "store me"))
-    assert stored_messages(app, chat_id) == [("user", "store me", "complete"), ("assistant", transcript.text, "complete")]
+    assert stored_messages(app, chat_id) == [
+        ("user", "store me", "complete"),
+        ("assistant", transcript.text, "complete"),
+    ]
     with app.app_context():
         reply = db.session.scalar(select(Message).where(Message.role == "assistant"))
         assert reply.id == uuid.UUID(transcript.events[0].json()["messageId"])
@@ -69,14 +77,17 @@ def test_second_message_continues_the_same_chat(app, client):
     assert roles == ["user", "assistant", "user", "assistant"]
 
 
-@pytest.mark.parametrize("body, status, error", [
-    ("not json", 400, "must be a JSON object"),
-    ({"agent": "helper", "message": "hi"}, 400, "chatId is required"),
-    ({"chatId": "1234", "agent": "helper", "message": "hi"}, 400, "is not a UUID"),
-    ({"chatId": str(uuid.uuid4()), "agent": "nobody", "message": "hi"}, 404, "Unknown agent"),
-    ({"chatId": str(uuid.uuid4()), "agent": "helper", "message": "   "}, 400, "must be non-empty"),
-    ({"chatId": str(uuid.uuid4()), "agent": "helper", "message": "x" * 8001}, 400, "too long"),
-])
+@pytest.mark.parametrize(
+    "body, status, error",
+    [
+        ("not json", 400, "must be a JSON object"),
+        ({"agent": "helper", "message": "hi"}, 400, "chatId is required"),
+        ({"chatId": "1234", "agent": "helper", "message": "hi"}, 400, "is not a UUID"),
+        ({"chatId": str(uuid.uuid4()), "agent": "nobody", "message": "hi"}, 404, "Unknown agent"),
+        ({"chatId": str(uuid.uuid4()), "agent": "helper", "message": "   "}, 400, "must be non-empty"),
+        ({"chatId": str(uuid.uuid4()), "agent": "helper", "message": "x" * 8001}, 400, "too long"),
+    ],
+)
 def test_bad_input_is_refused_with_a_message_and_nothing_stored(app, client, body, status, error):
     if isinstance(body, str):
         response = client.post("/api/chat", data=body, content_type="application/json")

@@ -1,4 +1,5 @@
 """The chat in real Chromium: streaming, reload, offline, tabs, stop, mobile, no-JS, escaping."""
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,11 @@ def server(app_factory):
 def stored_reply(app, page) -> Message:
     chat_id = uuid.UUID(page.evaluate("location.pathname").rstrip("/").split("/")[-1])
     with app.app_context():
-        return db.session.scalar(select(Message).where(Message.chat_id == chat_id, Message.role == "assistant")
-                                 .order_by(Message.position.desc()))
+        return db.session.scalar(
+            select(Message)
+            .where(Message.chat_id == chat_id, Message.role == "assistant")
+            .order_by(Message.position.desc())
+        )
 
 
 def send(page, text: str) -> None:
@@ -55,7 +59,8 @@ def start_reply(page, url: str, message: str, shown: int) -> None:
 
 def wait_for_text(page, minimum: int) -> str:
     page.wait_for_function(
-        f"(document.querySelector('.streaming-text') || {{textContent: ''}}).textContent.length > {minimum}")
+        f"(document.querySelector('.streaming-text') || {{textContent: ''}}).textContent.length > {minimum}"
+    )
     return page.inner_text(".streaming-text")
 
 

@@ -1,4 +1,5 @@
 """The embedded redis-server that `make run` relies on when REDIS_URL is unset."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,9 +34,13 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path):
     import sys
     import time
 
-    script = ("import sys, time; from pathlib import Path; from chat.embedded_redis import start_redis_server; "
-              "url, p = start_redis_server(Path(sys.argv[1])); print(p.pid, flush=True); time.sleep(60)")
-    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "redis")], stdout=subprocess.PIPE, text=True)
+    script = (
+        "import sys, time; from pathlib import Path; from chat.embedded_redis import start_redis_server; "
+        "url, p = start_redis_server(Path(sys.argv[1])); print(p.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "redis")], stdout=subprocess.PIPE, text=True
+    )
     child = int(parent.stdout.readline())
     parent.kill()  # SIGKILL: no atexit, no cleanup of its own
     parent.wait()

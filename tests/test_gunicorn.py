@@ -1,4 +1,5 @@
 """The app as it runs in production: gunicorn with gevent workers, killed for real."""
+
 from __future__ import annotations
 
 import http.client
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import ROOT, free_port, new_chat_id, parse_sse, read_events, wait_for, wipe
 from sqlalchemy import create_engine, select
 
 from chat.models import Message
-from conftest import ROOT, free_port, new_chat_id, parse_sse, read_events, wait_for, wipe
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +33,28 @@ def gunicorn(database, redis_url, tmp_path):
     wipe(database)
     port = free_port()
     env = {
-        **os.environ, "DATABASE_URL": database, "REDIS_URL": redis_url, "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2", "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "gunicorn-test",
-        "DEMO_MODEL_WORDS": "400", "DEMO_MODEL_DELAY_MS": "20", "HEARTBEAT_INTERVAL_MS": "300",
-        "PRODUCER_TIMEOUT_MS": "2000", "READER_BLOCK_MS": "500", "REAPER_INTERVAL_SECONDS": "1",
+        **os.environ,
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_url,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "INSTANCE_PATH": str(tmp_path),
+        "SECRET_KEY": "gunicorn-test",
+        "DEMO_MODEL_WORDS": "400",
+        "DEMO_MODEL_DELAY_MS": "20",
+        "HEARTBEAT_INTERVAL_MS": "300",
+        "PRODUCER_TIMEOUT_MS": "2000",
+        "READER_BLOCK_MS": "500",
+        "REAPER_INTERVAL_SECONDS": "1",
     }
     env.pop("OPENAI_API_KEY", None)
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -61,8 +76,12 @@ def post_raw(url: str, chat_id: str, message: str) -> tuple[http.client.HTTPResp
     """POST over a connection we own, to learn its local port (and so which worker serves it)."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request("POST", "/api/chat", body=json.dumps({"chatId": chat_id, "agent": "helper", "message": message}),
-                 headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/api/chat",
+        body=json.dumps({"chatId": chat_id, "agent": "helper", "message": message}),
+        headers={"Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     cookie = response.getheader("Set-Cookie").split(";")[0]
     return response, conn.sock.getsockname()[1], cookie
@@ -85,8 +104,17 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
     victim = next(pid for pid in worker_pids(master.pid) if holds_socket(pid, local_port))
     name, value = cookie.split("=", 1)
     # Readers on connections of their own; some land on the worker that will survive.
-    followers = [requests.get(f"{url}/api/chat", params={"chatId": chat_id}, cookies={name: value},
-                              headers={"Last-Event-ID": events[-1].id}, stream=True, timeout=30) for _ in range(4)]
+    followers = [
+        requests.get(
+            f"{url}/api/chat",
+            params={"chatId": chat_id},
+            cookies={name: value},
+            headers={"Last-Event-ID": events[-1].id},
+            stream=True,
+            timeout=30,
+        )
+        for _ in range(4)
+    ]
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -97,8 +125,14 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
         except requests.RequestException:  # it was served by the killed worker
             tail = None
         if tail is None or tail.terminal is None:
-            resumed = requests.get(f"{url}/api/chat", params={"chatId": chat_id}, cookies={name: value},
-                                   headers={"Last-Event-ID": events[-1].id}, stream=True, timeout=30)
+            resumed = requests.get(
+                f"{url}/api/chat",
+                params={"chatId": chat_id},
+                cookies={name: value},
+                headers={"Last-Event-ID": events[-1].id},
+                stream=True,
+                timeout=30,
+            )
             tail = read_events(resumed)
         tails.append(tail)
     elapsed = time.monotonic() - killed_at
@@ -107,15 +141,23 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
 
     engine = create_engine(database)
     with engine.connect() as conn:
-        stored = conn.execute(select(Message.content, Message.status).where(
-            Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")).one()
+        stored = conn.execute(
+            select(Message.content, Message.status).where(
+                Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant"
+            )
+        ).one()
     engine.dispose()
     head = "".join(e.json()["text"] for e in events if e.event == "delta")
     assert stored.status == "interrupted" and len(stored.content) >= len(head) > 0
     assert {head + tail.text for tail in tails} == {stored.content}
     # The chat is usable again right away.
-    again = requests.post(f"{url}/api/chat", json={"chatId": chat_id, "agent": "helper", "message": "again"},
-                          cookies={name: value}, stream=True, timeout=30)
+    again = requests.post(
+        f"{url}/api/chat",
+        json={"chatId": chat_id, "agent": "helper", "message": "again"},
+        cookies={name: value},
+        stream=True,
+        timeout=30,
+    )
     assert again.status_code == 200
     again.close()
 
@@ -142,13 +184,19 @@ def test_replies_survive_across_workers_and_the_embedded_redis_is_shared(gunicor
     url, master = gunicorn
     session = requests.Session()
     chat_id = new_chat_id()
-    post = session.post(f"{url}/api/chat", json={"chatId": chat_id, "agent": "helper", "message": "spread"},
-                        stream=True, timeout=30)
+    post = session.post(
+        f"{url}/api/chat", json={"chatId": chat_id, "agent": "helper", "message": "spread"}, stream=True, timeout=30
+    )
     first = read_events(post, stop_after=3)
     # Many resumes: with two workers some land on the worker that is not producing.
     texts = set()
     for _ in range(6):
-        response = session.get(f"{url}/api/chat", params={"chatId": chat_id},
-                               headers={"Last-Event-ID": first.last_id}, stream=True, timeout=60)
+        response = session.get(
+            f"{url}/api/chat",
+            params={"chatId": chat_id},
+            headers={"Last-Event-ID": first.last_id},
+            stream=True,
+            timeout=60,
+        )
         texts.add(first.text + read_events(response).text)
     assert len(texts) == 1

@@ -1,4 +1,5 @@
 """Migrations build the schema from empty, match the models, and run down and up again."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,14 @@ def fresh_database(tmp_path) -> str:
 
 @pytest.fixture
 def empty_app(tmp_path):
-    app = create_app({"SQLALCHEMY_DATABASE_URI": fresh_database(tmp_path), "RESUMABLE_STREAMS": False,
-                      "REAPER_INTERVAL_SECONDS": 0, "SECRET_KEY": "x"})
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": fresh_database(tmp_path),
+            "RESUMABLE_STREAMS": False,
+            "REAPER_INTERVAL_SECONDS": 0,
+            "SECRET_KEY": "x",
+        }
+    )
     yield app
     with app.app_context():
         db.engine.dispose()
@@ -77,5 +84,7 @@ def test_one_streaming_reply_per_chat_is_enforced_by_the_database(empty_app):
         with pytest.raises(IntegrityError):
             db.session.commit()
         db.session.rollback()
-        db.session.add(Message(chat_id=chat.id, position=2, role="assistant", status="complete", stream_id=uuid.uuid4().hex))
+        db.session.add(
+            Message(chat_id=chat.id, position=2, role="assistant", status="complete", stream_id=uuid.uuid4().hex)
+        )
         db.session.commit()

@@ -1,18 +1,19 @@
 """OpenAI-compatible providers over real HTTP, agent config validation, credits and the ledger."""
+
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events
+from fake_openai import FakeOpenAI
 from sqlalchemy import func, select
 
 from chat.agents import AgentConfigError, load_agents
 from chat.config import Config
 from chat.extensions import db
 from chat.models import MICROS_PER_CREDIT, Identity, LedgerEntry, Message
-from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events
-from fake_openai import FakeOpenAI
 
 AGENTS = load_agents(Config.AGENTS_FILE)
 
@@ -26,14 +27,18 @@ def provider():
 
 @pytest.fixture
 def model_app(app_factory, provider):
-    return app_factory(OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=provider.base_url,
-                       OPENAI_TIMEOUT_SECONDS=2)
+    return app_factory(
+        OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=provider.base_url, OPENAI_TIMEOUT_SECONDS=2
+    )
 
 
 def reply_row(app, chat_id) -> Message:
     with app.app_context():
-        return db.session.scalar(select(Message).where(Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")
-                                 .order_by(Message.position.desc()))
+        return db.session.scalar(
+            select(Message)
+            .where(Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")
+            .order_by(Message.position.desc())
+        )
 
 
 def ledger(app, titles: bool = True) -> list[LedgerEntry]:
@@ -72,7 +77,10 @@ def test_the_model_sees_the_stored_conversation(model_app, provider):
     read_events(post_chat(client, chat_id, "second question"))
     sent = reply_requests(provider)[1]["body"]["messages"]
     assert [(m["role"], m["content"]) for m in sent[1:]] == [
-        ("user", "first question"), ("assistant", provider.text), ("user", "second question")]
+        ("user", "first question"),
+        ("assistant", provider.text),
+        ("user", "second question"),
+    ]
 
 
 def test_connection_lost_mid_reply_gives_an_error_event_and_bills_only_what_was_delivered(model_app, provider):
@@ -89,12 +97,15 @@ def test_connection_lost_mid_reply_gives_an_error_event_and_bills_only_what_was_
     assert charge.completion_tokens <= 8 and charge.cost_micros == row.cost_micros
 
 
-@pytest.mark.parametrize("mode, phrase", [
-    ("stall", "took too long"),
-    ("auth", "API key"),
-    ("rate", "rate-limiting"),
-    ("context", "too long for this model"),
-])
+@pytest.mark.parametrize(
+    "mode, phrase",
+    [
+        ("stall", "took too long"),
+        ("auth", "API key"),
+        ("rate", "rate-limiting"),
+        ("context", "too long for this model"),
+    ],
+)
 def test_provider_failures_reach_the_client_as_a_readable_error(model_app, provider, mode, phrase):
     provider.mode = mode
     client = model_app.test_client()
@@ -141,17 +152,21 @@ def test_each_reply_is_debited_from_the_balance_in_the_same_transaction(app):
         charges = list(db.session.scalars(select(LedgerEntry)))
         assert len(charges) == 2
         assert identity.balance_micros == app.config["GUEST_CREDIT_GRANT"] * MICROS_PER_CREDIT - sum(
-            c.cost_micros for c in charges)
+            c.cost_micros for c in charges
+        )
     page = client.get(f"/agent/helper/{chat_id}").get_data(as_text=True)
     assert f"{identity.balance_micros / MICROS_PER_CREDIT:.4f} credits" in page
     assert f"{charges[0].cost_micros / MICROS_PER_CREDIT:.4f} credits" in page
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("", "at least one [[agents]]"),
-    ("[[agents]]\nslug = 'x'", "missing `name`"),
-    ("not toml ===", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("", "at least one [[agents]]"),
+        ("[[agents]]\nslug = 'x'", "missing `name`"),
+        ("not toml ===", "not valid TOML"),
+    ],
+)
 def test_a_bad_agents_file_stops_start_up_with_a_clear_error(tmp_path, content, problem):
     path = tmp_path / "agents.toml"
     path.write_text(content)
@@ -171,8 +186,9 @@ def test_agents_file_rejects_wrong_types_and_duplicate_slugs(tmp_path):
 
 
 def test_a_chat_gets_a_model_made_title_after_its_first_reply_billed_once(model_app, provider):
-    from chat.models import Chat
     from conftest import wait_for
+
+    from chat.models import Chat
 
     client = model_app.test_client()
     chat_id = new_chat_id()

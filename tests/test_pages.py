@@ -1,13 +1,15 @@
 """Server-rendered pages, the no-JavaScript form, and escaping."""
+
 from __future__ import annotations
 
 import re
 import uuid
 
+from conftest import new_chat_id, post_chat, read_events, wait_for
+
 from chat.agents import load_agents
 from chat.agents.demo import demo_reply
 from chat.config import Config
-from conftest import new_chat_id, post_chat, read_events, wait_for
 
 AGENTS = load_agents(Config.AGENTS_FILE)
 
@@ -68,8 +70,9 @@ def test_form_errors_are_shown_on_the_page_and_keep_the_draft(client):
 
 def test_htmx_send_returns_the_turn_fragment_with_a_stream_connection(client):
     chat_id = new_chat_id()
-    response = client.post(f"/agent/helper/{chat_id}/messages", data={"message": "fragment please"},
-                           headers={"HX-Request": "true"})
+    response = client.post(
+        f"/agent/helper/{chat_id}/messages", data={"message": "fragment please"}, headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert "<html" not in html and "fragment please" in html

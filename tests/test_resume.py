@@ -1,21 +1,25 @@
 """Resuming: every disconnect point, second readers, hammering at finish, Redis failures."""
+
 from __future__ import annotations
 
 import threading
 import uuid
 
 import pytest
+from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events, wait_for
 from sqlalchemy import func, select
 
 from chat.extensions import db
 from chat.models import LedgerEntry, Message
-from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events, wait_for
 
 
 def assistant(app, chat_id):
     with app.app_context():
-        return db.session.scalar(select(Message).where(
-            Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant").order_by(Message.position.desc()))
+        return db.session.scalar(
+            select(Message)
+            .where(Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")
+            .order_by(Message.position.desc())
+        )
 
 
 def resume(client, chat_id, last_id=None, via_query=False):
@@ -138,8 +142,9 @@ def test_a_producer_that_stops_heartbeating_is_marked_interrupted(app_factory):
 @pytest.mark.parametrize("data_kept", [True, False], ids=["redis-kept-its-data", "redis-lost-its-data"])
 def test_redis_restarted_mid_reply_keeps_clients_and_database_in_agreement(app_factory, tmp_path, data_kept):
     """Redis dies under a live reply (even mid-write) and comes back with or without its data."""
-    from chat.embedded_redis import start_redis_server, stop_redis_server
     from conftest import free_port
+
+    from chat.embedded_redis import start_redis_server, stop_redis_server
 
     port = free_port()
     url, process = start_redis_server(tmp_path / "redis", port=port)
@@ -180,13 +185,19 @@ def test_a_short_redis_restart_mid_reply_is_ridden_out(app_factory, tmp_path):
     """Redis restarts (keeping its data) faster than the producer timeout: the reply just goes on."""
     import time
 
-    from chat.embedded_redis import start_redis_server, stop_redis_server
     from conftest import free_port
+
+    from chat.embedded_redis import start_redis_server, stop_redis_server
 
     port = free_port()
     url, process = start_redis_server(tmp_path / "redis", port=port)
-    app = app_factory(DEMO_MODEL_WORDS=150, DEMO_MODEL_DELAY_MS=10, REDIS_URL=url, REDIS_SOCKET_TIMEOUT_MS=1000,
-                      PRODUCER_TIMEOUT_MS=4000)
+    app = app_factory(
+        DEMO_MODEL_WORDS=150,
+        DEMO_MODEL_DELAY_MS=10,
+        REDIS_URL=url,
+        REDIS_SOCKET_TIMEOUT_MS=1000,
+        PRODUCER_TIMEOUT_MS=4000,
+    )
     client = app.test_client()
     chat_id = new_chat_id()
     try:
@@ -234,5 +245,8 @@ def test_a_reader_that_hangs_up_is_forgotten_by_its_worker(app_factory, path):
     next(iter(response.response))  # connected and streaming
     assert any(ref.chat_id == chat_id for ref in hub.followers)
     response.close()
-    wait_for(lambda: not any(ref.chat_id == chat_id for ref in hub.followers), timeout=5,
-             message="the reader to be unsubscribed")
+    wait_for(
+        lambda: not any(ref.chat_id == chat_id for ref in hub.followers),
+        timeout=5,
+        message="the reader to be unsubscribed",
+    )

@@ -1,4 +1,5 @@
 """The Redis stream protocol (chat/streams.py) against a real redis-server."""
+
 from __future__ import annotations
 
 import redis
@@ -23,9 +24,14 @@ def test_append_stream_id_keeps_the_newest_five_newest_first(redis_url):
 
 def test_every_key_of_a_chat_shares_one_cluster_hash_slot():
     ref = StreamRef("c1", "s1")
-    keys = [chat_key("c1", "streams"), chat_key("c1", "live"), log_key(ref),
-            RedisStreams._state_key(ref, "state"), RedisStreams._state_key(ref, "cancel")]
-    assert {key[key.index("{") + 1:key.index("}")] for key in keys} == {"c1"}
+    keys = [
+        chat_key("c1", "streams"),
+        chat_key("c1", "live"),
+        log_key(ref),
+        RedisStreams._state_key(ref, "state"),
+        RedisStreams._state_key(ref, "cancel"),
+    ]
+    assert {key[key.index("{") + 1 : key.index("}")] for key in keys} == {"c1"}
 
 
 def test_read_after_a_cursor_returns_only_later_entries(redis_url):
@@ -138,8 +144,9 @@ def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(redis_ur
     streams.create(ref, {})
     streams.append_deltas([(ref, "a", 1), (ref, "b", 2)])
     start, a, _b = streams.read(ref)
-    hub = StreamHub(streams, block_ms=10, keepalive_seconds=1, liveness_seconds=60, outage_seconds=5,
-                    on_dead=lambda ref: None)  # not started: the test drives the reader by hand
+    hub = StreamHub(
+        streams, block_ms=10, keepalive_seconds=1, liveness_seconds=60, outage_seconds=5, on_dead=lambda ref: None
+    )  # not started: the test drives the reader by hand
     first = hub.subscribe(ref, a.id)
     in_flight = dict(hub.cursors)
     stale, _ = streams.read_many(in_flight, 10)

@@ -1,4 +1,5 @@
 """Hosted Redis speaks TLS (`rediss://`): the whole reply path against a real TLS redis-server."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,6 @@ import time
 
 import pytest
 import redis
-
 from conftest import free_port, new_chat_id, post_chat, read_events, wait_for
 
 
@@ -18,19 +18,81 @@ def openssl(*args: str, cwd) -> None:
 @pytest.fixture
 def tls_redis(tmp_path):
     """redis-server with only a TLS port, its certificate signed by a CA made for this test."""
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=Durable Chat test CA", cwd=tmp_path)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=localhost", cwd=tmp_path)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Durable Chat test CA",
+        cwd=tmp_path,
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=tmp_path,
+    )
     (tmp_path / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=tmp_path)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=tmp_path,
+    )
     port = free_port()
     process = subprocess.Popen(
-        [shutil.which("redis-server"), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", "server.pem", "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.pem",
-         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            shutil.which("redis-server"),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
     wait_for(lambda: _answers(url), timeout=10, message="the TLS redis-server")
     yield url, port
@@ -55,8 +117,9 @@ def test_replies_stream_and_resume_over_rediss(app_factory, tls_redis):
     assert client.get("/healthz").status_code == 200
     chat_id = new_chat_id()
     head = read_events(post_chat(client, chat_id, "over TLS"), stop_after=4)
-    tail = read_events(client.get(f"/api/chat?chatId={chat_id}", headers={"Last-Event-ID": head.last_id},
-                                  buffered=False))
+    tail = read_events(
+        client.get(f"/api/chat?chatId={chat_id}", headers={"Last-Event-ID": head.last_id}, buffered=False)
+    )
     assert tail.terminal.json()["finishReason"] == "stop"
     whole = read_events(client.get(f"/api/chat?chatId={chat_id}", buffered=False))
     assert head.text + tail.text == whole.text and len(whole.text) > 0

@@ -3,11 +3,12 @@
 `generate()` yields text pieces as the model produces them and, last, one `Completion` with the
 finish reason and the usage the provider reported (None where it reported none).
 """
+
 from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +48,18 @@ class Completion:
     completion_tokens: int | None = None
 
 
-Generation = Iterator["str | Completion"]
+Generation = Generator["str | Completion", None, None]
 
 REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "slug": str, "name": str, "description": str, "model": str, "system_prompt": str,
-    "temperature": (int, float), "max_tokens": int,
-    "price_prompt_per_1k": (int, float), "price_completion_per_1k": (int, float),
+    "slug": str,
+    "name": str,
+    "description": str,
+    "model": str,
+    "system_prompt": str,
+    "temperature": (int, float),
+    "max_tokens": int,
+    "price_prompt_per_1k": (int, float),
+    "price_completion_per_1k": (int, float),
 }
 
 
@@ -117,8 +124,12 @@ def suggest_title(agent: Agent, question: str, answer: str, config: dict) -> tup
     from .openai_provider import complete_openai
 
     conversation = f"User: {question[:1500]}\n\nAssistant: {answer[:1500]}"
-    text, completion = complete_openai(agent, [{"role": "system", "content": TITLE_PROMPT},
-                                               {"role": "user", "content": conversation}], config, max_tokens=20)
+    text, completion = complete_openai(
+        agent,
+        [{"role": "system", "content": TITLE_PROMPT}, {"role": "user", "content": conversation}],
+        config,
+        max_tokens=20,
+    )
     title = clean_title(text)
     return (title, completion) if title else None
 

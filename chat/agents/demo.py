@@ -3,6 +3,7 @@
 The same (agent, message, words) always gives the same text, so tests and the benchmark can
 predict it; DEMO_MODEL_WORDS sets its length and DEMO_MODEL_DELAY_MS the pause between words.
 """
+
 from __future__ import annotations
 
 import hashlib

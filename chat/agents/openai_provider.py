@@ -3,9 +3,13 @@
 Usage is requested in the final chunk (`stream_options`); provider failures become a
 ProviderError whose text a person can act on.
 """
+
 from __future__ import annotations
 
+from typing import cast
+
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from ..models import FinishReason
 from . import Agent, Completion, Generation, ProviderError
@@ -32,22 +36,35 @@ def person_readable(exc: Exception) -> str:
     return "The model provider failed."
 
 
+def as_params(messages: list[dict[str, str]]) -> list[ChatCompletionMessageParam]:
+    """Our role/content dicts are exactly the SDK's message params (its TypedDicts, to mypy)."""
+    return cast(list[ChatCompletionMessageParam], messages)
+
+
 def client_for(config: dict) -> openai.OpenAI:
-    return openai.OpenAI(api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"),
-                         timeout=config["OPENAI_TIMEOUT_SECONDS"], max_retries=0)
+    return openai.OpenAI(
+        api_key=config["OPENAI_API_KEY"],
+        base_url=config.get("OPENAI_BASE_URL"),
+        timeout=config["OPENAI_TIMEOUT_SECONDS"],
+        max_retries=0,
+    )
 
 
-def complete_openai(agent: Agent, messages: list[dict[str, str]], config: dict, max_tokens: int) -> tuple[str, Completion]:
+def complete_openai(
+    agent: Agent, messages: list[dict[str, str]], config: dict, max_tokens: int
+) -> tuple[str, Completion]:
     """One short, non-streamed completion (chat titles)."""
     try:
         response = client_for(config).chat.completions.create(
-            model=agent.model, messages=messages, max_tokens=max_tokens, temperature=0.2)
+            model=agent.model, messages=as_params(messages), max_tokens=max_tokens, temperature=0.2
+        )
     except openai.OpenAIError as exc:
         raise ProviderError(person_readable(exc)) from exc
     usage = response.usage
     text = response.choices[0].message.content if response.choices else ""
-    return text or "", Completion(FinishReason.STOP, usage.prompt_tokens if usage else None,
-                                  usage.completion_tokens if usage else None)
+    return text or "", Completion(
+        FinishReason.STOP, usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None
+    )
 
 
 def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -> Generation:
@@ -57,8 +74,12 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -
     usage = None
     try:
         stream = client.chat.completions.create(
-            model=agent.model, messages=messages, temperature=agent.temperature,
-            max_tokens=agent.max_tokens, stream=True, stream_options={"include_usage": True},
+            model=agent.model,
+            messages=as_params(messages),
+            temperature=agent.temperature,
+            max_tokens=agent.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
         )
         with stream:
             for chunk in stream:

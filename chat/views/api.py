@@ -35,8 +35,11 @@ def event_stream(source: Iterable[Event | None], retry_ms: int | None = None) ->
 
 
 def sse_response(source: Iterable[Event | None], retry_ms: int | None = None) -> Response:
-    return Response(event_stream(source, retry_ms), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Response(
+        event_stream(source, retry_ms),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def parse_chat_id(raw: object) -> uuid.UUID:
@@ -60,8 +63,9 @@ def parse_cursor() -> str | None:
 def json_body() -> dict:
     body = request.get_json(silent=True, force=True)
     if not isinstance(body, dict):
-        raise ReplyError(400, "The body must be a JSON object, e.g. "
-                              '{"chatId": "<uuid>", "agent": "<slug>", "message": "<text>"}.')
+        raise ReplyError(
+            400, 'The body must be a JSON object, e.g. {"chatId": "<uuid>", "agent": "<slug>", "message": "<text>"}.'
+        )
     return body
 
 
@@ -108,5 +112,9 @@ def stop_chat():
     stored = replies().stop(chat)
     if stored is None:
         return Response(status=204)
-    return {"chatId": str(chat_id), "messageId": str(stored.message_id), "status": stored.status,
-            "finishReason": stored.finish_reason}
+    return {
+        "chatId": str(chat_id),
+        "messageId": str(stored.message_id),
+        "status": stored.status,
+        "finishReason": stored.finish_reason,
+    }

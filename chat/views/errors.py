@@ -1,4 +1,5 @@
 """Errors answer in the caller's language: JSON `{"error": …}` for the API, a page for people."""
+
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify, render_template, request

@@ -1,4 +1,5 @@
 """GET /healthz: 200 when the database and (in resumable mode) Redis answer, else 503."""
+
 from __future__ import annotations
 
 import redis

@@ -32,8 +32,11 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def page_globals() -> dict[str, Any]:
         """What every page's layout shows: the caller's balance (or the grant a new guest gets)."""
-        return {"resumable": app.config["RESUMABLE_STREAMS"], "identity": current_identity(),
-                "grant": app.config["GUEST_CREDIT_GRANT"]}
+        return {
+            "resumable": app.config["RESUMABLE_STREAMS"],
+            "identity": current_identity(),
+            "grant": app.config["GUEST_CREDIT_GRANT"],
+        }
 
     @app.after_request
     def vary_on_htmx(response: Response) -> Response:
@@ -70,20 +73,29 @@ def message_view(message: Message) -> dict:
     return view
 
 
-def chat_page(agent: Agent, chat: Chat | None, chat_id: uuid.UUID, error: str | None = None, status: int = 200,
-              draft: str = "") -> tuple[str, int]:
+def chat_page(
+    agent: Agent, chat: Chat | None, chat_id: uuid.UUID, error: str | None = None, status: int = 200, draft: str = ""
+) -> tuple[str, int]:
     messages = list(chat.messages) if chat else []
     pending = bool(messages) and messages[-1].is_pending
     return render_template(
-        "pages/chat.html", agent=agent, chat=chat, chat_id=chat_id, views=[message_view(m) for m in messages],
-        chats=recent_chats(current_identity_id()), pending=pending, error=error, draft=draft,
+        "pages/chat.html",
+        agent=agent,
+        chat=chat,
+        chat_id=chat_id,
+        views=[message_view(m) for m in messages],
+        chats=recent_chats(current_identity_id()),
+        pending=pending,
+        error=error,
+        draft=draft,
     ), status
 
 
 @bp.get("/")
 def index():
-    return render_template("pages/index.html", agents=current_app.extensions["agents"].values(),
-                           chats=recent_chats(current_identity_id()))
+    return render_template(
+        "pages/index.html", agents=current_app.extensions["agents"].values(), chats=recent_chats(current_identity_id())
+    )
 
 
 @bp.get("/agent/<slug>")
@@ -107,8 +119,9 @@ def send_message(slug: str, chat_id: uuid.UUID):
         replies().start(current_identity_id(), chat_id, agent, text)
     except ReplyError as error:
         if is_fragment_request():
-            response = Response(render_template("_partials/toast.html", message=error.message, kind="error"),
-                                status=error.status)
+            response = Response(
+                render_template("_partials/toast.html", message=error.message, kind="error"), status=error.status
+            )
             response.headers["HX-Retarget"] = "#toasts"
             response.headers["HX-Reswap"] = "beforeend"
             return response
@@ -117,9 +130,17 @@ def send_message(slug: str, chat_id: uuid.UUID):
     chat_url = url_for("pages.show_chat", slug=slug, chat_id=chat_id)
     if not is_fragment_request():
         return redirect(chat_url, code=303)
-    response = Response(render_template("_partials/turn.html", agent=agent, chat_id=chat_id,
-                                        views=[message_view(m) for m in newest_messages(chat_id, 2)], fresh=True,
-                                        chats=recent_chats(current_identity_id()), chat=db.session.get(Chat, chat_id)))
+    response = Response(
+        render_template(
+            "_partials/turn.html",
+            agent=agent,
+            chat_id=chat_id,
+            views=[message_view(m) for m in newest_messages(chat_id, 2)],
+            fresh=True,
+            chats=recent_chats(current_identity_id()),
+            chat=db.session.get(Chat, chat_id),
+        )
+    )
     response.headers["HX-Push-Url"] = chat_url
     return response
 
