@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import new_chat_id, post_chat, read_events, wait_for
 from sqlalchemy import func, select
 
 from chat.agents import load_agents
@@ -14,6 +13,8 @@ from chat.config import Config
 from chat.extensions import db
 from chat.models import Chat, ChatStream, LedgerEntry, Message
 from chat.sse import parse_event_id
+from helpers.chats import new_chat_id, post_chat, wait_for
+from helpers.sse import read_events
 
 AGENTS = load_agents(Config.AGENTS_FILE)
 
@@ -177,7 +178,8 @@ def test_healthz_ok(app, client):
 
 
 def test_healthz_503_when_redis_is_down(app_factory, database):
-    from conftest import free_port, make_app
+    from helpers.apps import make_app
+    from helpers.servers import free_port
 
     app = make_app(database, f"redis://127.0.0.1:{free_port()}/0", REDIS_SOCKET_TIMEOUT_MS=500)
     try:
@@ -189,7 +191,8 @@ def test_healthz_503_when_redis_is_down(app_factory, database):
 
 
 def test_post_answers_503_when_redis_is_down_and_stores_nothing(app_factory, database):
-    from conftest import free_port, make_app
+    from helpers.apps import make_app
+    from helpers.servers import free_port
 
     app = make_app(database, f"redis://127.0.0.1:{free_port()}/0", REDIS_SOCKET_TIMEOUT_MS=500)
     try:

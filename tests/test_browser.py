@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-from sqlalchemy import select
 
-from chat.extensions import db
 from chat.models import Message
+from helpers.chats import latest_reply
 
 pytestmark = pytest.mark.browser
 
@@ -17,22 +15,13 @@ SLOW = {"DEMO_MODEL_WORDS": 60, "DEMO_MODEL_DELAY_MS": 60}
 
 
 @pytest.fixture
-def server(app_factory):
-    from conftest import LiveServer
-
-    live = LiveServer(app_factory(**SLOW))
-    yield live
-    live.stop()
+def server(live_server):
+    return live_server(**SLOW)
 
 
 def stored_reply(app, page) -> Message:
-    chat_id = uuid.UUID(page.evaluate("location.pathname").rstrip("/").split("/")[-1])
-    with app.app_context():
-        return db.session.scalar(
-            select(Message)
-            .where(Message.chat_id == chat_id, Message.role == "assistant")
-            .order_by(Message.position.desc())
-        )
+    """The reply the database holds for the chat the page shows."""
+    return latest_reply(app, page.evaluate("location.pathname").rstrip("/").split("/")[-1])
 
 
 def send(page, text: str) -> None:
@@ -107,7 +96,7 @@ def test_mobile_layout_reload_mid_reply_resumes_too(server, browser_context):
 
 
 def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server, browser_context):
-    from conftest import FlakyProxy
+    from helpers.servers import FlakyProxy
 
     proxy = FlakyProxy(server.server.server_port)
     try:
@@ -129,32 +118,27 @@ def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server,
         proxy.close()
 
 
-def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(app_factory, browser_context):
-    from conftest import LiveServer
-
-    server = LiveServer(app_factory(DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=40))
-    try:
-        context = browser_context()
-        first = context.new_page()
-        start_reply(first, server.url, "Two tabs", 30)
-        second = context.new_page()
-        second.goto(first.evaluate("location.href"))
-        second.wait_for_selector(".message.assistant.status-streaming")
-        wait_for_text(second, 60)
-        second.click("#composer button.stop")
-        for tab in (first, second):
-            tab.wait_for_selector(".message.assistant.status-cancelled")
-        stored = stored_reply(server.app, first)
-        assert stored.status == "cancelled"
-        assert streamed(first) == [stored.content] and streamed(second) == [stored.content]
-        assert "You stopped this reply." in first.inner_text(".message.assistant")
-        # Retry sends the same message again as a new turn, which streams to the end.
-        first.click(".message.assistant form.retry button")
-        first.wait_for_selector(".message.assistant.status-streaming")
-        assert first.locator(".message.user").count() == 2
-        assert first.locator(".message.user").last.inner_text().endswith("Two tabs")
-    finally:
-        server.stop()
+def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(live_server, browser_context):
+    server = live_server(DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=40)
+    context = browser_context()
+    first = context.new_page()
+    start_reply(first, server.url, "Two tabs", 30)
+    second = context.new_page()
+    second.goto(first.evaluate("location.href"))
+    second.wait_for_selector(".message.assistant.status-streaming")
+    wait_for_text(second, 60)
+    second.click("#composer button.stop")
+    for tab in (first, second):
+        tab.wait_for_selector(".message.assistant.status-cancelled")
+    stored = stored_reply(server.app, first)
+    assert stored.status == "cancelled"
+    assert streamed(first) == [stored.content] and streamed(second) == [stored.content]
+    assert "You stopped this reply." in first.inner_text(".message.assistant")
+    # Retry sends the same message again as a new turn, which streams to the end.
+    first.click(".message.assistant form.retry button")
+    first.wait_for_selector(".message.assistant.status-streaming")
+    assert first.locator(".message.user").count() == 2
+    assert first.locator(".message.user").last.inner_text().endswith("Two tabs")
 
 
 def test_without_javascript_the_form_sends_and_the_page_shows_the_full_reply(server, browser_context):
@@ -185,17 +169,12 @@ def test_hostile_message_and_reply_render_inert(server, page):
     assert "<script>alert('user')</script>" in page.inner_text(".message.assistant .markdown")
 
 
-def test_with_resumable_streams_off_the_page_still_streams_and_finishes(app_factory, page):
-    from conftest import LiveServer
-
-    server = LiveServer(app_factory(resumable=False, **SLOW))
-    try:
-        page.goto(f"{server.url}/agent/helper")
-        send(page, "Direct, no Redis")
-        wait_finished(page)
-        stored = stored_reply(server.app, page)
-        assert stored.status == "complete" and streamed(page) == [stored.content]
-        page.reload()  # no resume without Redis: the stored reply is shown
-        assert page.inner_text(".message.assistant .markdown strong") == "Helper"
-    finally:
-        server.stop()
+def test_with_resumable_streams_off_the_page_still_streams_and_finishes(live_server, page):
+    server = live_server(resumable=False, **SLOW)
+    page.goto(f"{server.url}/agent/helper")
+    send(page, "Direct, no Redis")
+    wait_finished(page)
+    stored = stored_reply(server.app, page)
+    assert stored.status == "complete" and streamed(page) == [stored.content]
+    page.reload()  # no resume without Redis: the stored reply is shown
+    assert page.inner_text(".message.assistant .markdown strong") == "Helper"

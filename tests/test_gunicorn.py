@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, free_port, new_chat_id, parse_sse, read_events, wait_for, wipe
 from sqlalchemy import create_engine, select
 
 from chat.models import Message
+from helpers.apps import ROOT, wipe
+from helpers.chats import new_chat_id, wait_for
+from helpers.servers import free_port
+from helpers.sse import parse_sse, read_events
 
 pytestmark = pytest.mark.slow
 

@@ -6,14 +6,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events
-from fake_openai import FakeOpenAI
 from sqlalchemy import func, select
 
 from chat.agents import AgentConfigError, load_agents
 from chat.config import Config
 from chat.extensions import db
 from chat.models import MICROS_PER_CREDIT, Identity, LedgerEntry, Message
+from helpers.chats import hammer_resumes, latest_reply, new_chat_id, post_chat
+from helpers.fake_openai import FakeOpenAI
+from helpers.sse import read_events
 
 AGENTS = load_agents(Config.AGENTS_FILE)
 
@@ -30,15 +31,6 @@ def model_app(app_factory, provider):
     return app_factory(
         OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=provider.base_url, OPENAI_TIMEOUT_SECONDS=2
     )
-
-
-def reply_row(app, chat_id) -> Message:
-    with app.app_context():
-        return db.session.scalar(
-            select(Message)
-            .where(Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")
-            .order_by(Message.position.desc())
-        )
 
 
 def ledger(app, titles: bool = True) -> list[LedgerEntry]:
@@ -63,7 +55,7 @@ def test_deltas_stream_from_the_provider_and_usage_comes_from_its_final_chunk(mo
     assert request["body"]["stream"] is True and request["body"]["stream_options"] == {"include_usage": True}
     assert request["body"]["model"] == AGENTS["helper"].model
     assert request["body"]["messages"][0] == {"role": "system", "content": AGENTS["helper"].system_prompt}
-    row = reply_row(model_app, chat_id)
+    row = latest_reply(model_app, chat_id)
     assert (row.content, row.status, row.prompt_tokens, row.completion_tokens) == (provider.text, "complete", 42, 8)
     [charge] = ledger(model_app, titles=False)
     assert not charge.usage_estimated
@@ -90,7 +82,7 @@ def test_connection_lost_mid_reply_gives_an_error_event_and_bills_only_what_was_
     transcript = read_events(post_chat(client, chat_id, "break please"))
     assert transcript.terminal.event == "error"
     assert "lost" in transcript.terminal.json()["message"]
-    row = reply_row(model_app, chat_id)
+    row = latest_reply(model_app, chat_id)
     assert row.status == "error" and row.content == transcript.text == "".join(provider.words[:3])
     [charge] = ledger(model_app)
     assert charge.usage_estimated, "the provider reported no usage, so the ledger says it estimated"
@@ -113,24 +105,21 @@ def test_provider_failures_reach_the_client_as_a_readable_error(model_app, provi
     transcript = read_events(post_chat(client, chat_id, "fail"))
     assert transcript.terminal.event == "error"
     assert phrase in transcript.terminal.json()["message"]
-    assert reply_row(model_app, chat_id).status == "error"
+    assert latest_reply(model_app, chat_id).status == "error"
     # The chat is free again for the next message.
     provider.mode = "ok"
     assert read_events(post_chat(client, chat_id, "again")).terminal.event == "finish"
 
 
-def test_exactly_one_ledger_row_under_fifty_concurrent_resumers_at_finish(app_factory, provider):
+def test_exactly_one_ledger_row_under_fifty_concurrent_resumers_at_finish(app_factory, provider, live_server):
     provider.words = [f"w{n} " for n in range(80)]
     provider.delay = 0.01
     app = app_factory(OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=provider.base_url)
-    server = LiveServer(app)
-    try:
-        texts = hammer_resumes(server.url, new_chat_id(), "coder", readers=50)
-        assert set(texts) == {provider.text}
-        [charge] = ledger(app, titles=False)
-        assert charge.cost_micros == AGENTS["coder"].cost_micros(42, 8)
-    finally:
-        server.stop()
+    server = live_server(app)
+    texts = hammer_resumes(server.url, new_chat_id(), "coder", readers=50)
+    assert set(texts) == {provider.text}
+    [charge] = ledger(app, titles=False)
+    assert charge.cost_micros == AGENTS["coder"].cost_micros(42, 8)
 
 
 def test_too_little_credit_is_402_and_stores_nothing(app_factory):
@@ -186,9 +175,8 @@ def test_agents_file_rejects_wrong_types_and_duplicate_slugs(tmp_path):
 
 
 def test_a_chat_gets_a_model_made_title_after_its_first_reply_billed_once(model_app, provider):
-    from conftest import wait_for
-
     from chat.models import Chat
+    from helpers.chats import wait_for
 
     client = model_app.test_client()
     chat_id = new_chat_id()

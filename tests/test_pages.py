@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import uuid
 
-from conftest import new_chat_id, post_chat, read_events, wait_for
-
 from chat.agents import load_agents
 from chat.agents.demo import demo_reply
 from chat.config import Config
+from helpers.chats import new_chat_id, post_chat, wait_for
+from helpers.sse import read_events
 
 AGENTS = load_agents(Config.AGENTS_FILE)
 
@@ -102,7 +102,7 @@ def test_browser_stream_always_answers_200_and_ends_with_done(client):
 
 
 def read_events_until_done(response) -> list[str]:
-    from conftest import parse_sse, response_lines
+    from helpers.sse import parse_sse, response_lines
 
     names = []
     for event in parse_sse(response_lines(response)):

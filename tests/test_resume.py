@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
-from conftest import LiveServer, hammer_resumes, new_chat_id, post_chat, read_events, wait_for
 from sqlalchemy import func, select
 
 from chat.extensions import db
 from chat.models import LedgerEntry, Message
-
-
-def assistant(app, chat_id):
-    with app.app_context():
-        return db.session.scalar(
-            select(Message)
-            .where(Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")
-            .order_by(Message.position.desc())
-        )
-
-
-def resume(client, chat_id, last_id=None, via_query=False):
-    if last_id and via_query:
-        return client.get(f"/api/chat?chatId={chat_id}&lastEventId={last_id}", buffered=False)
-    headers = {"Last-Event-ID": last_id} if last_id else {}
-    return client.get(f"/api/chat?chatId={chat_id}", headers=headers, buffered=False)
+from helpers.chats import hammer_resumes, latest_reply, new_chat_id, post_chat, resume, wait_for
+from helpers.sse import read_events
 
 
 def test_disconnect_after_every_event_then_resume_gives_exactly_the_stored_text(app_factory):
@@ -42,8 +26,8 @@ def test_disconnect_after_every_event_then_resume_gives_exactly_the_stored_text(
         ids = [e.id for e in first.events + rest.events]
         assert len(ids) == len(set(ids)), f"duplicate event after disconnecting at {k}"
         text = first.text + rest.text
-        wait_for(lambda chat_id=chat_id: assistant(app, chat_id).status == "complete")
-        assert text == assistant(app, chat_id).content, f"gap or duplicate after disconnecting at {k}"
+        wait_for(lambda chat_id=chat_id: latest_reply(app, chat_id).status == "complete")
+        assert text == latest_reply(app, chat_id).content, f"gap or duplicate after disconnecting at {k}"
         assert text == full.text
 
 
@@ -54,8 +38,8 @@ def test_resume_without_cursor_replays_from_the_first_event(app_factory):
     read_events(post_chat(client, chat_id), stop_after=3)
     again = read_events(resume(client, chat_id))
     assert again.events[0].event == "start"
-    wait_for(lambda: assistant(app, chat_id).status == "complete")
-    assert again.text == assistant(app, chat_id).content
+    wait_for(lambda: latest_reply(app, chat_id).status == "complete")
+    assert again.text == latest_reply(app, chat_id).content
 
 
 def test_second_tab_joining_mid_reply_ends_with_the_same_text(app_factory):
@@ -70,26 +54,23 @@ def test_second_tab_joining_mid_reply_ends_with_the_same_text(app_factory):
     second_tab.set_cookie(cookie.key, cookie.value)
     joined = read_events(resume(second_tab, chat_id))
     rest = read_events(resume(first_tab, chat_id, head.last_id))
-    stored = assistant(app, chat_id).content
+    stored = latest_reply(app, chat_id).content
     assert joined.text == stored and head.text + rest.text == stored
     assert joined.terminal.json()["finishReason"] == "stop"
 
 
-def test_fifty_concurrent_resumes_while_the_reply_finishes_store_and_bill_once(app_factory):
+def test_fifty_concurrent_resumes_while_the_reply_finishes_store_and_bill_once(app_factory, live_server):
     app = app_factory(DEMO_MODEL_WORDS=60, DEMO_MODEL_DELAY_MS=8)
-    server = LiveServer(app)
-    try:
-        chat_id = new_chat_id()
-        results = hammer_resumes(server.url, chat_id, "helper", readers=60)
-        stored = assistant(app, chat_id)
-        assert stored.status == "complete"
-        assert set(results) == {stored.content}
-        with app.app_context():
-            assert db.session.scalar(select(func.count()).select_from(Message).where(Message.role == "assistant")) == 1
-            ledger = db.session.scalars(select(LedgerEntry)).all()
-            assert len(ledger) == 1 and ledger[0].cost_micros == stored.cost_micros
-    finally:
-        server.stop()
+    server = live_server(app)
+    chat_id = new_chat_id()
+    results = hammer_resumes(server.url, chat_id, "helper", readers=60)
+    stored = latest_reply(app, chat_id)
+    assert stored.status == "complete"
+    assert set(results) == {stored.content}
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Message).where(Message.role == "assistant")) == 1
+        ledger = db.session.scalars(select(LedgerEntry)).all()
+        assert len(ledger) == 1 and ledger[0].cost_micros == stored.cost_micros
 
 
 def test_many_finishers_at_once_record_exactly_one_outcome(app_factory):
@@ -115,7 +96,7 @@ def test_many_finishers_at_once_record_exactly_one_outcome(app_factory):
     for thread in threads:
         thread.join()
     transcript = read_events(resume(client, chat_id))
-    stored = assistant(app, chat_id)
+    stored = latest_reply(app, chat_id)
     assert stored.status in ("interrupted", "cancelled", "complete")
     assert transcript.terminal.json()["finishReason"] == stored.finish_reason
     assert transcript.text == stored.content
@@ -134,7 +115,7 @@ def test_a_producer_that_stops_heartbeating_is_marked_interrupted(app_factory):
     app.extensions["replies"].runtime.pump.stop()  # no more writes, no more heartbeats
     transcript = read_events(resume(client, chat_id, head.last_id))
     assert transcript.terminal.json()["finishReason"] == "interrupted"
-    stored = assistant(app, chat_id)
+    stored = latest_reply(app, chat_id)
     assert stored.status == "interrupted"
     assert head.text + transcript.text == stored.content
 
@@ -142,9 +123,8 @@ def test_a_producer_that_stops_heartbeating_is_marked_interrupted(app_factory):
 @pytest.mark.parametrize("data_kept", [True, False], ids=["redis-kept-its-data", "redis-lost-its-data"])
 def test_redis_restarted_mid_reply_keeps_clients_and_database_in_agreement(app_factory, tmp_path, data_kept):
     """Redis dies under a live reply (even mid-write) and comes back with or without its data."""
-    from conftest import free_port
-
     from chat.embedded_redis import start_redis_server, stop_redis_server
+    from helpers.servers import free_port
 
     port = free_port()
     url, process = start_redis_server(tmp_path / "redis", port=port)
@@ -160,13 +140,13 @@ def test_redis_restarted_mid_reply_keeps_clients_and_database_in_agreement(app_f
         assert "Redis" in tail.terminal.json()["message"]
         assert post_chat(client, new_chat_id()).status_code == 503
         # The producer keeps what it wrote, provisionally: the outcome waits for the log.
-        wait_for(lambda: len(assistant(app, chat_id).content) >= len(head.text) > 0, message="the provisional text")
-        assert assistant(app, chat_id).status == "streaming"
+        wait_for(lambda: len(latest_reply(app, chat_id).content) >= len(head.text) > 0, message="the provisional text")
+        assert latest_reply(app, chat_id).status == "streaming"
         if not data_kept:
             (tmp_path / "redis" / "dump.rdb").unlink()
         url, process = start_redis_server(tmp_path / "redis", port=port)
         final = read_events(resume(client, chat_id))
-        stored = assistant(app, chat_id)
+        stored = latest_reply(app, chat_id)
         # Finished from the log by whoever got there first once Redis was back: a reader or the
         # reaper ("interrupted"), or the producer's own retry ("error", naming Redis).
         assert stored.status in ("interrupted", "error")
@@ -185,9 +165,8 @@ def test_a_short_redis_restart_mid_reply_is_ridden_out(app_factory, tmp_path):
     """Redis restarts (keeping its data) faster than the producer timeout: the reply just goes on."""
     import time
 
-    from conftest import free_port
-
     from chat.embedded_redis import start_redis_server, stop_redis_server
+    from helpers.servers import free_port
 
     port = free_port()
     url, process = start_redis_server(tmp_path / "redis", port=port)
@@ -208,7 +187,7 @@ def test_a_short_redis_restart_mid_reply_is_ridden_out(app_factory, tmp_path):
         url, process = start_redis_server(tmp_path / "redis", port=port)
         tail = read_events(following)
         assert tail.terminal.event == "finish" and tail.terminal.json()["finishReason"] == "stop"
-        stored = assistant(app, chat_id)
+        stored = latest_reply(app, chat_id)
         assert stored.status == "complete"
         assert head.text + tail.text == stored.content, "no delta lost or doubled by the retry"
         assert read_events(resume(client, chat_id)).text == stored.content

@@ -8,7 +8,10 @@ import time
 
 import pytest
 import redis
-from conftest import free_port, new_chat_id, post_chat, read_events, wait_for
+
+from helpers.chats import new_chat_id, post_chat, wait_for
+from helpers.servers import free_port
+from helpers.sse import read_events
 
 
 def openssl(*args: str, cwd) -> None:

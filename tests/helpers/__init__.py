@@ -1,0 +1,1 @@
+"""Test helpers: plain functions and classes the tests import (fixtures live in conftest.py)."""
