@@ -1,10 +1,15 @@
 # Durable Chat. `make run` installs and serves the app; `make test` installs and runs the tests.
+# `make help` lists every target.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: run dev test test-postgres smoke-run bench screenshots migrate system-deps test-system-deps clean
+.PHONY: help run dev test test-fast test-postgres lint fmt smoke-run bench screenshots migrate \
+        system-deps test-system-deps clean
+
+help:  ## this list
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16
 
 run: system-deps $(VENV)/.installed migrate  ## install, migrate and serve on http://127.0.0.1:5000
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
@@ -15,8 +20,20 @@ dev: system-deps $(VENV)/.installed migrate  ## Flask's reloading dev server
 test: test-system-deps $(VENV)/.installed-test  ## the whole suite (SQLite, real Redis, real Chromium)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-fast: $(VENV)/.installed-test  ## the inner loop: no browser, no gunicorn, no restarts (under 30 s)
+	$(PY) -m pytest -q -m "not browser and not slow" $(PYTEST_ARGS)
+
 test-postgres: test-system-deps $(VENV)/.installed-test  ## the suite on PostgreSQL (TEST_DATABASE_URL)
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test  ## ruff check + ruff format --check + mypy (what CI runs first)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(VENV)/.installed-test  ## format and fix what ruff can
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 smoke-run: system-deps  ## `make run` in a fresh clone + fresh venv (run deps only), chatted with, stopped
 	scripts/smoke-run
@@ -27,7 +44,7 @@ bench: system-deps $(VENV)/.installed  ## throughput and latency figures (prints
 screenshots: test-system-deps $(VENV)/.installed-test  ## README screenshots in docs/
 	$(PY) scripts/screenshots.py
 
-migrate: $(VENV)/.installed
+migrate: $(VENV)/.installed  ## apply the database migrations (flask db upgrade)
 	$(VENV)/bin/flask --app app db upgrade
 
 system-deps:
@@ -48,5 +65,5 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
 	touch $@
 
-clean:
-	rm -rf $(VENV) instance *.egg-info
+clean:  ## remove the venv, instance data and build files
+	rm -rf $(VENV) instance *.egg-info build dist

@@ -218,6 +218,7 @@ def test_flag_off_streams_directly_and_get_returns_the_stored_message(app_factor
     wait_for(lambda: stored_messages(app, chat_id)[-1][2] == "complete")
 
 
+@pytest.mark.slow
 def test_flag_off_get_while_a_reply_is_pending_is_204_not_the_previous_reply(app_factory):
     app = app_factory(resumable=False, DEMO_MODEL_WORDS=200, DEMO_MODEL_DELAY_MS=10)
     client = app.test_client()

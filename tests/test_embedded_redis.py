@@ -44,6 +44,7 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path):
     child = int(parent.stdout.readline())
     parent.kill()  # SIGKILL: no atexit, no cleanup of its own
     parent.wait()
+    parent.stdout.close()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and alive(child):
         time.sleep(0.05)

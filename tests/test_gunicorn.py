@@ -73,9 +73,12 @@ def gunicorn(database, redis_url, tmp_path):
     finally:
         process.terminate()
         process.wait(15)
+        process.stderr.close()
 
 
-def post_raw(url: str, chat_id: str, message: str) -> tuple[http.client.HTTPResponse, int, str]:
+def post_raw(
+    url: str, chat_id: str, message: str
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, int, str]:
     """POST over a connection we own, to learn its local port (and so which worker serves it)."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -87,7 +90,7 @@ def post_raw(url: str, chat_id: str, message: str) -> tuple[http.client.HTTPResp
     )
     response = conn.getresponse()
     cookie = response.getheader("Set-Cookie").split(";")[0]
-    return response, conn.sock.getsockname()[1], cookie
+    return conn, response, conn.sock.getsockname()[1], cookie
 
 
 def raw_lines(response: http.client.HTTPResponse):
@@ -98,7 +101,7 @@ def raw_lines(response: http.client.HTTPResponse):
 def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish(gunicorn, database):
     url, master = gunicorn
     chat_id = new_chat_id()
-    post, local_port, cookie = post_raw(url, chat_id, "die")
+    connection, post, local_port, cookie = post_raw(url, chat_id, "die")
     events = []
     for event in parse_sse(raw_lines(post)):
         events.append(event)
@@ -126,6 +129,7 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
         try:
             tail = read_events(follower)
         except requests.RequestException:  # it was served by the killed worker
+            follower.close()
             tail = None
         if tail is None or tail.terminal is None:
             resumed = requests.get(
@@ -139,6 +143,7 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
             tail = read_events(resumed)
         tails.append(tail)
     elapsed = time.monotonic() - killed_at
+    connection.close()
     assert elapsed < 10, f"interrupted noticed after {elapsed:.1f}s"
     assert {tail.terminal.json()["finishReason"] for tail in tails} == {"interrupted"}
 
@@ -161,6 +166,7 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
         stream=True,
         timeout=30,
     )
+    again.close()
     assert again.status_code == 200
     again.close()
 

@@ -120,6 +120,7 @@ def test_a_producer_that_stops_heartbeating_is_marked_interrupted(app_factory):
     assert head.text + transcript.text == stored.content
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data_kept", [True, False], ids=["redis-kept-its-data", "redis-lost-its-data"])
 def test_redis_restarted_mid_reply_keeps_clients_and_database_in_agreement(app_factory, tmp_path, data_kept):
     """Redis dies under a live reply (even mid-write) and comes back with or without its data."""
@@ -161,6 +162,7 @@ def test_redis_restarted_mid_reply_keeps_clients_and_database_in_agreement(app_f
         stop_redis_server(process)
 
 
+@pytest.mark.slow
 def test_a_short_redis_restart_mid_reply_is_ridden_out(app_factory, tmp_path):
     """Redis restarts (keeping its data) faster than the producer timeout: the reply just goes on."""
     import time
@@ -195,6 +197,7 @@ def test_a_short_redis_restart_mid_reply_is_ridden_out(app_factory, tmp_path):
         stop_redis_server(process)
 
 
+@pytest.mark.slow
 def test_redis_keeps_nothing_of_finished_chats_after_the_retention_time(app_factory, redis_url):
     import time
 
@@ -213,6 +216,7 @@ def test_redis_keeps_nothing_of_finished_chats_after_the_retention_time(app_fact
     assert client.get("/").status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/api/chat?chatId={chat_id}", "/agent/helper/{chat_id}/stream"])
 def test_a_reader_that_hangs_up_is_forgotten_by_its_worker(app_factory, path):
     app = app_factory(DEMO_MODEL_WORDS=300, DEMO_MODEL_DELAY_MS=10)

@@ -111,6 +111,7 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_replies_stream_and_resume_over_rediss(app_factory, tls_redis):
     url, port = tls_redis
     with pytest.raises(redis.ConnectionError):  # the server speaks TLS only

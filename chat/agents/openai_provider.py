@@ -42,6 +42,7 @@ def as_params(messages: list[dict[str, str]]) -> list[ChatCompletionMessageParam
 
 
 def client_for(config: dict) -> openai.OpenAI:
+    """A client for one call; use it as a context manager so its connections are closed."""
     return openai.OpenAI(
         api_key=config["OPENAI_API_KEY"],
         base_url=config.get("OPENAI_BASE_URL"),
@@ -55,9 +56,10 @@ def complete_openai(
 ) -> tuple[str, Completion]:
     """One short, non-streamed completion (chat titles)."""
     try:
-        response = client_for(config).chat.completions.create(
-            model=agent.model, messages=as_params(messages), max_tokens=max_tokens, temperature=0.2
-        )
+        with client_for(config) as client:
+            response = client.chat.completions.create(
+                model=agent.model, messages=as_params(messages), max_tokens=max_tokens, temperature=0.2
+            )
     except openai.OpenAIError as exc:
         raise ProviderError(person_readable(exc)) from exc
     usage = response.usage
@@ -68,20 +70,21 @@ def complete_openai(
 
 
 def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -> Generation:
-    client = client_for(config)
     messages = [{"role": "system", "content": agent.system_prompt}, *history]
     finish_reason = FinishReason.STOP
     usage = None
     try:
-        stream = client.chat.completions.create(
-            model=agent.model,
-            messages=as_params(messages),
-            temperature=agent.temperature,
-            max_tokens=agent.max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        with stream:
+        with (
+            client_for(config) as client,
+            client.chat.completions.create(
+                model=agent.model,
+                messages=as_params(messages),
+                temperature=agent.temperature,
+                max_tokens=agent.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            ) as stream,
+        ):
             for chunk in stream:
                 if chunk.usage is not None:
                     usage = chunk.usage

@@ -64,11 +64,16 @@ class FlakyProxy:
         except OSError:
             pass
         finally:
+            # Either direction ending ends the connection: both sockets are shut and closed (the
+            # other direction's recv then fails, and its own finally finds them closed).
+            with self.lock:
+                self.sockets -= {source, sink}
             for sock in (source, sink):
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                sock.close()
 
     def cut(self) -> None:
         """Drop every open connection and refuse new ones until `restore()`."""
