@@ -17,6 +17,7 @@ from chat import create_app
 from chat.config import database_url
 from chat.embedded_redis import start_redis_server, stop_redis_server
 from chat.extensions import db
+from chat.streams import RedisStreams
 from helpers.apps import make_app, wipe
 from helpers.browser import CAPTURE_STREAMED, CHROMIUM, CHROMIUM_ARGS
 from helpers.servers import LiveServer
@@ -36,6 +37,21 @@ def redis_url(redis_server) -> str:
     client.flushdb()
     client.close()
     return redis_server
+
+
+@pytest.fixture
+def store(redis_url) -> Iterator[Callable[..., RedisStreams]]:
+    """`store(**overrides)`: the Redis stream protocol on the test Redis (clients closed after)."""
+    clients: list[redis.Redis] = []
+
+    def build(**overrides) -> RedisStreams:
+        options = {"maxlen": 1000, "ttl_seconds": 60, "max_reply_seconds": 600, "chat_streams_ttl_seconds": 3600}
+        clients.append(redis.Redis.from_url(redis_url, decode_responses=True))
+        return RedisStreams(clients[-1], **{**options, **overrides})
+
+    yield build
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,12 @@ def readme_table_settings() -> set[str]:
     """Every `NAME` in the first column of the README's Configuration table."""
     readme = (ROOT / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    return {name for row in table.splitlines() if row.startswith("| `")
-            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+    return {
+        name
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])
+    }
 
 
 def test_every_setting_the_app_reads_is_in_the_readme_table():

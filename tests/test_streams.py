@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import redis
-
 from chat.streams import APPENDED, LOST, SEALED, RedisStreams, StreamRef, chat_key, log_key
 
 
-def store(url: str, **overrides) -> RedisStreams:
-    options = {"maxlen": 1000, "ttl_seconds": 60, "max_reply_seconds": 600, "chat_streams_ttl_seconds": 3600}
-    options.update(overrides)
-    return RedisStreams(redis.Redis.from_url(url, decode_responses=True), **options)
-
-
-def test_append_stream_id_keeps_the_newest_five_newest_first(redis_url):
-    streams = store(redis_url)
+def test_append_stream_id_keeps_the_newest_five_newest_first(store):
+    streams = store()
     for n in range(1, 9):
         streams.append_stream_id("chat-a", f"s{n}")
     assert streams.load_streams("chat-a") == ["s8", "s7", "s6", "s5", "s4"]
@@ -34,8 +26,8 @@ def test_every_key_of_a_chat_shares_one_cluster_hash_slot():
     assert {key[key.index("{") + 1 : key.index("}")] for key in keys} == {"c1"}
 
 
-def test_read_after_a_cursor_returns_only_later_entries(redis_url):
-    streams = store(redis_url)
+def test_read_after_a_cursor_returns_only_later_entries(store):
+    streams = store()
     ref = StreamRef("c", "s")
     streams.create(ref, {"chatId": "c"})
     streams.append_deltas([(ref, "a", 1), (ref, "b", 2), (ref, "c", 3)])
@@ -45,8 +37,8 @@ def test_read_after_a_cursor_returns_only_later_entries(redis_url):
     assert streams.read_text(ref) == "abc"
 
 
-def test_sealed_stream_refuses_deltas_and_terminates_once(redis_url):
-    streams = store(redis_url)
+def test_sealed_stream_refuses_deltas_and_terminates_once(store):
+    streams = store()
     ref = StreamRef("c", "s")
     streams.create(ref, {})
     assert streams.claim_live(ref, 5000)
@@ -62,8 +54,8 @@ def test_sealed_stream_refuses_deltas_and_terminates_once(redis_url):
     assert 0 < streams.client.ttl(log_key(ref)) <= 60, "a finished log expires after the retention TTL"
 
 
-def test_claim_live_is_exclusive_and_expires_without_heartbeat(redis_url):
-    streams = store(redis_url)
+def test_claim_live_is_exclusive_and_expires_without_heartbeat(store):
+    streams = store()
     first, second = StreamRef("c", "one"), StreamRef("c", "two")
     assert streams.claim_live(first, 300)
     assert not streams.claim_live(second, 300)
@@ -80,8 +72,8 @@ def test_claim_live_is_exclusive_and_expires_without_heartbeat(redis_url):
     assert streams.claim_live(second, 300)
 
 
-def test_logs_are_capped_by_maxlen(redis_url):
-    streams = store(redis_url, maxlen=100)
+def test_logs_are_capped_by_maxlen(store):
+    streams = store(maxlen=100)
     ref = StreamRef("c", "s")
     streams.create(ref, {})
     for round_ in range(10):
@@ -89,8 +81,8 @@ def test_logs_are_capped_by_maxlen(redis_url):
     assert streams.client.xlen(log_key(ref)) < 300, "approximate MAXLEN trimming keeps the log bounded"
 
 
-def test_read_many_multiplexes_logs_and_wakes_on_demand(redis_url):
-    streams = store(redis_url)
+def test_read_many_multiplexes_logs_and_wakes_on_demand(store):
+    streams = store()
     a, b = StreamRef("a", "1"), StreamRef("b", "1")
     streams.create(a, {})
     streams.create(b, {})
@@ -104,9 +96,9 @@ def test_read_many_multiplexes_logs_and_wakes_on_demand(redis_url):
     assert events == {} and woken is not None
 
 
-def test_a_retried_append_is_written_once(redis_url):
+def test_a_retried_append_is_written_once(store):
     """A pipeline whose reply was lost may have reached Redis: sending it again adds nothing."""
-    streams = store(redis_url)
+    streams = store()
     ref = StreamRef("c", "s")
     streams.create(ref, {})
     assert streams.append_deltas([(ref, "one ", 1), (ref, "two ", 2)]) == [APPENDED, APPENDED]
@@ -114,15 +106,15 @@ def test_a_retried_append_is_written_once(redis_url):
     assert streams.read_text(ref) == "one two three"
 
 
-def test_appending_to_a_log_redis_has_lost_is_refused(redis_url):
-    streams = store(redis_url)
+def test_appending_to_a_log_redis_has_lost_is_refused(store):
+    streams = store()
     ref = StreamRef("c", "s")
     assert streams.append_deltas([(ref, "orphan", 1)]) == [LOST]
     assert not streams.exists(ref), "no partial log is started"
 
 
-def test_terminating_leaves_only_keys_that_expire_with_the_retention(redis_url):
-    streams = store(redis_url, ttl_seconds=30)
+def test_terminating_leaves_only_keys_that_expire_with_the_retention(store):
+    streams = store(ttl_seconds=30)
     ref = StreamRef("c", "s")
     streams.create(ref, {})
     streams.claim_live(ref, 5000)
@@ -134,12 +126,12 @@ def test_terminating_leaves_only_keys_that_expire_with_the_retention(redis_url):
     assert all(0 < streams.client.ttl(key) <= 30 for key in keys)
 
 
-def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(redis_url):
+def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(store):
     """The reader's XREAD is in flight for a stream; its last reader leaves and another one
     follows it again from an earlier cursor; then the stale read lands. Nothing may be skipped."""
     from chat.reader import StreamHub
 
-    streams = store(redis_url)
+    streams = store()
     ref = StreamRef("c", "s")
     streams.create(ref, {})
     streams.append_deltas([(ref, "a", 1), (ref, "b", 2)])

@@ -1,0 +1,46 @@
+"""The hub's dispatch, driven by hand (not started), against a real Redis."""
+
+from __future__ import annotations
+
+from chat.reader import StreamHub
+from chat.streams import RedisStreams, StreamRef
+
+REF = StreamRef("c", "s")
+
+
+def hub_over(streams: RedisStreams) -> StreamHub:
+    return StreamHub(
+        streams, block_ms=10, keepalive_seconds=1, liveness_seconds=60, outage_seconds=5, on_dead=lambda ref: None
+    )
+
+
+def test_a_batch_goes_to_every_follower_and_moves_the_streams_cursor(store):
+    streams = store()
+    streams.create(REF, {})
+    hub = hub_over(streams)
+    one, two = hub.subscribe(REF, "0-0"), hub.subscribe(REF, "0-0")
+    streams.append_deltas([(REF, "a", 1)])
+    hub.step()
+    for subscription in (one, two):
+        assert [e.type for e in subscription.queue.get_nowait()] == ["start", "delta"]
+    assert hub.cursors[REF] == streams.read(REF)[-1].id
+
+
+def test_the_terminal_event_ends_the_following_of_a_stream(store):
+    streams = store()
+    streams.create(REF, {})
+    hub = hub_over(streams)
+    follower = hub.subscribe(REF, "0-0")
+    streams.end_log(REF, "finish", {"finishReason": "stop"})
+    hub.step()
+    assert REF not in hub.followers and REF not in hub.cursors
+    assert [e.type for e in follower if e is not None] == ["start", "finish"]
+
+
+def test_a_follower_that_leaves_is_forgotten(store):
+    streams = store()
+    streams.create(REF, {})
+    hub = hub_over(streams)
+    follower = hub.subscribe(REF, "0-0")
+    hub.unsubscribe(follower)
+    assert hub.followers == {} and hub.cursors == {}
