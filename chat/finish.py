@@ -16,10 +16,14 @@ The words, each meaning one thing everywhere in this code:
 - **reap** (`reap_orphans`): interrupt every reply whose producer is gone (a periodic sweep).
 - **provisional text** (`keep_provisional_text`): a producer that lost Redis keeps what it wrote,
   unbilled, for whoever finishes the reply once Redis answers.
+
+Longer than most modules on purpose: every step that ends a reply or charges for one lives here,
+so "exactly once" is reviewed in one file.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,7 +46,7 @@ from .models import (
     streaming_replies,
     utcnow,
 )
-from .streams import StreamBackend, StreamRef
+from .streams import Event, StreamBackend, StreamRef, entry_cursor
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,13 @@ class StoredReply:
             "finishReason": self.finish_reason,
             "usage": {"promptTokens": self.prompt_tokens, "completionTokens": self.completion_tokens},
         }
+
+    def as_events(self, after: str | None = None) -> list[Event]:
+        """The stored reply told as a stream (its log expired or was never shared): the whole text
+        as one delta, then its terminal event; only those after the cursor `after`."""
+        event, data = self.terminal_event
+        told = [Event("0-1", "delta", json.dumps({"text": self.content})), Event("0-2", event, json.dumps(data))]
+        return [e for e in told if after is None or e.cursor > entry_cursor(after)]
 
 
 def stored_reply(message: Message) -> StoredReply:

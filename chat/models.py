@@ -1,5 +1,8 @@
 """Database tables (identities, chats, messages, the stream audit trail, the billing ledger) and
-the queries on them: views and services call these named functions, never `select()` themselves."""
+the queries on them: views and services call these named functions, never `select()` themselves.
+The tables and their queries share this module (it is longer than most for that reason), so no
+query is written twice.
+"""
 
 from __future__ import annotations
 
@@ -94,6 +97,13 @@ class Chat(Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
     owner: Mapped[Identity] = relationship(back_populates="chats")
+
+    @staticmethod
+    def title_from(first_message: str, words: int = 6) -> str:
+        """A new chat's title: the first words of its first message (a model may rename it)."""
+        head = " ".join(first_message.split()[:words])
+        return (head[:80] + ("…" if len(first_message.split()) > words else "")) or "New chat"
+
     messages: Mapped[list[Message]] = relationship(
         back_populates="chat", order_by="Message.position", passive_deletes=True
     )

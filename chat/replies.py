@@ -8,7 +8,6 @@ process (chat/runtime.py).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import uuid
@@ -38,7 +37,7 @@ from .models import (
 )
 from .producer import ReplyHandle, start_producer
 from .runtime import Runtime
-from .streams import Event, StreamRef, entry_cursor, joined_text
+from .streams import Event, StreamRef, joined_text
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
@@ -51,23 +50,6 @@ class ReplyError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def chat_title(text: str, words: int = 6) -> str:
-    head = " ".join(text.split()[:words])
-    return (head[:80] + ("…" if len(text.split()) > words else "")) or "New chat"
-
-
-def stored_events(message: Message) -> list[Event]:
-    """A finished reply told as a stream: its whole text as one delta, then its terminal event."""
-    event, data = stored_reply(message).terminal_event
-    return [Event("0-1", "delta", json.dumps({"text": message.content})), Event("0-2", event, json.dumps(data))]
-
-
-def after_cursor(events: Iterable[Event], cursor: str | None) -> list[Event]:
-    if cursor is None:
-        return list(events)
-    return [event for event in events if event.cursor > entry_cursor(cursor)]
 
 
 class Replies:
@@ -154,7 +136,7 @@ class Replies:
         prompt_estimate: int,
     ) -> None:
         if chat is None:
-            chat = Chat(id=reply.chat_id, identity_id=identity_id, agent_slug=agent.slug, title=chat_title(text))
+            chat = Chat(id=reply.chat_id, identity_id=identity_id, agent_slug=agent.slug, title=Chat.title_from(text))
             db.session.add(chat)
             db.session.flush()
         else:
@@ -245,7 +227,7 @@ class Replies:
         reply = latest_reply(chat.id)
         if reply is None or reply.is_pending:
             return None  # nothing to send yet (an older turn's reply would be the wrong answer)
-        return after_cursor(stored_events(reply), cursor if cursor and cursor.startswith("0-") else None)
+        return stored_reply(reply).as_events(after=cursor if cursor and cursor.startswith("0-") else None)
 
     def pending_text(self, message: Message) -> tuple[str, str | None]:
         """A streaming reply's text so far and the cursor after it (for rendering a page)."""

@@ -16,7 +16,16 @@ from ..agents import Agent
 from ..extensions import db
 from ..identity import current_identity, current_identity_id
 from ..markdown import render_markdown
-from ..models import FAILED_STATUSES, Chat, Message, newest_messages, owned_chat, prompt_before, recent_chats
+from ..models import (
+    FAILED_STATUSES,
+    Chat,
+    Message,
+    MessageStatus,
+    newest_messages,
+    owned_chat,
+    prompt_before,
+    recent_chats,
+)
 from ..replies import ReplyError, replies
 from ..streams import Event
 from .api import parse_message, sse_response
@@ -24,6 +33,11 @@ from .api import parse_message, sse_response
 bp = Blueprint("pages", __name__)
 
 RESUME_RETRY_MS = 1000
+FAILURE_NOTES = {
+    MessageStatus.INTERRUPTED: "The reply was interrupted.",
+    MessageStatus.CANCELLED: "You stopped this reply.",
+    MessageStatus.ERROR: "The reply failed.",
+}
 
 
 def init_app(app: Flask) -> None:
@@ -65,11 +79,18 @@ def chat_or_404(agent: Agent, chat_id: uuid.UUID) -> Chat:
 
 def message_view(message: Message) -> dict:
     """What the message partial needs; for a pending reply, its text so far and its cursor."""
-    view: dict[str, Any] = {"message": message, "text": message.content, "cursor": None, "retry_text": None}
+    view: dict[str, Any] = {
+        "message": message,
+        "text": message.content,
+        "cursor": None,
+        "retry_text": None,
+        "failure_note": None,
+    }
     if message.is_pending:
         view["text"], view["cursor"] = replies().pending_text(message)
     elif message.status in FAILED_STATUSES:
         view["retry_text"] = prompt_before(message)
+        view["failure_note"] = FAILURE_NOTES[MessageStatus(message.status)]
     return view
 
 
