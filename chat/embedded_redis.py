@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +75,40 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def spawn_kept(command: list[str]) -> subprocess.Popen:
+    """Start `command` from a thread that lives as long as the child does.
+
+    The kernel's parent-death signal fires when the *thread* that forked the child ends, not the
+    process: a server started from a request thread (`flask run` serves each request in its own)
+    would die with that request. A keeper thread waits on the child instead, and ends only when
+    the child or this whole process does.
+    """
+    started: list[subprocess.Popen | BaseException] = []
+    ready = threading.Event()
+
+    def keep() -> None:
+        try:
+            child = subprocess.Popen(
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            )
+        except BaseException as exc:  # reported to the caller below
+            started.append(exc)
+            ready.set()
+            return
+        started.append(child)
+        ready.set()
+        child.wait()
+
+    threading.Thread(target=keep, name="embedded-redis-keeper", daemon=True).start()
+    ready.wait()
+    if isinstance(started[0], BaseException):
+        raise started[0]
+    return started[0]
+
+
 def start_redis_server(
     data_dir: Path, binary: str | None = None, port: int | None = None
 ) -> tuple[str, subprocess.Popen]:
@@ -81,28 +116,24 @@ def start_redis_server(
     binary = find_redis_server(binary)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            str(data_dir),
-            "--save",
-            "60 1",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--logfile",
-            str(data_dir / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent if sys.platform == "linux" else None,
-    )
+    command = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "60 1",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--logfile",
+        str(data_dir / "redis.log"),
+    ]
+    process = spawn_kept(command)
     url = f"redis://127.0.0.1:{port}/0"
     wait_until_ready(url, port, process)
     atexit.register(stop_redis_server, process, os.getpid())

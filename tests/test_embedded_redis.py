@@ -56,3 +56,24 @@ def alive(pid: int) -> bool:
 
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_a_server_started_from_a_short_lived_thread_outlives_it(tmp_path):
+    """`flask run` serves each request in a thread of its own; the first use of Redis starts the
+    server from one, and the server must not die when that request ends."""
+    import threading
+    import time
+
+    from chat.embedded_redis import answers_ping
+
+    started = []
+    request_thread = threading.Thread(target=lambda: started.append(start_redis_server(tmp_path / "redis")))
+    request_thread.start()
+    request_thread.join()
+    url, process = started[0]
+    try:
+        time.sleep(0.3)
+        assert process.poll() is None, "the embedded redis-server died with the thread that started it"
+        assert answers_ping(int(url.rsplit(":", 1)[1].split("/")[0]))
+    finally:
+        stop_redis_server(process)
