@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top (as flaskr does): gunicorn's master imports chat.config and
     # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
     # the gevent worker can patch it.
+    from . import cli
     from .agents import load_agents
     from .extensions import db, init_redis, migrate
+    from .secret_key import SharedKeySessionInterface
 
     app = Flask(
         __name__,
@@ -33,7 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or instance_secret(Path(app.instance_path))
+    app.session_interface = SharedKeySessionInterface()
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(shipped("migrations")))
@@ -51,13 +52,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     errors.init_app(app)
     pages.init_app(app)
+    cli.init_app(app)
     return app
-
-
-def instance_secret(instance: Path) -> str:
-    """A SECRET_KEY generated once and kept in instance/, so sessions survive restarts."""
-    path = instance / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()

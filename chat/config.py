@@ -57,7 +57,11 @@ def database_url() -> str:
 
 
 class Config:
-    SECRET_KEY = os.environ.get("SECRET_KEY")  # generated into instance/ when unset
+    # Signs session cookies. Unset: one key generated once and kept in the database, shared by
+    # every host that uses it (chat/secret_key.py). Old keys listed here (comma-separated) are
+    # still accepted, for rotating SECRET_KEY without signing everyone out.
+    SECRET_KEY = os.environ.get("SECRET_KEY") or None
+    SECRET_KEY_FALLBACKS = [key.strip() for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()]
     SQLALCHEMY_DATABASE_URI = database_url()
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # Unset means "start an embedded redis-server" (chat/embedded_redis.py).

@@ -11,7 +11,22 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, Uuid, func, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    delete,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -152,6 +167,16 @@ class Message(Model):
         return None if self.cost_micros is None else self.cost_micros / MICROS_PER_CREDIT
 
 
+class AppSecret(Model):
+    """A secret every host that shares this database must agree on (the session-signing key)."""
+
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
 class ChatStream(Model):
     """Audit trail of every reply stream, kept after Redis has let the stream expire."""
 
@@ -257,6 +282,34 @@ def conversation(chat_id: uuid.UUID, char_budget: int, limit: int = 200) -> list
             break
         kept.append(message)
     return list(reversed(kept))
+
+
+def app_secret(name: str) -> str | None:
+    """A shared secret, read on a connection of its own (outside any request's transaction)."""
+    with db.engine.connect() as connection:
+        return connection.scalar(select(AppSecret.value).where(AppSecret.name == name))
+
+
+def create_app_secret(name: str, value: str) -> str:
+    """Insert `name` unless a concurrent host did first; either way return the stored value."""
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(insert(AppSecret).values(name=name, value=value))
+    except IntegrityError:
+        pass  # another host won the race: its value is the value
+    stored = app_secret(name)
+    assert stored is not None, f"{name} was inserted or already present"
+    return stored
+
+
+def replace_app_secret(name: str, previous_name: str, value: str) -> None:
+    """Make `value` the secret `name`, keeping the old one as `previous_name`, in one transaction."""
+    with db.engine.begin() as connection:
+        old = connection.scalar(select(AppSecret.value).where(AppSecret.name == name))
+        connection.execute(delete(AppSecret).where(AppSecret.name.in_([name, previous_name])))
+        if old:
+            connection.execute(insert(AppSecret).values(name=previous_name, value=old))
+        connection.execute(insert(AppSecret).values(name=name, value=value))
 
 
 def insert_chat_stream(chat_id: uuid.UUID, stream_id: str) -> ChatStream:

@@ -18,6 +18,7 @@ from .agents import Agent, Completion, ProviderError, generate, suggest_title
 from .background import start_daemon
 from .finish import Usage, finish_reply, keep_provisional_text, record_title
 from .models import FinishReason, MessageStatus
+from .pump import ProducerState
 from .runtime import Runtime
 from .streams import StreamRef
 
@@ -46,47 +47,58 @@ def start_producer(
 
 
 def produce(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]) -> None:
-    """Run the model, feeding the pump; then finish the reply with what reached the log."""
-    config = app.config
-    with app.app_context():
-        pump = runtime.pump
-        state = pump.register(reply.ref)
-        reason, usage, error = FinishReason.STOP, None, None
-        deadline = time.monotonic() + config["MAX_REPLY_SECONDS"]
-        generation = generate(agent, history, config)
-        try:
-            for piece in generation:
-                if isinstance(piece, Completion):
-                    reason = piece.finish_reason
-                    usage = Usage(piece.prompt_tokens, piece.completion_tokens)
-                elif state.should_stop:
+    """Run the model, feeding the pump; then finish the reply with what reached the log.
+
+    The producer stays registered with the pump until its app context (and with it its database
+    session) is gone, so whoever waits for the pump's producers also waits for their connections.
+    """
+    state = runtime.pump.register(reply.ref)
+    try:
+        with app.app_context():
+            generate_and_finish(runtime, state, reply, agent, history)
+    finally:
+        runtime.pump.unregister(state)
+
+
+def generate_and_finish(
+    runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]
+) -> None:
+    config = runtime.app.config
+    pump = runtime.pump
+    reason, usage, error = FinishReason.STOP, None, None
+    deadline = time.monotonic() + config["MAX_REPLY_SECONDS"]
+    generation = generate(agent, history, config)
+    try:
+        for piece in generation:
+            if isinstance(piece, Completion):
+                reason = piece.finish_reason
+                usage = Usage(piece.prompt_tokens, piece.completion_tokens)
+            elif state.should_stop:
+                break
+            else:
+                pump.push(state, piece)
+                if time.monotonic() > deadline:
+                    reason = FinishReason.LENGTH
                     break
-                else:
-                    pump.push(state, piece)
-                    if time.monotonic() > deadline:
-                        reason = FinishReason.LENGTH
-                        break
-        except ProviderError as exc:
-            reason, error = FinishReason.ERROR, str(exc)
-        except Exception:
-            log.exception("generation failed for %s", reply.ref)
-            reason, error = FinishReason.ERROR, "The reply failed unexpectedly."
-        finally:
-            generation.close()  # a stopped reply hangs up on the provider now, not at GC
-        if state.cancelled:
-            reason, usage, error = FinishReason.CANCELLED, None, None
-        pump.drain(state)
-        try:
-            if state.failure is not None:
-                finish_without_log(runtime, reply, usage, state.text)
-            elif not state.sealed:  # sealed: somebody else (a stop) is finishing it
-                stored = finish_reply(runtime.backend, runtime.agents, reply.ref, reason, usage, error, text=state.text)
-                if stored is not None and stored.status == MessageStatus.COMPLETE and len(history) == 1:
-                    title_chat(runtime, reply, agent, history[0]["content"], stored.content)
-        except Exception:
-            log.exception("could not finish %s", reply.ref)
-        finally:
-            pump.unregister(state)
+    except ProviderError as exc:
+        reason, error = FinishReason.ERROR, str(exc)
+    except Exception:
+        log.exception("generation failed for %s", reply.ref)
+        reason, error = FinishReason.ERROR, "The reply failed unexpectedly."
+    finally:
+        generation.close()  # a stopped reply hangs up on the provider now, not at GC
+    if state.cancelled:
+        reason, usage, error = FinishReason.CANCELLED, None, None
+    pump.drain(state)
+    try:
+        if state.failure is not None:
+            finish_without_log(runtime, reply, usage, state.text)
+        elif not state.sealed:  # sealed: somebody else (a stop) is finishing it
+            stored = finish_reply(runtime.backend, runtime.agents, reply.ref, reason, usage, error, text=state.text)
+            if stored is not None and stored.status == MessageStatus.COMPLETE and len(history) == 1:
+                title_chat(runtime, reply, agent, history[0]["content"], stored.content)
+    except Exception:
+        log.exception("could not finish %s", reply.ref)
 
 
 def title_chat(runtime: Runtime, reply: ReplyHandle, agent: Agent, question: str, answer: str) -> None:

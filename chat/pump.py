@@ -104,7 +104,20 @@ class Pump:
         start_daemon(self.run, "durable-chat-pump")
 
     def stop(self) -> None:
+        """Write nothing more; producers waiting for their last write are released at once."""
         self.stopping.set()
+        self.wakeup.set()
+        with self.lock:
+            states = list(self.producers.values())
+        for state in states:
+            state.drained.set()
+
+    def cancel_all(self) -> None:
+        """Ask every local producer to stop, as a stop request would."""
+        with self.lock:
+            states = list(self.producers.values())
+        for state in states:
+            state.cancelled = True
         self.wakeup.set()
 
     def register(self, ref: StreamRef) -> ProducerState:

@@ -75,7 +75,7 @@ class Replies:
         return runtime
 
     def shutdown(self) -> None:
-        """Stop this process's background loops (tests; replies in flight are left to the reaper)."""
+        """Stop this process's machinery (its live replies end `cancelled`); tests call it."""
         if self._runtime is not None and self._runtime.pid == os.getpid():
             self._runtime.stop()
 

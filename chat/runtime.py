@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import redis
 from flask import Flask
@@ -65,20 +66,31 @@ class Runtime:
             timeout_ms=config["PRODUCER_TIMEOUT_MS"],
         )
         self.stopping = threading.Event()
+        self.reaper: threading.Thread | None = None
 
     def start(self) -> None:
         self.pump.start()
         if self.hub is not None:
             self.hub.start()
         if self.reaper_interval > 0:
-            start_daemon(self.reap_forever, "durable-chat-reaper")
+            self.reaper = start_daemon(self.reap_forever, "durable-chat-reaper")
 
-    def stop(self) -> None:
-        """Stop the background loops (tests; replies in flight are left to the reaper)."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop this process's machinery: its live replies end `cancelled` (their producers finish
+        them while the pump still runs, waited for up to `timeout`), then the loops stop.
+
+        Nothing of this process touches the database afterwards, so its engine can be disposed.
+        """
         self.stopping.set()
+        self.pump.cancel_all()
+        deadline = time.monotonic() + timeout
+        while self.pump.producers and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.pump.stop()
         if self.hub is not None:
             self.hub.stop()
+        if self.reaper is not None:
+            self.reaper.join(timeout)
 
     def interrupt_dead(self, ref: StreamRef) -> None:
         """The reader saw `ref`'s producer stop heart-beating."""

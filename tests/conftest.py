@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import close_all_sessions
 
 from chat import create_app
 from chat.config import database_url
@@ -73,6 +74,7 @@ def database(tmp_path_factory) -> str:
 
     with app.app_context():
         upgrade()
+        db.engine.dispose()
     return url
 
 
@@ -90,6 +92,9 @@ def app_factory(database, redis_url):
     yield build
     for app in apps:
         app.extensions["replies"].shutdown()
+        # Responses a test left unclosed still hold their request's session: close them all, so
+        # no connection outlives the engine (PostgreSQL warns about each one at garbage collection).
+        close_all_sessions()
         with app.app_context():
             db.engine.dispose()
 

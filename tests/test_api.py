@@ -177,30 +177,22 @@ def test_healthz_ok(app, client):
     assert response.status_code == 200 and response.get_json()["status"] == "ok"
 
 
-def test_healthz_503_when_redis_is_down(app_factory, database):
-    from helpers.apps import make_app
+def test_healthz_503_when_redis_is_down(app_factory):
     from helpers.servers import free_port
 
-    app = make_app(database, f"redis://127.0.0.1:{free_port()}/0", REDIS_SOCKET_TIMEOUT_MS=500)
-    try:
-        response = app.test_client().get("/healthz")
-        assert response.status_code == 503
-        assert response.get_json()["checks"]["redis"].startswith("unreachable")
-    finally:
-        app.extensions["replies"].shutdown()
+    app = app_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_SOCKET_TIMEOUT_MS=500)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["redis"].startswith("unreachable")
 
 
-def test_post_answers_503_when_redis_is_down_and_stores_nothing(app_factory, database):
-    from helpers.apps import make_app
+def test_post_answers_503_when_redis_is_down_and_stores_nothing(app_factory):
     from helpers.servers import free_port
 
-    app = make_app(database, f"redis://127.0.0.1:{free_port()}/0", REDIS_SOCKET_TIMEOUT_MS=500)
-    try:
-        response = post_chat(app.test_client(), new_chat_id())
-        assert response.status_code == 503 and "Redis" in response.get_json()["error"]
-        assert count(app, Message) == 0
-    finally:
-        app.extensions["replies"].shutdown()
+    app = app_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_SOCKET_TIMEOUT_MS=500)
+    response = post_chat(app.test_client(), new_chat_id())
+    assert response.status_code == 503 and "Redis" in response.get_json()["error"]
+    assert count(app, Message) == 0
 
 
 def test_flag_off_streams_directly_and_get_returns_the_stored_message(app_factory, redis_url):

@@ -6,8 +6,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,63 +15,28 @@ import requests
 from sqlalchemy import create_engine, select
 
 from chat.models import Message
-from helpers.apps import ROOT, wipe
-from helpers.chats import new_chat_id, wait_for
-from helpers.servers import free_port
+from helpers.apps import wipe
+from helpers.chats import new_chat_id
+from helpers.gunicorn import Gunicorn, worker_pids
 from helpers.sse import parse_sse, read_events
 
 pytestmark = pytest.mark.slow
 
 
-def worker_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children")
-    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
-
-
 @pytest.fixture
 def gunicorn(database, redis_url, tmp_path):
-    """Start `gunicorn -c gunicorn.conf.py app:app` on a free port; yields (url, master process)."""
+    """Two gevent workers on the test database and Redis; yields (url, master process)."""
     wipe(database)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database,
-        "REDIS_URL": redis_url,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "INSTANCE_PATH": str(tmp_path),
-        "SECRET_KEY": "gunicorn-test",
-        "DEMO_MODEL_WORDS": "400",
-        "DEMO_MODEL_DELAY_MS": "20",
-        "HEARTBEAT_INTERVAL_MS": "300",
-        "PRODUCER_TIMEOUT_MS": "2000",
-        "READER_BLOCK_MS": "500",
-        "REAPER_INTERVAL_SECONDS": "1",
-    }
-    env.pop("OPENAI_API_KEY", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    server = Gunicorn(
+        {
+            "DATABASE_URL": database,
+            "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(tmp_path),
+            "SECRET_KEY": "gunicorn-test",
+        }
     )
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, message="gunicorn to serve /healthz")
-        wait_for(lambda: len(worker_pids(process.pid)) == 2, timeout=10, message="two workers")
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(15)
-        process.stderr.close()
+    yield server.url, server.process
+    server.stop()
 
 
 def post_raw(
@@ -168,7 +131,6 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
     )
     again.close()
     assert again.status_code == 200
-    again.close()
 
 
 def holds_socket(pid: int, port: int) -> bool:

@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.orm import close_all_sessions
 
 from chat import create_app
 from chat.config import database_url
@@ -43,6 +44,7 @@ def empty_app(tmp_path):
         }
     )
     yield app
+    close_all_sessions()
     with app.app_context():
         db.engine.dispose()
 
