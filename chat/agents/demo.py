@@ -1,7 +1,7 @@
 """The offline demo model: a deterministic reply, paced like a real model, with no network.
 
 The same (agent, message, words) always gives the same text, so tests and the benchmark can
-predict it; DEMO_MODEL_WORDS sets its length and DEMO_MODEL_DELAY_MS the pause between words.
+predict it; DEMO_MODEL_WORDS sets its length and DEMO_MODEL_DELAY_MS the time between words.
 """
 
 from __future__ import annotations
@@ -35,11 +35,16 @@ def demo_reply(agent: Agent, message: str, words: int) -> str:
 
 
 def generate_demo(agent: Agent, history: list[dict[str, str]], words: int, delay_ms: int) -> Generation:
+    """Yield piece i at `start + (i + 1) × delay`: deadlines, not pauses, so a busy process makes
+    later pieces late (that is lag) without pushing every following piece later too (drift)."""
     last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
     completion_tokens = 0
-    for piece in demo_words(agent, last_user, words):
+    start = time.monotonic()
+    for index, piece in enumerate(demo_words(agent, last_user, words)):
         if delay_ms:
-            time.sleep(delay_ms / 1000)
+            wait = start + (index + 1) * delay_ms / 1000 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         completion_tokens += estimate_tokens(piece)
         yield piece
     prompt_tokens = sum(estimate_tokens(m["content"]) for m in history)
