@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help run dev test test-fast test-postgres lint fmt smoke-run bench screenshots migrate \
         system-deps test-system-deps clean
@@ -38,8 +39,11 @@ fmt: $(VENV)/.installed-test  ## format and fix what ruff can
 smoke-run: system-deps  ## `make run` in a fresh clone + fresh venv (run deps only), chatted with, stopped
 	scripts/smoke-run
 
-bench: system-deps $(VENV)/.installed  ## throughput and latency figures (prints a table)
-	$(PY) bench/streams.py
+bench: $(VENV)/.installed  ## Durable Chat against resumable-stream, one run, one table (bench/results/)
+	scripts/ensure-system-packages run
+	scripts/ensure-system-packages bench
+	mkdir -p bench/results
+	$(PY) bench/streams.py --json bench/results/$$(date +%Y-%m-%d).jsonl $(BENCH_ARGS)
 
 screenshots: test-system-deps $(VENV)/.installed-test  ## README screenshots in docs/
 	$(PY) scripts/screenshots.py

@@ -66,6 +66,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def redis_commands(url: str) -> int:
+    """Commands Redis has run, including those inside Lua scripts (INFO commandstats counts them)."""
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return sum(value["calls"] for key, value in stats.items() if key != "cmdstat_info")
+
+
 def redis_cpu_seconds(url: str) -> float:
     info = redis.Redis.from_url(url).info("cpu")
     return info["used_cpu_sys"] + info["used_cpu_user"]
@@ -76,14 +82,27 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+PEER_DIR = ROOT / "bench" / "peer"
+
+
 class Server:
-    """gunicorn -k gevent serving the app against a private redis-server and a SQLite file."""
+    """Durable Chat: gunicorn -k gevent serving the app against the run's redis-server and a SQLite file."""
+
+    name = "Durable Chat"
+    ids_are_xadd_times = True  # SSE ids are Redis entry ids (ms-seq): store lag can be measured
 
     def __init__(
-        self, workers: int, words: int, delay_ms: int, flush_ms: int, database_url: str | None, app_root: Path = ROOT
+        self,
+        redis_url: str,
+        workers: int,
+        words: int,
+        delay_ms: int,
+        flush_ms: int,
+        database_url: str | None,
+        app_root: Path = ROOT,
     ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="durable-chat-bench-"))
-        self.redis_url, self.redis = start_redis_server(self.tmp / "redis")
+        self.redis_url = redis_url
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -114,36 +133,69 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200 and len(children(self.process.pid)) == workers:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("gunicorn did not start")
+        wait_healthy(self.port, lambda: len(children(self.process.pid)) == workers, "gunicorn")
 
-    def worker_rss_mb(self) -> float:
-        return sum(rss_mb(pid) for pid in children(self.process.pid))
-
-    def cpu(self) -> tuple[float, float, float]:
-        """CPU seconds used so far by the workers, Redis, and this (client) process."""
-        return (
-            sum(cpu_seconds(pid) for pid in children(self.process.pid)),
-            redis_cpu_seconds(self.redis_url),
-            cpu_seconds(os.getpid()),
-        )
+    def serving_pids(self) -> list[int]:
+        return children(self.process.pid)  # the workers (the master only forks and watches)
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(20)
-        stop_redis_server(self.redis)
 
 
-def one_stream(port: int, message: str, pieces: list[str], delay_ms: int, sink: dict) -> None:
+class Peer:
+    """The same contract on one Node process running Vercel's resumable-stream (bench/peer/)."""
+
+    name = "resumable-stream"
+    ids_are_xadd_times = False  # its SSE ids are character offsets
+
+    def __init__(self, redis_url: str, words: int, delay_ms: int) -> None:
+        if not (PEER_DIR / "node_modules").is_dir():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=PEER_DIR, check=True)
+        self.redis_url = redis_url
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "PORT": str(self.port),
+            "DEMO_MODEL_WORDS": str(words),
+            "DEMO_MODEL_DELAY_MS": str(delay_ms),
+        }
+        self.process = subprocess.Popen(["node", "server.mjs"], cwd=PEER_DIR, env=env, stdout=subprocess.DEVNULL)
+        wait_healthy(self.port, lambda: True, "the peer")
+
+    def serving_pids(self) -> list[int]:
+        return [self.process.pid]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+def wait_healthy(port: int, ready, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200 and ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start")
+
+
+def usage(server, redis_url: str) -> tuple[float, float, float]:
+    """CPU seconds used so far by the server's processes, Redis, and this (client) process."""
+    return (
+        sum(cpu_seconds(pid) for pid in server.serving_pids()),
+        redis_cpu_seconds(redis_url),
+        cpu_seconds(os.getpid()),
+    )
+
+
+def one_stream(port: int, message: str, pieces: list[str], delay_ms: int, store_ids: bool, sink: dict) -> None:
     """POST a message and read its SSE reply, recording each token's lag and each delta's store lag."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     sent = time.time()
@@ -165,7 +217,8 @@ def one_stream(port: int, message: str, pieces: list[str], delay_ms: int, sink: 
             started = time.time()
         elif line.startswith("data: ") and event == "delta":
             now = time.time()
-            sink["store_lag_ms"].append(now * 1000 - int(event_id.split("-")[0]))
+            if store_ids:
+                sink["store_lag_ms"].append(now * 1000 - int(event_id.split("-")[0]))
             text.append(json.loads(line[6:])["text"])
             arrivals.append((now, sum(map(len, text))))
         elif line.startswith("data: ") and event in ("finish", "error"):
@@ -192,29 +245,47 @@ def token_lags(pieces: list[str], arrivals: list[tuple[float, int]], delay_ms: i
     return [offset - best for offset in offsets]
 
 
-def run(server: Server, streams: int, words: int, delay_ms: int, ramp_s: float) -> dict:
+def run(server, streams: int, words: int, delay_ms: int, ramp_s: float) -> dict:
     sink: dict = {"token_lag_ms": [], "store_lag_ms": [], "texts": [], "start_ms": [], "deltas": 0}
     agent = load_agents(Config.AGENTS_FILE)["helper"]
     messages = [f"bench message {n % 7}" for n in range(streams)]
     pieces = {message: demo_words(agent, message, words) for message in set(messages)}
-    peak_rss = [server.worker_rss_mb()]
+
+    def rss() -> float:
+        return sum(rss_mb(pid) for pid in server.serving_pids())
+
+    idle_rss = rss()
+    peak_rss = [idle_rss]
 
     def sample_memory():
         while True:
-            peak_rss.append(server.worker_rss_mb())
+            peak_rss.append(rss())
             gevent.sleep(0.5)
 
     sampler = gevent.spawn(sample_memory)
-    cpu_before = server.cpu()
+    cpu_before = usage(server, server.redis_url)
+    commands_before = redis_commands(server.redis_url)
     started = time.time()
     # Arrivals spread evenly over the ramp window (0 = every POST in the same instant).
     jobs = [
-        gevent.spawn_later(ramp_s * n / streams, one_stream, server.port, message, pieces[message], delay_ms, sink)
+        gevent.spawn_later(
+            ramp_s * n / streams,
+            one_stream,
+            server.port,
+            message,
+            pieces[message],
+            delay_ms,
+            server.ids_are_xadd_times,
+            sink,
+        )
         for n, message in enumerate(messages)
     ]
     gevent.joinall(jobs, raise_error=True)
     elapsed = time.time() - started
-    cpu = [(after - before) / elapsed * 100 for before, after in zip(cpu_before, server.cpu(), strict=True)]
+    cpu_used = [after - before for before, after in zip(cpu_before, usage(server, server.redis_url), strict=True)]
+    cpu = [used / elapsed * 100 for used in cpu_used]
+    commands = redis_commands(server.redis_url) - commands_before
+    tokens = streams * (words + 1)
     sampler.kill()
     expected = {message: "".join(parts) for message, parts in pieces.items()}
     redis_memory = redis.Redis.from_url(server.redis_url).info("memory")["used_memory"] / 2**20
@@ -226,6 +297,9 @@ def run(server: Server, streams: int, words: int, delay_ms: int, ramp_s: float) 
         "lag_p50": statistics.median(sink["token_lag_ms"]),
         "lag_p99": percentile(sink["token_lag_ms"], 99),
         "store_p99": percentile(sink["store_lag_ms"], 99),
+        "cpu_us_per_token": cpu_used[0] / tokens * 1e6,
+        "redis_cmds_per_1k_tokens": commands / tokens * 1000,
+        "rss_kb_per_stream": (max(peak_rss) - idle_rss) * 1024 / streams,
         "start_p50": statistics.median(sink["start_ms"]),
         "start_p99": percentile(sink["start_ms"], 99),
         "rss_mb": max(peak_rss),
@@ -238,40 +312,87 @@ def run(server: Server, streams: int, words: int, delay_ms: int, ramp_s: float) 
     }
 
 
+FIGURES = [
+    ("per-token lag p50 (ms)", "lag_p50"),
+    ("per-token lag p99 (ms)", "lag_p99"),
+    ("POST time to start p50 (ms)", "start_p50"),
+    ("POST time to start p99 (ms)", "start_p99"),
+    ("server CPU per token (us)", "cpu_us_per_token"),
+    ("Redis commands per 1,000 tokens", "redis_cmds_per_1k_tokens"),
+    ("RSS per open stream (KB)", "rss_kb_per_stream"),
+    ("deltas per stream", "deltas_per_stream"),
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", default="50,200", help="comma-separated concurrency levels")
-    parser.add_argument("--words", type=int, default=150, help="words per reply")
+    parser.add_argument("--streams", default="50,200,500", help="comma-separated concurrency levels")
+    parser.add_argument("--words", type=int, default=200, help="words per reply")
     parser.add_argument("--delay-ms", type=int, default=20, help="time between words (20 ms = 50 words/s)")
-    parser.add_argument("--flush-ms", type=int, default=20, help="STREAM_FLUSH_MS (delta coalescing window)")
+    parser.add_argument("--flush-ms", type=int, default=50, help="STREAM_FLUSH_MS (the default is the app's)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--database-url", help="e.g. postgresql://postgres@127.0.0.1:5432/test (default: SQLite)")
-    parser.add_argument("--ramp-s", default="0,2", help="comma-separated arrival windows in seconds (0 = burst)")
+    parser.add_argument("--ramp-s", default="0", help="comma-separated arrival windows in seconds (0 = burst)")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="serve the app of this checkout")
+    parser.add_argument("--no-peer", action="store_true", help="Durable Chat only")
+    parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
     args = parser.parse_args()
-    server = Server(args.workers, args.words, args.delay_ms, args.flush_ms, args.database_url, args.app_root)
+    tmp = Path(tempfile.mkdtemp(prefix="durable-chat-bench-redis-"))
+    redis_url, redis_process = start_redis_server(tmp)
+    servers = [
+        Server(redis_url, args.workers, args.words, args.delay_ms, args.flush_ms, args.database_url, args.app_root)
+    ]
     try:
+        if not args.no_peer:
+            servers.append(Peer(redis_url, args.words, args.delay_ms))
         database = "PostgreSQL" if args.database_url else "SQLite"
         print(
-            f"gunicorn -k gevent, {args.workers} worker(s), {database}; {args.words} words/reply, one every {args.delay_ms} ms; "
-            f"flush {args.flush_ms} ms; {os.cpu_count()} cores shared by client, server and Redis"
-        )
-        print(
-            f"{'streams':>7} {'ramp s':>6} {'run s':>6} {'deltas/stream':>13} {'lag p50':>8} {'lag p99':>8} {'store p99':>9} "
-            f"{'start p50':>9} {'start p99':>9} {'RSS MB':>7} {'Redis MB':>8} {'CPU% app/redis/client':>22} {'exact':>9}"
+            f"{time.strftime('%Y-%m-%d')}: {args.words} words/reply, one every {args.delay_ms} ms; Durable Chat: "
+            f"gunicorn -k gevent, {args.workers} worker(s), {database}, STREAM_FLUSH_MS={args.flush_ms}; peer: "
+            f"one Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()} "
+            f"process; one redis-server; {os.cpu_count()} cores shared by client, servers and Redis"
         )
         levels = [int(n) for n in args.streams.split(",")]
         ramps = [float(n) for n in args.ramp_s.split(",")]
         for level, ramp in [(level, ramp) for level in levels for ramp in ramps]:
-            r = run(server, level, args.words, args.delay_ms, ramp)
+            results = [run(server, level, args.words, args.delay_ms, ramp) for server in servers]
+            arrivals = "burst" if ramp == 0 else f"over {ramp:g} s"
             print(
-                f"{r['streams']:>7} {ramp:>6.1f} {r['seconds']:>6.1f} {r['deltas_per_stream']:>13.1f} {r['lag_p50']:>8.1f} {r['lag_p99']:>8.1f} "
-                f"{r['store_p99']:>9.1f} {r['start_p50']:>9.1f} {r['start_p99']:>9.1f} {r['rss_mb']:>7.1f} "
-                f"{r['redis_mb']:>8.1f} {r['cpu_workers']:>8.0f}/{r['cpu_redis']:.0f}/{r['cpu_client']:<6.0f} "
-                f"{r['correct']:>4}/{r['completed']:<4}"
+                f"\n{level} streams, {arrivals}; exact texts: "
+                + ", ".join(f"{s.name} {r['correct']}/{r['completed']}" for s, r in zip(servers, results, strict=True))
             )
+            print(
+                f"  {'figure':<34}"
+                + "".join(f"{s.name:>18}" for s in servers)
+                + ("   ratio" if len(servers) > 1 else "")
+            )
+            for label, key in FIGURES:
+                values = [r[key] for r in results]
+                ratio = f"   {values[0] / values[1]:.2f}x" if len(values) > 1 and values[1] else ""
+                print(f"  {label:<34}" + "".join(f"{v:>18.1f}" for v in values) + ratio)
+            print(f"  {'store lag p99 (ms, Durable Chat)':<34}{results[0]['store_p99']:>18.1f}")
+            if args.json:
+                with args.json.open("a") as out:
+                    for server, result in zip(servers, results, strict=True):
+                        out.write(
+                            json.dumps(
+                                {
+                                    "server": server.name,
+                                    "ramp_s": ramp,
+                                    "words": args.words,
+                                    "delay_ms": args.delay_ms,
+                                    "flush_ms": args.flush_ms,
+                                    "workers": args.workers,
+                                    "cores": os.cpu_count(),
+                                    **result,
+                                }
+                            )
+                            + "\n"
+                        )
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+        stop_redis_server(redis_process)
 
 
 if __name__ == "__main__":
