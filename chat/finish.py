@@ -42,7 +42,7 @@ from .models import (
     LedgerEntry,
     Message,
     MessageStatus,
-    reply_for_stream,
+    reply_and_chat,
     streaming_replies,
     utcnow,
 )
@@ -160,14 +160,14 @@ def record_outcome(
     `text` None means the log is lost: the provisional text kept by `keep_provisional_text` is used.
     Returns None when no message belongs to that stream (nothing to finish).
     """
-    message = reply_for_stream(stream_id)
-    if message is None:
+    found = reply_and_chat(stream_id)
+    if found is None:
         return None
+    message, chat = found
     if message.status != MessageStatus.STREAMING:
         return stored_reply(message)
     if text is None:
         text = message.content
-    chat = db.session.get_one(Chat, message.chat_id)
     estimated = usage is None or usage.prompt_tokens is None or usage.completion_tokens is None
     prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens is not None else (message.prompt_tokens or 0)
     completion_tokens = (
@@ -210,8 +210,20 @@ def record_outcome(
         db.session.commit()
     except IntegrityError:  # another finisher's ledger row won the race
         db.session.rollback()
+        claimed = False
     db.session.expire_all()
-    return stored_reply(db.session.get_one(Message, message.id))
+    if not claimed:  # somebody else recorded it first: what they stored is the outcome
+        return stored_reply(db.session.get_one(Message, message.id))
+    return StoredReply(
+        message_id=message.id,
+        status=reason.status,
+        finish_reason=reason,
+        error=error,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_micros=cost,
+        content=text,
+    )
 
 
 def charge(

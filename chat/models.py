@@ -245,8 +245,12 @@ def latest_reply(chat_id: uuid.UUID) -> Message | None:
     )
 
 
-def reply_for_stream(stream_id: str) -> Message | None:
-    return db.session.scalar(select(Message).where(Message.stream_id == stream_id))
+def reply_and_chat(stream_id: str) -> tuple[Message, Chat] | None:
+    """The reply of a stream and its chat, in one query (finishing needs both)."""
+    row = db.session.execute(
+        select(Message, Chat).join(Chat, Chat.id == Message.chat_id).where(Message.stream_id == stream_id)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def next_position(chat_id: uuid.UUID) -> int:

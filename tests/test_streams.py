@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+import redis
+
 from chat.streams import APPENDED, LOST, SEALED, RedisStreams, StreamRef, chat_key, log_key
 
 
@@ -150,3 +153,20 @@ def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(store):
     received = [event for event in second if event is not None]
     assert [e.type for e in received] == ["delta", "delta", "finish"]
     assert "".join(e.payload()["text"] for e in received if e.type == "delta") == "ab"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_reads_parse_both_redis_protocols(redis_url, protocol):
+    """RESP3 (redis-py's default) answers XREAD with a map, RESP2 (`?protocol=2`) with pairs."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True, protocol=protocol)
+    try:
+        streams = RedisStreams(client, maxlen=100, ttl_seconds=60, max_reply_seconds=60, chat_streams_ttl_seconds=60)
+        ref = StreamRef("p", f"resp{protocol}")
+        streams.create(ref, {"chatId": "p"})
+        streams.append_deltas([(ref, "multi\nline", 1)])
+        start, delta = streams.read(ref)
+        events, _ = streams.read_many({ref: start.id}, 10)
+        assert [e.payload() for e in events[ref]] == [{"text": "multi\nline"}] and events[ref][0].id == delta.id
+        assert streams.read_text(ref) == "multi\nline"
+    finally:
+        client.close()
