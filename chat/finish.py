@@ -23,10 +23,10 @@ so "exactly once" is reviewed in one file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
@@ -49,13 +49,13 @@ from .models import (
 from .streams import Event, StreamBackend, StreamRef, entry_cursor
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class StoredReply:
     """The outcome as the database holds it, and the terminal stream event that tells it."""
 
@@ -67,6 +67,10 @@ class StoredReply:
     completion_tokens: int
     cost_micros: int
     content: str
+
+    def columns(self) -> dict[str, object]:
+        """The message columns this outcome sets (its fields are named after them)."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if name != "message_id"}
 
     @property
     def terminal_event(self) -> tuple[str, dict]:
@@ -177,6 +181,16 @@ def record_outcome(
     # An agent removed from the config since the reply started is charged nothing, not crashed on.
     cost = agent.cost_micros(prompt_tokens, completion_tokens) if agent else 0
     now = utcnow()
+    outcome = StoredReply(
+        message_id=message.id,
+        status=reason.status,
+        finish_reason=reason,
+        error=error,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_micros=cost,
+        content=text,
+    )
     try:
         claimed = (
             cast(
@@ -184,16 +198,7 @@ def record_outcome(
                 db.session.execute(
                     update(Message)
                     .where(Message.id == message.id, Message.status == MessageStatus.STREAMING)
-                    .values(
-                        content=text,
-                        status=reason.status,
-                        finish_reason=reason,
-                        error=error,
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                        cost_micros=cost,
-                        updated_at=now,
-                    )
+                    .values(**outcome.columns(), updated_at=now)
                     .execution_options(synchronize_session=False)
                 ),
             ).rowcount
@@ -214,16 +219,7 @@ def record_outcome(
     db.session.expire_all()
     if not claimed:  # somebody else recorded it first: what they stored is the outcome
         return stored_reply(db.session.get_one(Message, message.id))
-    return StoredReply(
-        message_id=message.id,
-        status=reason.status,
-        finish_reason=reason,
-        error=error,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cost_micros=cost,
-        content=text,
-    )
+    return outcome
 
 
 def charge(

@@ -18,20 +18,13 @@ from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from chat import create_app  # noqa: E402
 from chat.embedded_redis import start_redis_server, stop_redis_server  # noqa: E402
+from helpers.browser import CHROMIUM_ARGS  # noqa: E402  (the flags the browser tests use)
 
 OUT = ROOT / "docs" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MESSAGE = "How do resumable streams keep a reply safe when I refresh?"
 
 
