@@ -312,6 +312,24 @@ def run(server, streams: int, words: int, delay_ms: int, ramp_s: float) -> dict:
     }
 
 
+def software_versions(redis_url: str) -> dict[str, str]:
+    """What was measured, for the JSON lines: Python, gunicorn, gevent, redis-py, Redis, Node, the peer's library."""
+    import gevent as gevent_module
+    import gunicorn
+
+    peer_lock = json.loads((PEER_DIR / "package-lock.json").read_text())["packages"]
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "python": sys.version.split()[0],
+        "gunicorn": gunicorn.__version__,
+        "gevent": gevent_module.__version__,
+        "redis-py": redis.__version__,
+        "redis-server": redis.Redis.from_url(redis_url).info("server")["redis_version"],
+        "node": node,
+        "resumable-stream": peer_lock["node_modules/resumable-stream"]["version"],
+    }
+
+
 FIGURES = [
     ("per-token lag p50 (ms)", "lag_p50"),
     ("per-token lag p99 (ms)", "lag_p99"),
@@ -352,6 +370,7 @@ def main() -> None:
             f"one Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()} "
             f"process; one redis-server; {os.cpu_count()} cores shared by client, servers and Redis"
         )
+        versions = software_versions(redis_url)
         levels = [int(n) for n in args.streams.split(",")]
         ramps = [float(n) for n in args.ramp_s.split(",")]
         for level, ramp in [(level, ramp) for level in levels for ramp in ramps]:
@@ -377,6 +396,8 @@ def main() -> None:
                         out.write(
                             json.dumps(
                                 {
+                                    "date": time.strftime("%Y-%m-%d"),
+                                    "versions": versions,
                                     "server": server.name,
                                     "ramp_s": ramp,
                                     "words": args.words,
