@@ -72,9 +72,9 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
             break
     victim = next(pid for pid in worker_pids(master.pid) if holds_socket(pid, local_port))
     name, value = cookie.split("=", 1)
-    # Readers on connections of their own; some land on the worker that will survive.
-    followers = [
-        requests.get(
+
+    def resume() -> requests.Response:
+        return requests.get(
             f"{url}/api/chat",
             params={"chatId": chat_id},
             cookies={name: value},
@@ -82,8 +82,9 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
             stream=True,
             timeout=30,
         )
-        for _ in range(4)
-    ]
+
+    # Readers on connections of their own; some land on the worker that will survive.
+    followers = [resume() for _ in range(4)]
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -95,15 +96,7 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
             follower.close()
             tail = None
         if tail is None or tail.terminal is None:
-            resumed = requests.get(
-                f"{url}/api/chat",
-                params={"chatId": chat_id},
-                cookies={name: value},
-                headers={"Last-Event-ID": events[-1].id},
-                stream=True,
-                timeout=30,
-            )
-            tail = read_events(resumed)
+            tail = read_events(resume())
         tails.append(tail)
     elapsed = time.monotonic() - killed_at
     connection.close()
