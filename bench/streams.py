@@ -29,6 +29,7 @@ import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -195,39 +196,73 @@ def usage(server, redis_url: str) -> tuple[float, float, float]:
     )
 
 
-def one_stream(port: int, message: str, pieces: list[str], delay_ms: int, store_ids: bool, sink: dict) -> None:
-    """POST a message and read its SSE reply, recording each token's lag and each delta's store lag."""
+def one_stream(
+    port: int,
+    message: str,
+    pieces: list[str],
+    delay_ms: int,
+    store_ids: bool,
+    sink: dict,
+    resume_after: int | None = None,
+) -> None:
+    """POST a message and read its SSE reply, recording each token's lag and each delta's store lag.
+
+    With `resume_after`, hang up after that many deltas and GET the chat again from the last id
+    seen (with the POST's cookie), recording the time to the resumed stream's first event; the
+    text must still come out exact. Token lag is then not recorded (the resume gap is not lag).
+    """
+    chat_id = str(uuid.uuid4())
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     sent = time.time()
-    conn.request(
-        "POST",
-        "/api/chat",
-        body=json.dumps({"chatId": str(uuid.uuid4()), "agent": "helper", "message": message}),
-        headers={"Content-Type": "application/json"},
-    )
+    body = json.dumps({"chatId": chat_id, "agent": "helper", "message": message})
+    conn.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
     response = conn.getresponse()
-    text, arrivals, event_id, event, started = [], [], None, None, None
+    cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
+    reading: dict = {"text": [], "arrivals": [], "id": None, "started": None}
+    finished = read_sse(response, reading, sink, store_ids, stop_after=resume_after)
+    conn.close()
+    if not finished:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        asked = time.time()
+        conn.request("GET", f"/api/chat?chatId={chat_id}", headers={"Last-Event-ID": reading["id"], "Cookie": cookie})
+        first_event: list[float] = []
+        read_sse(conn.getresponse(), reading, sink, store_ids, on_event=lambda: first_event.append(time.time()))
+        conn.close()
+        sink["resume_ms"].append(((first_event[0] if first_event else time.time()) - asked) * 1000)
+    sink["texts"].append("".join(reading["text"]))
+    sink["start_ms"].append(((reading["started"] or time.time()) - sent) * 1000)
+    sink["deltas"] += len(reading["text"])
+    if resume_after is None:
+        sink["token_lag_ms"].extend(token_lags(pieces, reading["arrivals"], delay_ms))
+
+
+def read_sse(
+    response, reading: dict, sink: dict, store_ids: bool, stop_after: int | None = None, on_event=None
+) -> bool:
+    """Read events into `reading` until the terminal one (True) or `stop_after` deltas (False)."""
+    event, deltas = None, 0
     while line := response.readline():
         line = line.decode().rstrip("\n")
         if line.startswith("id: "):
-            event_id = line[4:]
+            reading["id"] = line[4:]
         elif line.startswith("event: "):
             event = line[7:]
+            if on_event:
+                on_event()
         elif line.startswith("data: ") and event == "start":
-            started = time.time()
+            reading["started"] = time.time()
         elif line.startswith("data: ") and event == "delta":
             now = time.time()
             if store_ids:
-                sink["store_lag_ms"].append(now * 1000 - int(event_id.split("-")[0]))
-            text.append(json.loads(line[6:])["text"])
-            arrivals.append((now, sum(map(len, text))))
+                sink["store_lag_ms"].append(now * 1000 - int(reading["id"].split("-")[0]))
+            reading["text"].append(json.loads(line[6:])["text"])
+            reading["arrivals"].append((now, sum(map(len, reading["text"]))))
+            deltas += 1
+            if stop_after is not None and deltas >= stop_after:
+                return False
         elif line.startswith("data: ") and event in ("finish", "error"):
-            break
-    conn.close()
-    sink["texts"].append("".join(text))
-    sink["start_ms"].append(((started or time.time()) - sent) * 1000)
-    sink["deltas"] += len(text)
-    sink["token_lag_ms"].extend(token_lags(pieces, arrivals, delay_ms))
+            return True
+    return True
 
 
 def token_lags(pieces: list[str], arrivals: list[tuple[float, int]], delay_ms: int) -> list[float]:
@@ -245,8 +280,9 @@ def token_lags(pieces: list[str], arrivals: list[tuple[float, int]], delay_ms: i
     return [offset - best for offset in offsets]
 
 
-def run(server, streams: int, words: int, delay_ms: int, ramp_s: float) -> dict:
-    sink: dict = {"token_lag_ms": [], "store_lag_ms": [], "texts": [], "start_ms": [], "deltas": 0}
+def run(server, streams: int, words: int, delay_ms: int, ramp_s: float, resume: bool = False) -> dict:
+    sink: dict = {"token_lag_ms": [], "store_lag_ms": [], "texts": [], "start_ms": [], "resume_ms": [], "deltas": 0}
+    picker = random.Random(streams)  # the same resume points for both servers
     agent = load_agents(Config.AGENTS_FILE)["helper"]
     messages = [f"bench message {n % 7}" for n in range(streams)]
     pieces = {message: demo_words(agent, message, words) for message in set(messages)}
@@ -277,6 +313,7 @@ def run(server, streams: int, words: int, delay_ms: int, ramp_s: float) -> dict:
             delay_ms,
             server.ids_are_xadd_times,
             sink,
+            picker.randint(1, words // 2) if resume else None,
         )
         for n, message in enumerate(messages)
     ]
@@ -294,7 +331,9 @@ def run(server, streams: int, words: int, delay_ms: int, ramp_s: float) -> dict:
         "seconds": elapsed,
         "deltas_per_s": sink["deltas"] / elapsed,
         "deltas_per_stream": sink["deltas"] / max(1, len(sink["texts"])),
-        "lag_p50": statistics.median(sink["token_lag_ms"]),
+        "lag_p50": statistics.median(sink["token_lag_ms"]) if sink["token_lag_ms"] else float("nan"),
+        "resume_p50": statistics.median(sink["resume_ms"]) if sink["resume_ms"] else float("nan"),
+        "resume_p99": percentile(sink["resume_ms"], 99),
         "lag_p99": percentile(sink["token_lag_ms"], 99),
         "store_p99": percentile(sink["store_lag_ms"], 99),
         "cpu_us_per_token": cpu_used[0] / tokens * 1e6,
@@ -353,6 +392,11 @@ def main() -> None:
     parser.add_argument("--ramp-s", default="0", help="comma-separated arrival windows in seconds (0 = burst)")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="serve the app of this checkout")
     parser.add_argument("--no-peer", action="store_true", help="Durable Chat only")
+    parser.add_argument(
+        "--resume-streams",
+        default="200,500",
+        help="levels of the resume scenario: each client hangs up at a random token and resumes",
+    )
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="durable-chat-bench-redis-"))
@@ -410,6 +454,19 @@ def main() -> None:
                             )
                             + "\n"
                         )
+        for level in [int(n) for n in args.resume_streams.split(",") if n]:
+            results = [run(server, level, args.words, args.delay_ms, 0, resume=True) for server in servers]
+            print(
+                f"\n{level} streams, burst, each client hangs up at a random token and resumes; exact texts: "
+                + ", ".join(f"{s.name} {r['correct']}/{r['completed']}" for s, r in zip(servers, results, strict=True))
+            )
+            for label, key in [
+                ("resume time to first event p50 (ms)", "resume_p50"),
+                ("resume time to first event p99 (ms)", "resume_p99"),
+            ]:
+                values = [r[key] for r in results]
+                ratio = f"   {values[0] / values[1]:.2f}x" if len(values) > 1 and values[1] else ""
+                print(f"  {label:<34}" + "".join(f"{v:>18.1f}" for v in values) + ratio)
     finally:
         for server in servers:
             server.stop()
