@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import redis
+from redis.commands.core import Script
 
 RECENT_STREAMS_KEPT = 5
 TERMINAL_EVENTS = frozenset({"finish", "error"})
@@ -202,14 +203,11 @@ class RedisStreams:
 
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
         """Refresh every producer's liveness in one round trip; returns which were asked to stop."""
-        with self.client.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                self._heartbeat(
-                    keys=[chat_key(ref.chat_id, "live"), self._state_key(ref, "cancel")],
-                    args=[ref.stream_id, timeout_ms],
-                    client=pipe,
-                )
-            return [bool(flag) for flag in pipe.execute()]
+        calls = [
+            ([chat_key(ref.chat_id, "live"), self._state_key(ref, "cancel")], [ref.stream_id, timeout_ms])
+            for ref in refs
+        ]
+        return [bool(flag) for flag in self._pipelined(self._heartbeat, calls)]
 
     def request_cancel(self, ref: StreamRef) -> None:
         self.client.set(self._state_key(ref, "cancel"), "1", ex=self.live_log_ttl_seconds)
@@ -227,13 +225,32 @@ class RedisStreams:
 
         Returns APPENDED (written now or before), SEALED or LOST for each.
         """
+        calls = [
+            (
+                [log_key(ref), self._state_key(ref, "state"), self._state_key(ref, "seq")],
+                [self.maxlen, json.dumps({"text": text}), seq, self.live_log_ttl_seconds],
+            )
+            for ref, text, seq in batch
+        ]
+        return self._pipelined(self._append, calls)
+
+    def _pipelined(self, script: Script, calls: list[tuple[list, list]]) -> list:
+        """Run `script` once per (keys, args) in one pipeline of EVALSHAs.
+
+        redis-py's own pipelined scripts send SCRIPT EXISTS before every pipeline; here a script
+        is loaded only when Redis says it lacks it (first use, a restart, SCRIPT FLUSH). Every
+        script sent this way is safe to run twice, so the pipeline is simply sent again.
+        """
+        try:
+            return self._evalsha_pipeline(script, calls)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(script.script)
+            return self._evalsha_pipeline(script, calls)
+
+    def _evalsha_pipeline(self, script: Script, calls: list[tuple[list, list]]) -> list:
         with self.client.pipeline(transaction=False) as pipe:
-            for ref, text, seq in batch:
-                self._append(
-                    keys=[log_key(ref), self._state_key(ref, "state"), self._state_key(ref, "seq")],
-                    args=[self.maxlen, json.dumps({"text": text}), seq, self.live_log_ttl_seconds],
-                    client=pipe,
-                )
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
             return pipe.execute()
 
     def seal(self, ref: StreamRef) -> None:

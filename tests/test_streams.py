@@ -170,3 +170,17 @@ def test_reads_parse_both_redis_protocols(redis_url, protocol):
         assert streams.read_text(ref) == "multi\nline"
     finally:
         client.close()
+
+
+def test_appends_and_heartbeats_survive_redis_forgetting_its_scripts(store):
+    """After SCRIPT FLUSH (or a restart) the pipelined scripts are loaded again, written once."""
+    streams = store()
+    ref = StreamRef("f", "s")
+    streams.create(ref, {})
+    streams.claim_live(ref, 5000)
+    assert streams.append_deltas([(ref, "a", 1)]) == [APPENDED]
+    streams.client.script_flush()
+    assert streams.append_deltas([(ref, "b", 2), (ref, "b", 2)]) == [APPENDED, APPENDED]
+    streams.client.script_flush()
+    assert streams.heartbeat([ref], 5000) == [False]
+    assert streams.read_text(ref) == "ab"
