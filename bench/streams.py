@@ -13,7 +13,6 @@ model paces against deadlines, as a real model's tokens arrive when they arrive)
   the app is instrumented and no clocks need to agree.
 - POST time to `start`: from sending the POST to reading its `start` event (admission, database
   writes, the first XADD and the reader) — a burst of POSTs queues here.
-- store lag: arrival minus the delta's SSE id (its XADD time): Redis -> reader -> socket only.
 - deltas/s, worker RSS, Redis memory, CPU, and whether every client's text equals the reply.
 
 Everything (client, gunicorn, Redis) shares this machine's cores: quote medians from one run.
@@ -30,6 +29,7 @@ import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -90,7 +90,6 @@ class Server:
     """Durable Chat: gunicorn -k gevent serving the app against the run's redis-server and a SQLite file."""
 
     name = "Durable Chat"
-    ids_are_xadd_times = True  # SSE ids are Redis entry ids (ms-seq): store lag can be measured
 
     def __init__(
         self,
@@ -148,7 +147,6 @@ class Peer:
     """The same contract on one Node process running Vercel's resumable-stream (bench/peer/)."""
 
     name = "resumable-stream"
-    ids_are_xadd_times = False  # its SSE ids are character offsets
 
     def __init__(self, redis_url: str, words: int, delay_ms: int) -> None:
         if not (PEER_DIR / "node_modules").is_dir():
@@ -201,11 +199,10 @@ def one_stream(
     message: str,
     pieces: list[str],
     delay_ms: int,
-    store_ids: bool,
     sink: dict,
     resume_after: int | None = None,
 ) -> None:
-    """POST a message and read its SSE reply, recording each token's lag and each delta's store lag.
+    """POST a message and read its SSE reply, recording each token's lag.
 
     With `resume_after`, hang up after that many deltas and GET the chat again from the last id
     seen (with the POST's cookie), recording the time to the resumed stream's first event; the
@@ -219,14 +216,14 @@ def one_stream(
     response = conn.getresponse()
     cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
     reading: dict = {"text": [], "arrivals": [], "id": None, "started": None}
-    finished = read_sse(response, reading, sink, store_ids, stop_after=resume_after)
+    finished = read_sse(response, reading, stop_after=resume_after)
     conn.close()
     if not finished:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         asked = time.time()
         conn.request("GET", f"/api/chat?chatId={chat_id}", headers={"Last-Event-ID": reading["id"], "Cookie": cookie})
         first_event: list[float] = []
-        read_sse(conn.getresponse(), reading, sink, store_ids, on_event=lambda: first_event.append(time.time()))
+        read_sse(conn.getresponse(), reading, on_event=lambda: first_event.append(time.time()))
         conn.close()
         sink["resume_ms"].append(((first_event[0] if first_event else time.time()) - asked) * 1000)
     sink["texts"].append("".join(reading["text"]))
@@ -236,9 +233,7 @@ def one_stream(
         sink["token_lag_ms"].extend(token_lags(pieces, reading["arrivals"], delay_ms))
 
 
-def read_sse(
-    response, reading: dict, sink: dict, store_ids: bool, stop_after: int | None = None, on_event=None
-) -> bool:
+def read_sse(response, reading: dict, stop_after: int | None = None, on_event=None) -> bool:
     """Read events into `reading` until the terminal one (True) or `stop_after` deltas (False)."""
     event, deltas = None, 0
     while line := response.readline():
@@ -253,8 +248,6 @@ def read_sse(
             reading["started"] = time.time()
         elif line.startswith("data: ") and event == "delta":
             now = time.time()
-            if store_ids:
-                sink["store_lag_ms"].append(now * 1000 - int(reading["id"].split("-")[0]))
             reading["text"].append(json.loads(line[6:])["text"])
             reading["arrivals"].append((now, sum(map(len, reading["text"]))))
             deltas += 1
@@ -280,8 +273,34 @@ def token_lags(pieces: list[str], arrivals: list[tuple[float, int]], delay_ms: i
     return [offset - best for offset in offsets]
 
 
-def run(server, streams: int, words: int, delay_ms: int, ramp_s: float, resume: bool = False) -> dict:
-    sink: dict = {"token_lag_ms": [], "store_lag_ms": [], "texts": [], "start_ms": [], "resume_ms": [], "deltas": 0}
+def profiled(server, profile_dir: Path | None, label: str) -> subprocess.Popen | None:
+    """py-spy recording the server's worker during one run (Durable Chat only): collapsed stacks
+    per run (text; flamegraph.pl or inferno draw them), to see what the worker's loop spends on."""
+    if profile_dir is None or not isinstance(server, Server):
+        return None
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+    worker = server.serving_pids()[0]  # with several workers, the first one
+    output = profile_dir / f"{label}.txt"
+    return subprocess.Popen(
+        [str(spy), "record", "--nonblocking", "-r", "200", "--format", "raw", "-o", str(output), "--pid", str(worker)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def run(
+    server,
+    streams: int,
+    words: int,
+    delay_ms: int,
+    ramp_s: float,
+    resume: bool = False,
+    profile_dir: Path | None = None,
+) -> dict:
+    sink: dict = {"token_lag_ms": [], "texts": [], "start_ms": [], "resume_ms": [], "deltas": 0}
     picker = random.Random(streams)  # the same resume points for both servers
     agent = load_agents(Config.AGENTS_FILE)["helper"]
     messages = [f"bench message {n % 7}" for n in range(streams)]
@@ -299,6 +318,9 @@ def run(server, streams: int, words: int, delay_ms: int, ramp_s: float, resume: 
             gevent.sleep(0.5)
 
     sampler = gevent.spawn(sample_memory)
+    spy = profiled(server, profile_dir, f"{streams}-{'resume' if resume else f'ramp{ramp_s:g}'}")
+    if spy is not None:
+        time.sleep(1)  # py-spy attaching
     cpu_before = usage(server, server.redis_url)
     commands_before = redis_commands(server.redis_url)
     started = time.time()
@@ -311,7 +333,6 @@ def run(server, streams: int, words: int, delay_ms: int, ramp_s: float, resume: 
             message,
             pieces[message],
             delay_ms,
-            server.ids_are_xadd_times,
             sink,
             picker.randint(1, words // 2) if resume else None,
         )
@@ -324,6 +345,9 @@ def run(server, streams: int, words: int, delay_ms: int, ramp_s: float, resume: 
     commands = redis_commands(server.redis_url) - commands_before
     tokens = streams * (words + 1)
     sampler.kill()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its flame graph on SIGINT
+        spy.wait(30)
     expected = {message: "".join(parts) for message, parts in pieces.items()}
     redis_memory = redis.Redis.from_url(server.redis_url).info("memory")["used_memory"] / 2**20
     return {
@@ -335,7 +359,6 @@ def run(server, streams: int, words: int, delay_ms: int, ramp_s: float, resume: 
         "resume_p50": statistics.median(sink["resume_ms"]) if sink["resume_ms"] else float("nan"),
         "resume_p99": percentile(sink["resume_ms"], 99),
         "lag_p99": percentile(sink["token_lag_ms"], 99),
-        "store_p99": percentile(sink["store_lag_ms"], 99),
         "cpu_us_per_token": cpu_used[0] / tokens * 1e6,
         "redis_cmds_per_1k_tokens": commands / tokens * 1000,
         "rss_kb_per_stream": (max(peak_rss) - idle_rss) * 1024 / streams,
@@ -386,7 +409,9 @@ def main() -> None:
     parser.add_argument("--streams", default="50,200,500", help="comma-separated concurrency levels")
     parser.add_argument("--words", type=int, default=200, help="words per reply")
     parser.add_argument("--delay-ms", type=int, default=20, help="time between words (20 ms = 50 words/s)")
-    parser.add_argument("--flush-ms", type=int, default=50, help="STREAM_FLUSH_MS (the default is the app's)")
+    parser.add_argument(
+        "--flush-ms", type=int, default=Config.STREAM_FLUSH_MS, help="STREAM_FLUSH_MS (default: the app's)"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--database-url", help="e.g. postgresql://postgres@127.0.0.1:5432/test (default: SQLite)")
     parser.add_argument("--ramp-s", default="0", help="comma-separated arrival windows in seconds (0 = burst)")
@@ -398,6 +423,9 @@ def main() -> None:
         help="levels of the resume scenario: each client hangs up at a random token and resumes",
     )
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
+    parser.add_argument(
+        "--profile", type=Path, help="write a py-spy flame graph of the worker per run into this folder"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="durable-chat-bench-redis-"))
     redis_url, redis_process = start_redis_server(tmp)
@@ -418,7 +446,9 @@ def main() -> None:
         levels = [int(n) for n in args.streams.split(",")]
         ramps = [float(n) for n in args.ramp_s.split(",")]
         for level, ramp in [(level, ramp) for level in levels for ramp in ramps]:
-            results = [run(server, level, args.words, args.delay_ms, ramp) for server in servers]
+            results = [
+                run(server, level, args.words, args.delay_ms, ramp, profile_dir=args.profile) for server in servers
+            ]
             arrivals = "burst" if ramp == 0 else f"over {ramp:g} s"
             print(
                 f"\n{level} streams, {arrivals}; exact texts: "
@@ -433,7 +463,6 @@ def main() -> None:
                 values = [r[key] for r in results]
                 ratio = f"   {values[0] / values[1]:.2f}x" if len(values) > 1 and values[1] else ""
                 print(f"  {label:<34}" + "".join(f"{v:>18.1f}" for v in values) + ratio)
-            print(f"  {'store lag p99 (ms, Durable Chat)':<34}{results[0]['store_p99']:>18.1f}")
             if args.json:
                 with args.json.open("a") as out:
                     for server, result in zip(servers, results, strict=True):

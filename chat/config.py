@@ -73,9 +73,10 @@ class Config:
     REDIS_SOCKET_TIMEOUT_MS = env_int("REDIS_SOCKET_TIMEOUT_MS", 10_000)
 
     RESUMABLE_STREAMS = env_flag("RESUMABLE_STREAMS", True)
-    # Producer side: deltas are coalesced and written at most this often (or when this many
-    # characters are waiting), every write due at the same moment shares one pipeline.
-    STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 50)
+    # Producer side: 0 writes a reply's waiting text as soon as the previous write has returned
+    # (lowest latency; batches grow by themselves under load). A positive value writes at most
+    # this often instead, or when STREAM_FLUSH_CHARS are waiting: fewer, larger Redis writes.
+    STREAM_FLUSH_MS = env_int("STREAM_FLUSH_MS", 0)
     STREAM_FLUSH_CHARS = env_int("STREAM_FLUSH_CHARS", 400)
     # Liveness: a producer refreshes its heartbeat this often; readers and the reaper call it
     # dead (and the reply interrupted) once the heartbeat is older than the timeout.

@@ -23,11 +23,15 @@ class LocalLog:
         self.changed = threading.Condition()
 
     def add(self, event_type: str, data: dict) -> Event:
+        event = Event(f"0-{len(self.events) + 1}", event_type, json.dumps(data))
+        self.append(event)
+        return event
+
+    def append(self, event: Event) -> None:
         with self.changed:
-            event = Event(f"0-{len(self.events) + 1}", event_type, json.dumps(data))
+            assert event.cursor == (0, len(self.events) + 1), "entry ids are positions"
             self.events.append(event)
             self.changed.notify_all()
-            return event
 
     @property
     def done(self) -> bool:
@@ -77,15 +81,15 @@ class LocalStreams:
         log = self.logs[ref] = LocalLog()
         return log.add("start", start_data).id
 
-    def append_deltas(self, batch: Sequence[tuple[StreamRef, str, int]]) -> list[str]:
-        """Memory never fails half-way, so the sequence numbers need no checking here."""
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]:
+        """Memory never fails half-way: a delta is new and its id is the next position's."""
         outcomes = []
-        for ref, text, _seq in batch:
+        for ref, event in batch:
             log = self.logs.get(ref)
             if log is None or log.sealed:
                 outcomes.append(SEALED)
             else:
-                log.add("delta", {"text": text})
+                log.append(event)
                 outcomes.append(APPENDED)
         return outcomes
 

@@ -6,6 +6,7 @@ on when every browser has left, and ends with the text that reached its log.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -20,7 +21,7 @@ from .finish import Usage, finish_reply, keep_provisional_text, record_title
 from .models import FinishReason, MessageStatus
 from .pump import ProducerState
 from .runtime import Runtime
-from .streams import StreamRef
+from .streams import Event, StreamRef
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +35,38 @@ class ReplyHandle:
     chat_id: uuid.UUID
     stream_id: str
     message_id: uuid.UUID
+    start_id: str = ""  # the id of its log's `start` event, once the log exists
 
     @property
     def ref(self) -> StreamRef:
         return StreamRef(str(self.chat_id), self.stream_id)
 
+    @property
+    def start_data(self) -> dict[str, str]:
+        return {"chatId": str(self.chat_id), "streamId": self.stream_id, "messageId": str(self.message_id)}
+
+    @property
+    def start_event(self) -> Event:
+        return Event(self.start_id, "start", json.dumps(self.start_data))
+
 
 def start_producer(
     app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]
 ) -> None:
-    start_daemon(lambda: produce(app, runtime, reply, agent, history), "durable-chat-producer")
+    """Register the reply with the pump now (so readers that follow it from this moment are fed
+    by the pump), then generate in the background."""
+    state = runtime.pump.register(reply.ref, reply.start_id)
+    start_daemon(lambda: produce(app, runtime, state, reply, agent, history), "durable-chat-producer")
 
 
-def produce(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]) -> None:
+def produce(
+    app: Flask, runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]
+) -> None:
     """Run the model, feeding the pump; then finish the reply with what reached the log.
 
     The producer stays registered with the pump until its app context (and with it its database
     session) is gone, so whoever waits for the pump's producers also waits for their connections.
     """
-    state = runtime.pump.register(reply.ref)
     try:
         with app.app_context():
             generate_and_finish(runtime, state, reply, agent, history)

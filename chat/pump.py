@@ -3,6 +3,11 @@
 One pump per process. Producers (chat/producer.py) push text into their ProducerState; the pump
 writes all pending text of all local replies in one round trip, refreshes their heartbeats and
 sees stop requests. Nothing here speaks Redis itself: it calls the stream backend.
+
+It writes as soon as the previous write has returned (no timer): an idle Redis gets each token at
+once, a busy one gets larger batches by itself. A delta Redis has accepted is handed straight to
+this process's readers (`Fanout`), so a reader beside its producer never waits for a read of the
+log: it gets only what is stored, as early as it is stored.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from typing import Protocol
 
 import redis
 
 from .background import start_daemon
-from .streams import APPENDED, SEALED, StreamBackend, StreamRef
+from .streams import APPENDED, SEALED, Event, StreamBackend, StreamRef, delta_event
 
 log = logging.getLogger(__name__)
 
@@ -23,47 +30,61 @@ class LogLost(Exception):
     """Redis came back without the reply's log; the producer stops and keeps its own text."""
 
 
-class ProducerState:
-    """What one generating reply shares with the pump: text waiting to be written, and flags."""
+class Fanout(Protocol):
+    """Where the pump hands what it wrote, for the readers in this process (chat/reader.py)."""
 
-    def __init__(self, ref: StreamRef) -> None:
+    def produced_here(self, ref: StreamRef, start_id: str) -> None: ...
+    def deliver(self, ref: StreamRef, events: list[Event]) -> None: ...
+    def produced_elsewhere(self, ref: StreamRef) -> None: ...
+
+
+class ProducerState:
+    """What one generating reply shares with the pump: text waiting to be written, and flags.
+
+    The producer appends to `pending` and only the pump takes from it; deques make both safe
+    without a lock, under gevent and real threads alike.
+    """
+
+    def __init__(self, ref: StreamRef, start_id: str) -> None:
         self.ref = ref
-        self.pending: list[str] = []
-        self.unsent: tuple[str, int] | None = None  # taken, numbered, not yet confirmed by Redis
+        self.start_id = start_id
+        self.pending: deque[str] = deque()
+        self.unsent: tuple[Event, str] | None = None  # taken, numbered, not yet confirmed by Redis
         self.last_seq = 0
         self.accepted: list[str] = []  # exactly the deltas that reached the log, in order
-        self.lock = threading.Lock()
         self.cancelled = False  # a stop request was seen
         self.sealed = False  # somebody else is recording this reply's outcome
         self.failure: Exception | None = None
         self.finishing = False
         self.drained = threading.Event()
 
-    def push(self, text: str) -> int:
-        with self.lock:
-            self.pending.append(text)
-            return sum(map(len, self.pending))
+    def push(self, text: str) -> None:
+        self.pending.append(text)
 
-    def take(self) -> tuple[str, int] | None:
+    def take(self) -> Event | None:
         """The next delta to write: the unconfirmed one again, or the pending text, numbered."""
-        with self.lock:
-            if self.unsent is None and self.pending:
-                self.last_seq += 1
-                self.unsent, self.pending = ("".join(self.pending), self.last_seq), []
-            return self.unsent
+        if self.unsent is None and self.pending:
+            pieces = []
+            while self.pending:
+                pieces.append(self.pending.popleft())
+            text = "".join(pieces)
+            self.last_seq += 1
+            self.unsent = (delta_event(self.start_id, self.last_seq, text), text)
+        return self.unsent[0] if self.unsent else None
 
-    def settle(self, outcome: str) -> None:
-        """Record what Redis said of the delta `take()` handed out."""
+    def settle(self, outcome: str) -> Event | None:
+        """Record what Redis said of the delta `take()` handed out; the delta if it was stored."""
         assert self.unsent is not None, "settle() follows take()"
-        text, _ = self.unsent
-        self.unsent = None
+        (event, text), self.unsent = self.unsent, None
         if outcome == APPENDED:
             self.accepted.append(text)
-        elif outcome == SEALED:
+            return event
+        if outcome == SEALED:
             self.sealed = True
         else:
             self.failure = LogLost(outcome)
             self.drained.set()  # nothing more will be written
+        return None
 
     @property
     def idle(self) -> bool:
@@ -79,21 +100,34 @@ class ProducerState:
 
 
 class Pump:
-    """Writes every local producer's deltas: one pipeline per flush, heartbeats on a timer.
+    """Writes every local producer's deltas: one pipeline per round, heartbeats on a timer.
+
+    With `flush_ms` 0 (the default) a round starts as soon as text is waiting and the previous
+    round has returned; a positive `flush_ms` spaces rounds that far apart instead (fewer, larger
+    writes), `flush_chars` of waiting text starting one early.
 
     A Redis outage shorter than the producer timeout is ridden out (unconfirmed deltas are sent
-    again, and sequence numbers make that safe); a longer one fails the producers.
+    again, and their ids make that safe); a longer one fails the producers.
     """
 
     def __init__(
-        self, backend: StreamBackend, *, flush_ms: int, flush_chars: int, heartbeat_ms: int, timeout_ms: int
+        self,
+        backend: StreamBackend,
+        *,
+        flush_ms: int,
+        flush_chars: int,
+        heartbeat_ms: int,
+        timeout_ms: int,
+        fanout: Fanout | None = None,
     ) -> None:
         self.backend = backend
+        self.fanout = fanout
         self.flush_seconds = flush_ms / 1000
         self.flush_chars = flush_chars
         self.heartbeat_seconds = heartbeat_ms / 1000
         self.timeout_ms = timeout_ms
         self.producers: dict[StreamRef, ProducerState] = {}
+        self.ready: deque[ProducerState] = deque()  # producers with text waiting (or finishing)
         self.lock = threading.Lock()
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
@@ -120,67 +154,103 @@ class Pump:
             state.cancelled = True
         self.wakeup.set()
 
-    def register(self, ref: StreamRef) -> ProducerState:
-        state = ProducerState(ref)
+    def register(self, ref: StreamRef, start_id: str) -> ProducerState:
+        """A reply whose log starts at `start_id` is produced here from now on."""
+        state = ProducerState(ref, start_id)
         with self.lock:
             self.producers[ref] = state
-        self.wakeup.set()
+        if self.fanout is not None:
+            self.fanout.produced_here(ref, start_id)
+        self.wakeup.set()  # its heartbeat is due: a model may take a while to say anything
         return state
 
     def unregister(self, state: ProducerState) -> None:
         with self.lock:
             self.producers.pop(state.ref, None)
+        if self.fanout is not None:
+            self.fanout.produced_elsewhere(state.ref)
 
     def push(self, state: ProducerState, text: str) -> None:
-        if state.push(text) >= self.flush_chars:
+        state.push(text)
+        self.ready.append(state)
+        if not self.flush_seconds or sum(map(len, state.pending)) >= self.flush_chars:
             self.wakeup.set()
 
     def drain(self, state: ProducerState, timeout: float = 30.0) -> None:
-        """Wait until everything `state` produced has been written (or refused)."""
+        """Wait until everything `state` produced has been written (or refused). Whatever is
+        added to its log after this (its terminal event) readers here read from Redis."""
         state.finishing = True
+        self.ready.append(state)
         self.wakeup.set()
         state.drained.wait(timeout)
+        if self.fanout is not None:
+            self.fanout.produced_elsewhere(state.ref)
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            if not self.producers:
-                self.wakeup.wait()
-            else:
-                self.wakeup.wait(self.flush_seconds)
+            self.wakeup.wait(self.next_wait())
             self.wakeup.clear()
-            with self.lock:
-                states = [state for state in self.producers.values() if state.failure is None]
+            ready = self.take_ready()
             try:
-                self.flush(states)
-                if time.monotonic() >= self.next_heartbeat and states:
-                    self.next_heartbeat = time.monotonic() + self.heartbeat_seconds
-                    cancels = self.backend.heartbeat([s.ref for s in states], self.timeout_ms)
-                    for state, cancel in zip(states, cancels, strict=True):
-                        state.cancelled = state.cancelled or cancel
+                self.flush(ready)
+                if time.monotonic() >= self.next_heartbeat:
+                    self.beat()
                 self.failing_since = None
             except redis.RedisError as exc:
-                self.outage(states, exc)
+                self.ready.extend(ready)  # their deltas are unconfirmed: sent again, same ids
+                self.outage(exc)
             except Exception:  # a bug here must not silently stop every reply of the process
                 log.exception("pump: unexpected failure")
 
-    def outage(self, states: list[ProducerState], exc: redis.RedisError) -> None:
+    def take_ready(self) -> list[ProducerState]:
+        """The producers with something to write (or finishing), each once, oldest first."""
+        ready: dict[ProducerState, None] = {}
+        while self.ready:
+            ready[self.ready.popleft()] = None
+        return [state for state in ready if state.failure is None]
+
+    def beat(self) -> None:
+        """Refresh every local producer's heartbeat; note which were asked to stop."""
+        self.next_heartbeat = time.monotonic() + self.heartbeat_seconds
+        with self.lock:
+            states = [state for state in self.producers.values() if state.failure is None]
+        if states:
+            cancels = self.backend.heartbeat([s.ref for s in states], self.timeout_ms)
+            for state, cancel in zip(states, cancels, strict=True):
+                state.cancelled = state.cancelled or cancel
+
+    def next_wait(self) -> float | None:
+        """How long to sleep unless woken: the coalescing window, else until the next heartbeat."""
+        if not self.producers:
+            return None
+        if self.flush_seconds:
+            return self.flush_seconds
+        return max(0.0, self.next_heartbeat - time.monotonic())
+
+    def outage(self, exc: redis.RedisError) -> None:
         now = time.monotonic()
         self.failing_since = self.failing_since or now
         if now - self.failing_since < self.timeout_ms / 1000:
             log.warning("pump: Redis failed (%s); retrying", exc)
             self.stopping.wait(0.1)
+            self.wakeup.set()
             return
+        with self.lock:
+            states = [state for state in self.producers.values() if state.failure is None]
         log.warning("pump: Redis unavailable for %.1fs; failing %d replies", now - self.failing_since, len(states))
         for state in states:
             state.failure = exc
             state.drained.set()
 
     def flush(self, states: list[ProducerState]) -> None:
+        """Write the waiting text of `states` in one round trip; release those done finishing."""
         batch = [(state, delta) for state in states if (delta := state.take())]
         if batch:
-            outcomes = self.backend.append_deltas([(state.ref, text, seq) for state, (text, seq) in batch])
+            outcomes = self.backend.append_deltas([(state.ref, delta) for state, delta in batch])
             for (state, _), outcome in zip(batch, outcomes, strict=True):
-                state.settle(outcome)
+                written = state.settle(outcome)
+                if written is not None and self.fanout is not None:
+                    self.fanout.deliver(state.ref, [written])
         for state in states:
             if state.finishing and (state.idle or state.should_stop):
                 state.drained.set()

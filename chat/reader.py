@@ -3,6 +3,11 @@
 Every response that streams a live reply (the POST included) holds a Subscription; the process's
 one StreamHub reads all followed logs in a single XREAD BLOCK and hands each new batch to the
 subscriptions' queues. It also notices producers that stopped heart-beating.
+
+A log whose producer runs in this process is not read at all while it writes: the pump hands
+each delta over as soon as Redis has stored it (`deliver`). Once the producer stops writing
+(`produced_elsewhere`), the log joins the XREAD from the last delta handed over, which brings its
+terminal event, whoever writes it.
 """
 
 from __future__ import annotations
@@ -72,7 +77,11 @@ class Subscription:
         except redis.RedisError:
             yield self.failure_event()
         finally:
-            self.hub.unsubscribe(self)
+            self.close()
+
+    def close(self) -> None:
+        """Stop following (the client left); safe to call more than once."""
+        self.hub.unsubscribe(self)
 
     def failure_event(self) -> Event:
         # Carries the last id delivered, so resuming from it continues exactly where this stopped.
@@ -104,7 +113,8 @@ class StreamHub:
         self.failing_since: float | None = None
         self.on_dead = on_dead
         self.followers: dict[StreamRef, set[Subscription]] = {}
-        self.cursors: dict[StreamRef, str] = {}
+        self.cursors: dict[StreamRef, str] = {}  # logs read by the XREAD, from these ids
+        self.local: dict[StreamRef, str] = {}  # logs the pump feeds: the last id it handed over
         self.lock = threading.Lock()
         self.has_work = threading.Event()
         self.wake_key = store.wake_key(uuid.uuid4().hex)
@@ -124,17 +134,55 @@ class StreamHub:
     def subscribe(self, ref: StreamRef, after: str) -> Subscription:
         with self.lock:
             followed = ref in self.followers
-            hub_cursor = self.cursors.get(ref, after)
-            behind = followed and entry_cursor(after) < entry_cursor(hub_cursor)
+            local_cursor = self.local.get(ref)
+            if local_cursor is not None:
+                behind = entry_cursor(after) < entry_cursor(local_cursor)
+            else:
+                behind = followed and entry_cursor(after) < entry_cursor(self.cursors.get(ref, after))
             subscription = Subscription(self, ref, after, catch_up=behind)
             if not followed:
                 self.followers[ref] = set()
-                self.cursors[ref] = after
+                if local_cursor is None:
+                    self.cursors[ref] = after
             self.followers[ref].add(subscription)
-        if not followed:
-            self.has_work.set()
-            self.store.wake(self.wake_key)
+        if not followed and local_cursor is None:
+            self.wake()
         return subscription
+
+    def wake(self) -> None:
+        """Interrupt the blocking XREAD so that it reads the newly followed logs too.
+
+        Best effort: without it the next XREAD (within READER_BLOCK_MS) reads them anyway, and a
+        Redis outage is the reader loop's to handle, never a producer's or a request's.
+        """
+        self.has_work.set()
+        try:
+            self.store.wake(self.wake_key)
+        except redis.RedisError as exc:
+            log.info("reader: could not wake the XREAD (%s); it reads the new logs on its next turn", exc)
+
+    # -- the pump's side (chat/pump.py Fanout) --------------------------------------------------
+    def produced_here(self, ref: StreamRef, start_id: str) -> None:
+        with self.lock:
+            self.local[ref] = start_id
+
+    def deliver(self, ref: StreamRef, events: list[Event]) -> None:
+        """Hand entries this process just wrote to the log's followers, in the order written."""
+        with self.lock:
+            if ref not in self.local:
+                return
+            self.local[ref] = events[-1].id
+            for subscription in self.followers.get(ref, ()):
+                subscription.queue.put(events)
+
+    def produced_elsewhere(self, ref: StreamRef) -> None:
+        """The pump writes no more to `ref`: its followers go on through the XREAD."""
+        with self.lock:
+            last = self.local.pop(ref, None)
+            if last is None or ref not in self.followers:
+                return
+            self.cursors[ref] = last
+        self.wake()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self.lock:
@@ -166,7 +214,7 @@ class StreamHub:
     def step(self) -> None:
         with self.lock:
             cursors = dict(self.cursors)
-        if not cursors:
+        if not cursors:  # nothing followed, or only logs the pump feeds
             self.has_work.wait(self.liveness_seconds)
             self.has_work.clear()
             return
@@ -200,7 +248,7 @@ class StreamHub:
     def check_liveness(self) -> None:
         """Hand streams whose producer stopped heart-beating (without finishing) to `on_dead`."""
         with self.lock:
-            refs = [ref for ref in self.followers if ref not in self.reaping]
+            refs = [ref for ref in self.followers if ref not in self.reaping and ref not in self.local]
         if not refs:
             return
         for ref, alive in zip(refs, self.store.alive(refs), strict=True):

@@ -8,10 +8,11 @@ process (chat/runtime.py).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import redis
 from flask import Flask, current_app
@@ -106,10 +107,7 @@ class Replies:
             raise ReplyError(409, CHAT_BUSY)
         try:
             self.store_turn(chat, identity.id, agent, text, reply, prompt_estimate)
-            backend.create(
-                reply.ref, {"chatId": str(chat_id), "streamId": reply.stream_id, "messageId": str(reply.message_id)}
-            )
-            backend.append_stream_id(str(chat_id), reply.stream_id)
+            reply = dataclasses.replace(reply, start_id=backend.create(reply.ref, reply.start_data))
         except IntegrityError:
             db.session.rollback()
             backend.release_live(reply.ref)
@@ -188,6 +186,17 @@ class Replies:
             raise ReplyError(503, STORE_DOWN) from None
 
     # -- reading ------------------------------------------------------------------------------
+    def follow_started(self, reply: ReplyHandle) -> Iterator[Event | None]:
+        """The reply this request just started: its start event at once, then the log after it."""
+        rest = self.runtime.follower.subscribe(reply.ref, reply.start_id)
+        try:
+            yield reply.start_event
+            yield from rest
+        finally:
+            close = getattr(rest, "close", None)
+            if close:  # the client left: end the subscription now
+                close()
+
     def follow(self, ref: StreamRef, after: str | None) -> Iterable[Event | None]:
         """The log from the event after `after`; None items mean "nothing new for a while"."""
         runtime = self.runtime

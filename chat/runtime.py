@@ -64,6 +64,7 @@ class Runtime:
             flush_chars=config["STREAM_FLUSH_CHARS"],
             heartbeat_ms=config["HEARTBEAT_INTERVAL_MS"],
             timeout_ms=config["PRODUCER_TIMEOUT_MS"],
+            fanout=self.hub,
         )
         self.stopping = threading.Event()
         self.reaper: threading.Thread | None = None

@@ -12,7 +12,12 @@ Keys of chat C and stream S:
   chat:{C}:stream:S:state  absent while open, "sealed" once no more deltas may be added,
                            "done" once the terminal event is written
   chat:{C}:stream:S:cancel set by a stop request, seen by the producer's heartbeat
-  chat:{C}:stream:S:seq    the producer's last appended sequence number (retries are idempotent)
+
+Entry ids: the `start` entry is `T-0` (the first entry of a new stream); the producer writes its
+n-th delta with the explicit id `T-n`, one plain XADD each. Explicit ids make a retried write
+idempotent (Redis refuses an id that is not above the top one) and let sealing be atomic without
+a script per delta: `seal` raises the stream's top id to `T-2^63-1`, so every later delta id is
+refused, while the terminal event (`*`, a later millisecond) still goes in.
 
 Longer than most modules on purpose: it is the one place that owns the Redis stream protocol
 (keys, scripts, commands, TTLs), so a change to the protocol is read and reviewed in one file.
@@ -21,6 +26,7 @@ Longer than most modules on purpose: it is the one place that owns the Redis str
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -63,19 +69,17 @@ def entry_cursor(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-# Append a delta once. Refused when the stream is sealed (its outcome is being or has been
-# recorded) or its log is gone (Redis lost its data: a partial log must not be started). Each
-# delta carries its producer's sequence number, so a write retried after a failed round trip that
-# did reach Redis is not added twice.
-APPEND = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'sealed' end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'lost' end
-if tonumber(ARGV[3]) <= tonumber(redis.call('GET', KEYS[3]) or '0') then return 'ok' end
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', 'delta', 'd', ARGV[2])
-return 'ok'
+# Refuse further deltas: mark the log sealed and raise its top id above every id its producer can
+# still write (`T-n`, T being the millisecond of the log's first entries). A log whose top entry
+# is already the terminal event is raised the same way, harmlessly.
+SEAL = """
+redis.call('SET', KEYS[2], 'sealed', 'NX', 'EX', ARGV[1])
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if top then redis.call('XSETID', KEYS[1], string.match(top[1], '^%d+') .. '-' .. ARGV[2]) end
 """
+SEALED_SEQ = "9223372036854775807"  # 2^63 - 1: above any delta number, below the id space's end
 APPENDED, SEALED, LOST = "ok", "sealed", "lost"
+REFUSED_ID = "equal or smaller than the target stream top item"
 
 # Write the terminal event exactly once, start the retention clock and free the chat.
 END_LOG = """
@@ -84,7 +88,7 @@ local ttl = tonumber(ARGV[4])
 redis.call('SET', KEYS[2], 'done', 'EX', ttl)
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 'd', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
 return id
 """
@@ -118,8 +122,11 @@ class StreamBackend(Protocol):
     def alive(self, refs: Sequence[StreamRef]) -> list[bool]: ...
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]: ...
     def request_cancel(self, ref: StreamRef) -> None: ...
-    def create(self, ref: StreamRef, start_data: dict) -> str: ...
-    def append_deltas(self, batch: Sequence[tuple[StreamRef, str, int]]) -> list[str]: ...
+    def create(self, ref: StreamRef, start_data: dict) -> str:
+        """Start the log (and list it as the chat's newest stream); the start event's id."""
+        ...
+
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]: ...
     def seal(self, ref: StreamRef) -> None: ...
     def end_log(self, ref: StreamRef, event: str, data: dict) -> bool: ...
     def log_ended(self, ref: StreamRef) -> bool: ...
@@ -164,11 +171,13 @@ class RedisStreams:
         self.raw = redis.Redis(connection_pool=client.connection_pool)
         for command in ("XRANGE", "XREAD"):
             self.raw.set_response_callback(command, lambda response, **_options: response)
+        self._writer: redis.connection.ConnectionInterface | None = None  # the pump's (see _write)
+        self._writer_lock = threading.Lock()
         self.maxlen = maxlen
         self.ttl_seconds = ttl_seconds
         self.live_log_ttl_seconds = max_reply_seconds + ttl_seconds
         self.chat_streams_ttl_seconds = chat_streams_ttl_seconds
-        self._append = client.register_script(APPEND)
+        self._seal = client.register_script(SEAL)
         self._end_log = client.register_script(END_LOG)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._release = client.register_script(RELEASE)
@@ -176,12 +185,15 @@ class RedisStreams:
     # -- the chat's list of streams (the seed's chat-store facade) -------------------------
     def append_stream_id(self, chat_id: str, stream_id: str) -> None:
         """LPUSH + LTRIM: keep the newest five stream ids, newest first."""
-        key = chat_key(chat_id, "streams")
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, stream_id)
-            pipe.ltrim(key, 0, RECENT_STREAMS_KEPT - 1)
-            pipe.expire(key, self.chat_streams_ttl_seconds)
+            self._queue_stream_id(pipe, chat_id, stream_id)
             pipe.execute()
+
+    def _queue_stream_id(self, pipe: redis.client.Pipeline, chat_id: str, stream_id: str) -> None:
+        key = chat_key(chat_id, "streams")
+        pipe.lpush(key, stream_id)
+        pipe.ltrim(key, 0, RECENT_STREAMS_KEPT - 1)
+        pipe.expire(key, self.chat_streams_ttl_seconds)
 
     def load_streams(self, chat_id: str) -> list[str]:
         return cast(list[str], self.client.lrange(chat_key(chat_id, "streams"), 0, -1))
@@ -214,25 +226,61 @@ class RedisStreams:
 
     # -- the log --------------------------------------------------------------------------------
     def create(self, ref: StreamRef, start_data: dict) -> str:
+        """Start the log with its `start` event and make it the chat's newest stream, in one
+        transaction; returns the start event's id."""
         with self.client.pipeline(transaction=True) as pipe:
             pipe.xadd(log_key(ref), {"e": "start", "d": json.dumps(start_data)})
             pipe.expire(log_key(ref), self.live_log_ttl_seconds)
-            entry_id, _ = pipe.execute()
-        return entry_id
+            self._queue_stream_id(pipe, ref.chat_id, ref.stream_id)
+            return pipe.execute()[0]
 
-    def append_deltas(self, batch: Sequence[tuple[StreamRef, str, int]]) -> list[str]:
-        """Append one delta per (stream, text, sequence number) in a single pipeline.
+    def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]:
+        """Append each (stream, delta event) with the event's own id, one XADD each, in a single
+        pipeline. Returns APPENDED (written now or by an earlier try), SEALED or LOST for each.
 
-        Returns APPENDED (written now or before), SEALED or LOST for each.
+        A refused id means the log was sealed, or that an earlier try of this very write landed
+        (its round trip failed after Redis ran it): only then, one XRANGE tells which.
         """
-        calls = [
-            (
-                [log_key(ref), self._state_key(ref, "state"), self._state_key(ref, "seq")],
-                [self.maxlen, json.dumps({"text": text}), seq, self.live_log_ttl_seconds],
-            )
-            for ref, text, seq in batch
-        ]
-        return self._pipelined(self._append, calls)
+        add = ("NOMKSTREAM", "MAXLEN", "~", self.maxlen)
+        replies = self._write(
+            [("XADD", log_key(ref), *add, event.id, "e", "delta", "d", event.data) for ref, event in batch]
+        )
+        outcomes, refused = [], []
+        for i, reply in enumerate(replies):
+            if isinstance(reply, redis.ResponseError) and REFUSED_ID in str(reply):
+                refused.append(i)
+                outcomes.append(SEALED)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                outcomes.append(LOST if reply is None else APPENDED)
+        if refused:
+            found = self._write([("XRANGE", log_key(batch[i][0]), batch[i][1].id, batch[i][1].id) for i in refused])
+            for i, entries in zip(refused, found, strict=True):
+                outcomes[i] = APPENDED if entries else SEALED
+        return outcomes
+
+    def _write(self, commands: list[tuple]) -> list:
+        """Send `commands` in one write on the writer's own connection; every reply, errors as
+        values. The pump's hot path: no pool checkout, health poll or retry wrapper per round
+        (redis-py's pipeline costs more than the XADDs it sends); a failure drops the
+        connection, and the pump sends the same deltas again."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self.client.connection_pool.make_connection()
+            connection = self._writer
+            try:
+                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                replies: list = []
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except redis.ResponseError as error:
+                        replies.append(error)
+                return replies
+            except BaseException:
+                connection.disconnect()  # a reply may be left unread: never reuse it half-read
+                raise
 
     def _pipelined(self, script: Script, calls: list[tuple[list, list]]) -> list:
         """Run `script` once per (keys, args) in one pipeline of EVALSHAs.
@@ -255,7 +303,7 @@ class RedisStreams:
 
     def seal(self, ref: StreamRef) -> None:
         """Refuse further deltas, so the text read next is the reply's final text."""
-        self.client.set(self._state_key(ref, "state"), "sealed", nx=True, ex=self.live_log_ttl_seconds)
+        self._seal(keys=[log_key(ref), self._state_key(ref, "state")], args=[self.live_log_ttl_seconds, SEALED_SEQ])
 
     def end_log(self, ref: StreamRef, event: str, data: dict) -> bool:
         """Append the terminal event unless one exists; True when this call wrote it."""
@@ -265,7 +313,6 @@ class RedisStreams:
                 self._state_key(ref, "state"),
                 chat_key(ref.chat_id, "live"),
                 self._state_key(ref, "cancel"),
-                self._state_key(ref, "seq"),
             ],
             args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id],
         )
@@ -335,6 +382,12 @@ def to_event(entry_id: str, fields: list[str]) -> Event:
         return Event(entry_id, fields[1], fields[3])
     named = dict(zip(fields[::2], fields[1::2], strict=True))
     return Event(entry_id, named["e"], named["d"])
+
+
+def delta_event(start_id: str, seq: int, text: str) -> Event:
+    """The producer's `seq`-th delta (1, 2, …): its id follows the log's `start` entry's id."""
+    ms, first = entry_cursor(start_id)
+    return Event(f"{ms}-{first + seq}", "delta", json.dumps({"text": text}))
 
 
 def joined_text(events: Iterable[Event]) -> str:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import threading
 
 from chat.local_streams import LocalStreams
-from chat.streams import APPENDED, SEALED, StreamRef
+from chat.streams import APPENDED, SEALED, StreamRef, delta_event
 
 REF = StreamRef("chat", "stream")
 
 
 def test_a_follower_gets_the_events_after_its_cursor_and_stops_at_the_terminal_one():
     logs = LocalStreams(keepalive_seconds=1)
-    logs.create(REF, {"chatId": "chat"})
-    assert logs.append_deltas([(REF, "a", 1), (REF, "b", 2)]) == [APPENDED, APPENDED]
+    start = logs.create(REF, {"chatId": "chat"})
+    assert logs.append_deltas([(REF, delta_event(start, 1, "a")), (REF, delta_event(start, 2, "b"))]) == [
+        APPENDED,
+        APPENDED,
+    ]
     start, first, _second = logs.read(REF)
     follower = iter(logs.subscribe(REF, first.id))
     assert next(follower).payload() == {"text": "b"}
@@ -24,21 +27,21 @@ def test_a_follower_gets_the_events_after_its_cursor_and_stops_at_the_terminal_o
 
 def test_a_follower_waiting_for_the_producer_sees_new_deltas_and_keepalives():
     logs = LocalStreams(keepalive_seconds=0.01)
-    logs.create(REF, {})
+    start = logs.create(REF, {})
     follower = iter(logs.subscribe(REF, "0-0"))
     assert next(follower).type == "start"
     assert next(follower) is None  # nothing new for a while: a keepalive is due
-    threading.Timer(0.02, lambda: logs.append_deltas([(REF, "late", 1)])).start()
+    threading.Timer(0.02, lambda: logs.append_deltas([(REF, delta_event(start, 1, "late"))])).start()
     received = next(event for event in follower if event is not None)
     assert received.payload() == {"text": "late"}
 
 
 def test_a_sealed_log_refuses_deltas_and_ends_once():
     logs = LocalStreams(keepalive_seconds=1)
-    logs.create(REF, {})
+    start = logs.create(REF, {})
     logs.claim_live(REF, 1000)
     logs.seal(REF)
-    assert logs.append_deltas([(REF, "too late", 1)]) == [SEALED]
+    assert logs.append_deltas([(REF, delta_event(start, 1, "too late"))]) == [SEALED]
     assert logs.end_log(REF, "finish", {}) is True
     assert logs.end_log(REF, "finish", {}) is False
     assert logs.log_ended(REF) and not logs.alive([REF])[0]

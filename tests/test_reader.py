@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chat.reader import StreamHub
-from chat.streams import RedisStreams, StreamRef
+from chat.streams import RedisStreams, StreamRef, delta_event
 
 REF = StreamRef("c", "s")
 
@@ -16,10 +16,10 @@ def hub_over(streams: RedisStreams) -> StreamHub:
 
 def test_a_batch_goes_to_every_follower_and_moves_the_streams_cursor(store):
     streams = store()
-    streams.create(REF, {})
+    first = streams.create(REF, {})
     hub = hub_over(streams)
     one, two = hub.subscribe(REF, "0-0"), hub.subscribe(REF, "0-0")
-    streams.append_deltas([(REF, "a", 1)])
+    streams.append_deltas([(REF, delta_event(first, 1, "a"))])
     hub.step()
     for subscription in (one, two):
         assert [e.type for e in subscription.queue.get_nowait()] == ["start", "delta"]

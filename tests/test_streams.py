@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from chat.streams import APPENDED, LOST, SEALED, RedisStreams, StreamRef, chat_key, log_key
+from chat.streams import APPENDED, LOST, SEALED, RedisStreams, StreamRef, chat_key, delta_event, log_key
 
 
 def test_append_stream_id_keeps_the_newest_five_newest_first(store):
@@ -32,8 +32,10 @@ def test_every_key_of_a_chat_shares_one_cluster_hash_slot():
 def test_read_after_a_cursor_returns_only_later_entries(store):
     streams = store()
     ref = StreamRef("c", "s")
-    streams.create(ref, {"chatId": "c"})
-    streams.append_deltas([(ref, "a", 1), (ref, "b", 2), (ref, "c", 3)])
+    first = streams.create(ref, {"chatId": "c"})
+    streams.append_deltas(
+        [(ref, delta_event(first, 1, "a")), (ref, delta_event(first, 2, "b")), (ref, delta_event(first, 3, "c"))]
+    )
     events = streams.read(ref)
     assert [e.type for e in events] == ["start", "delta", "delta", "delta"]
     assert [e.payload()["text"] for e in streams.read(ref, events[1].id)] == ["b", "c"]
@@ -43,11 +45,11 @@ def test_read_after_a_cursor_returns_only_later_entries(store):
 def test_sealed_stream_refuses_deltas_and_terminates_once(store):
     streams = store()
     ref = StreamRef("c", "s")
-    streams.create(ref, {})
+    first = streams.create(ref, {})
     assert streams.claim_live(ref, 5000)
-    assert streams.append_deltas([(ref, "kept", 1)]) == [APPENDED]
+    assert streams.append_deltas([(ref, delta_event(first, 1, "kept"))]) == [APPENDED]
     streams.seal(ref)
-    assert streams.append_deltas([(ref, "refused", 2)]) == [SEALED]
+    assert streams.append_deltas([(ref, delta_event(first, 2, "refused"))]) == [SEALED]
     assert streams.end_log(ref, "finish", {"finishReason": "stop"})
     assert not streams.end_log(ref, "finish", {"finishReason": "interrupted"})
     events = streams.read(ref)
@@ -78,9 +80,9 @@ def test_claim_live_is_exclusive_and_expires_without_heartbeat(store):
 def test_logs_are_capped_by_maxlen(store):
     streams = store(maxlen=100)
     ref = StreamRef("c", "s")
-    streams.create(ref, {})
+    first = streams.create(ref, {})
     for round_ in range(10):
-        streams.append_deltas([(ref, "x", round_ * 100 + n) for n in range(1, 101)])
+        streams.append_deltas([(ref, delta_event(first, round_ * 100 + n, "x")) for n in range(1, 101)])
     assert streams.client.xlen(log_key(ref)) < 300, "approximate MAXLEN trimming keeps the log bounded"
 
 
@@ -103,30 +105,37 @@ def test_a_retried_append_is_written_once(store):
     """A pipeline whose reply was lost may have reached Redis: sending it again adds nothing."""
     streams = store()
     ref = StreamRef("c", "s")
-    streams.create(ref, {})
-    assert streams.append_deltas([(ref, "one ", 1), (ref, "two ", 2)]) == [APPENDED, APPENDED]
-    assert streams.append_deltas([(ref, "two ", 2), (ref, "three", 3)]) == [APPENDED, APPENDED]
+    first = streams.create(ref, {})
+    assert streams.append_deltas([(ref, delta_event(first, 1, "one ")), (ref, delta_event(first, 2, "two "))]) == [
+        APPENDED,
+        APPENDED,
+    ]
+    assert streams.append_deltas([(ref, delta_event(first, 2, "two ")), (ref, delta_event(first, 3, "three"))]) == [
+        APPENDED,
+        APPENDED,
+    ]
     assert streams.read_text(ref) == "one two three"
 
 
 def test_appending_to_a_log_redis_has_lost_is_refused(store):
     streams = store()
     ref = StreamRef("c", "s")
-    assert streams.append_deltas([(ref, "orphan", 1)]) == [LOST]
+    assert streams.append_deltas([(ref, delta_event("1-0", 1, "orphan"))]) == [LOST]
     assert not streams.exists(ref), "no partial log is started"
 
 
 def test_terminating_leaves_only_keys_that_expire_with_the_retention(store):
     streams = store(ttl_seconds=30)
     ref = StreamRef("c", "s")
-    streams.create(ref, {})
+    first = streams.create(ref, {})
     streams.claim_live(ref, 5000)
-    streams.append_deltas([(ref, "x", 1)])
+    streams.append_deltas([(ref, delta_event(first, 1, "x"))])
     streams.request_cancel(ref)
     streams.end_log(ref, "finish", {"finishReason": "cancelled"})
-    keys = list(streams.client.scan_iter("chat:{c}:*"))
-    assert sorted(keys) == [log_key(ref), RedisStreams._state_key(ref, "state")]
-    assert all(0 < streams.client.ttl(key) <= 30 for key in keys)
+    keys = sorted(streams.client.scan_iter("chat:{c}:*"))
+    assert keys == [log_key(ref), RedisStreams._state_key(ref, "state"), chat_key("c", "streams")]
+    assert all(0 < streams.client.ttl(key) <= 30 for key in keys[:2])
+    assert 0 < streams.client.ttl(keys[2]), "the chat's list of streams expires too (after a day)"
 
 
 def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(store):
@@ -136,16 +145,16 @@ def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(store):
 
     streams = store()
     ref = StreamRef("c", "s")
-    streams.create(ref, {})
-    streams.append_deltas([(ref, "a", 1), (ref, "b", 2)])
+    first = streams.create(ref, {})
+    streams.append_deltas([(ref, delta_event(first, 1, "a")), (ref, delta_event(first, 2, "b"))])
     start, a, _b = streams.read(ref)
     hub = StreamHub(
         streams, block_ms=10, keepalive_seconds=1, liveness_seconds=60, outage_seconds=5, on_dead=lambda ref: None
     )  # not started: the test drives the reader by hand
-    first = hub.subscribe(ref, a.id)
+    earlier = hub.subscribe(ref, a.id)
     in_flight = dict(hub.cursors)
     stale, _ = streams.read_many(in_flight, 10)
-    hub.unsubscribe(first)
+    hub.unsubscribe(earlier)
     second = hub.subscribe(ref, start.id)
     hub.dispatch(in_flight, stale)
     streams.end_log(ref, "finish", {"finishReason": "stop"})
@@ -162,8 +171,8 @@ def test_reads_parse_both_redis_protocols(redis_url, protocol):
     try:
         streams = RedisStreams(client, maxlen=100, ttl_seconds=60, max_reply_seconds=60, chat_streams_ttl_seconds=60)
         ref = StreamRef("p", f"resp{protocol}")
-        streams.create(ref, {"chatId": "p"})
-        streams.append_deltas([(ref, "multi\nline", 1)])
+        first = streams.create(ref, {"chatId": "p"})
+        streams.append_deltas([(ref, delta_event(first, 1, "multi\nline"))])
         start, delta = streams.read(ref)
         events, _ = streams.read_many({ref: start.id}, 10)
         assert [e.payload() for e in events[ref]] == [{"text": "multi\nline"}] and events[ref][0].id == delta.id
@@ -172,15 +181,39 @@ def test_reads_parse_both_redis_protocols(redis_url, protocol):
         client.close()
 
 
-def test_appends_and_heartbeats_survive_redis_forgetting_its_scripts(store):
-    """After SCRIPT FLUSH (or a restart) the pipelined scripts are loaded again, written once."""
+def test_seals_and_heartbeats_survive_redis_forgetting_its_scripts(store):
+    """After SCRIPT FLUSH (or a restart) the pipelined scripts are loaded again."""
     streams = store()
     ref = StreamRef("f", "s")
-    streams.create(ref, {})
+    first = streams.create(ref, {})
     streams.claim_live(ref, 5000)
-    assert streams.append_deltas([(ref, "a", 1)]) == [APPENDED]
-    streams.client.script_flush()
-    assert streams.append_deltas([(ref, "b", 2), (ref, "b", 2)]) == [APPENDED, APPENDED]
+    assert streams.append_deltas([(ref, delta_event(first, 1, "a"))]) == [APPENDED]
     streams.client.script_flush()
     assert streams.heartbeat([ref], 5000) == [False]
-    assert streams.read_text(ref) == "ab"
+    streams.client.script_flush()
+    streams.seal(ref)
+    assert streams.append_deltas([(ref, delta_event(first, 2, "b"))]) == [SEALED]
+    assert streams.read_text(ref) == "a"
+
+
+def test_a_sealed_log_tells_a_retried_delta_that_landed_from_one_that_did_not(store):
+    """A write retried after its round trip failed is refused by its id either way; the log says
+    whether the first try landed (keep it) or the seal came first (the producer must stop)."""
+    streams = store()
+    ref = StreamRef("c", "s")
+    first = streams.create(ref, {})
+    streams.append_deltas([(ref, delta_event(first, 1, "landed "))])
+    streams.seal(ref)
+    retried, new = delta_event(first, 1, "landed "), delta_event(first, 2, "too late")
+    assert streams.append_deltas([(ref, retried), (ref, new)]) == [APPENDED, SEALED]
+    assert streams.end_log(ref, "finish", {"finishReason": "cancelled"}), "the terminal event still goes in"
+    assert [e.type for e in streams.read(ref)] == ["start", "delta", "finish"]
+    assert streams.read_text(ref) == "landed "
+
+
+def test_delta_ids_follow_the_start_event_and_increase():
+    assert [delta_event("1700000000000-0", n, "x").id for n in (1, 2, 10)] == [
+        "1700000000000-1",
+        "1700000000000-2",
+        "1700000000000-10",
+    ]

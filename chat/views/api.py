@@ -87,7 +87,7 @@ def post_chat():
         raise ReplyError(404, f"Unknown agent {body.get('agent')!r}.")
     text = parse_message(body.get("message"))
     handle = replies().start(current_identity_id(), chat_id, agent, text)
-    return sse_response(replies().follow(handle.ref, None))
+    return sse_response(replies().follow_started(handle))
 
 
 @bp.get("/chat")
