@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 
 from flask import current_app, g, session
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import inspect
 
 from .extensions import db
-from .models import MICROS_PER_CREDIT, Identity
+from .models import MICROS_PER_CREDIT, Identity, insert_or_ignore, utcnow
 
 SESSION_KEY = "identity"
 
@@ -48,16 +48,25 @@ def current_identity() -> Identity | None:
     return g.identity
 
 
-def ensure_identity(identity_id: uuid.UUID) -> Identity:
-    """The identity's row, created with the guest credit grant on first use."""
+def identity_or_guest(identity_id: uuid.UUID) -> Identity:
+    """The identity's row, or a new guest (with the credit grant) not stored yet: the caller adds
+    it with `store_guest` in the transaction of its first message.
+
+    Writing nothing here matters on SQLite under gevent: a write transaction held open across
+    the Redis round trips that follow would stall every other request of the worker.
+    """
     identity = db.session.get(Identity, identity_id)
-    if identity is not None:
-        return identity
-    grant = current_app.config["GUEST_CREDIT_GRANT"] * MICROS_PER_CREDIT
-    db.session.add(Identity(id=identity_id, balance_micros=grant))
-    try:
-        db.session.commit()
-    except IntegrityError:  # a concurrent request of the same guest created it first
-        db.session.rollback()
-    g.pop("identity", None)
-    return db.session.get_one(Identity, identity_id)
+    if identity is None:
+        grant = current_app.config["GUEST_CREDIT_GRANT"] * MICROS_PER_CREDIT
+        identity = Identity(id=identity_id, balance_micros=grant, created_at=utcnow())
+    return identity
+
+
+def store_guest(identity: Identity) -> None:
+    """Add a guest from `identity_or_guest` unless it is stored (or a concurrent request of the
+    same guest stored it first), in the caller's transaction."""
+    if inspect(identity).transient:
+        insert_or_ignore(
+            Identity, id=identity.id, balance_micros=identity.balance_micros, created_at=identity.created_at
+        )
+        g.pop("identity", None)

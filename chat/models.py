@@ -26,6 +26,8 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -314,6 +316,14 @@ def replace_app_secret(name: str, previous_name: str, value: str) -> None:
         if old:
             connection.execute(insert(AppSecret).values(name=previous_name, value=old))
         connection.execute(insert(AppSecret).values(name=name, value=value))
+
+
+def insert_or_ignore(model: type[Model], **values: object) -> None:
+    """INSERT a row unless one with its key exists (a concurrent request added it first), in the
+    caller's transaction: `INSERT … ON CONFLICT DO NOTHING` on SQLite and PostgreSQL alike."""
+    dialect = db.session.get_bind().dialect.name
+    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    db.session.execute(insert_into(model).values(**values).on_conflict_do_nothing())
 
 
 def insert_chat_stream(chat_id: uuid.UUID, stream_id: str) -> ChatStream:

@@ -21,10 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from .agents import Agent, estimate_tokens
 from .extensions import db
 from .finish import StoredReply, finish_reply, interrupt, record_outcome, stored_reply
-from .identity import ensure_identity
+from .identity import identity_or_guest, store_guest
 from .models import (
     Chat,
     FinishReason,
+    Identity,
     Message,
     MessageRole,
     MessageStatus,
@@ -88,7 +89,7 @@ class Replies:
             409 a reply is already live, 503 Redis unreachable. Nothing is stored then.
         """
         backend = self.runtime.backend
-        identity = ensure_identity(identity_id)
+        identity = identity_or_guest(identity_id)
         chat = db.session.get(Chat, chat_id)
         if chat is not None and chat.identity_id != identity.id:
             raise ReplyError(404, "No chat with that id.")
@@ -106,7 +107,7 @@ class Replies:
         if not claimed:
             raise ReplyError(409, CHAT_BUSY)
         try:
-            self.store_turn(chat, identity.id, agent, text, reply, prompt_estimate)
+            self.store_turn(chat, identity, agent, text, reply, prompt_estimate)
             reply = dataclasses.replace(reply, start_id=backend.create(reply.ref, reply.start_data))
         except IntegrityError:
             db.session.rollback()
@@ -127,21 +128,32 @@ class Replies:
     def store_turn(
         self,
         chat: Chat | None,
-        identity_id: uuid.UUID,
+        identity: Identity,
         agent: Agent,
         text: str,
         reply: ReplyHandle,
         prompt_estimate: int,
     ) -> None:
-        if chat is None:
-            chat = Chat(id=reply.chat_id, identity_id=identity_id, agent_slug=agent.slug, title=Chat.title_from(text))
-            db.session.add(chat)
-            db.session.flush()
-        else:
+        """One transaction, with no round trip to anything else between its first write and its
+        commit (on SQLite that would stall the worker, see chat/identity.py)."""
+        if chat is not None:
             self.interrupt_leftover(chat)
-        position = next_position(chat.id)
         now = utcnow()
-        chat.updated_at = now
+        store_guest(identity)
+        if chat is None:
+            chat = Chat(
+                id=reply.chat_id,
+                identity_id=identity.id,
+                agent_slug=agent.slug,
+                title=Chat.title_from(text),
+                created_at=now,
+                updated_at=now,
+            )
+            db.session.add(chat)
+            position = 1  # next_position() of a chat without messages
+        else:
+            position = next_position(chat.id)
+            chat.updated_at = now
         db.session.add(Message(chat_id=chat.id, position=position, role=MessageRole.USER, content=text, created_at=now))
         db.session.add(
             Message(

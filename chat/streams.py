@@ -29,8 +29,10 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as encode_json_string
 from typing import Protocol, cast
 
+import hiredis
 import redis
 from redis.commands.core import Script
 
@@ -270,7 +272,7 @@ class RedisStreams:
                 self._writer = self.client.connection_pool.make_connection()
             connection = self._writer
             try:
-                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))], check_health=False)
                 replies: list = []
                 for _ in commands:
                     try:
@@ -385,9 +387,12 @@ def to_event(entry_id: str, fields: list[str]) -> Event:
 
 
 def delta_event(start_id: str, seq: int, text: str) -> Event:
-    """The producer's `seq`-th delta (1, 2, …): its id follows the log's `start` entry's id."""
+    """The producer's `seq`-th delta (1, 2, …): its id follows the log's `start` entry's id.
+
+    Its data is exactly `json.dumps({"text": text})`, written by the C string encoder alone (a
+    tenth of the cost: this runs once per delta of every reply)."""
     ms, first = entry_cursor(start_id)
-    return Event(f"{ms}-{first + seq}", "delta", json.dumps({"text": text}))
+    return Event(f"{ms}-{first + seq}", "delta", '{"text": ' + encode_json_string(text) + "}")
 
 
 def joined_text(events: Iterable[Event]) -> str:

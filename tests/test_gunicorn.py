@@ -164,3 +164,36 @@ def test_replies_survive_across_workers_and_the_embedded_redis_is_shared(gunicor
         )
         texts.add(first.text + read_events(response).text)
     assert len(texts) == 1
+
+
+def test_a_burst_of_new_guests_on_one_worker_all_get_their_replies(database, redis_url, tmp_path):
+    """Forty first messages at once (each a new guest) on one gevent worker: every one streams
+    to its end. A request holding SQLite's write lock across a Redis round trip stalls every
+    other greenlet in SQLite's busy wait, then the worker is killed by its timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wipe(database)
+    server = Gunicorn(
+        {
+            "DATABASE_URL": database,
+            "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(tmp_path),
+            "SECRET_KEY": "burst-test",
+            "DEMO_MODEL_WORDS": "20",
+            "DEMO_MODEL_DELAY_MS": "5",
+        },
+        workers=1,
+    )
+
+    def first_message(_: int) -> str | None:
+        body = {"chatId": new_chat_id(), "agent": "helper", "message": "hello"}
+        with requests.post(f"{server.url}/api/chat", json=body, stream=True, timeout=20) as response:
+            transcript = read_events(response)
+        return transcript.terminal.event if transcript.terminal else None
+
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            outcomes = list(pool.map(first_message, range(40)))
+    finally:
+        server.stop()
+    assert outcomes == ["finish"] * 40
