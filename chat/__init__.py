@@ -19,7 +19,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top (as flaskr does): gunicorn's master imports chat.config and
     # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
     # the gevent worker can patch it.
-    from . import cli
+    from . import cli, identity
     from .agents import load_agents
     from .extensions import db, init_redis, migrate
     from .secret_key import SharedKeySessionInterface
@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.session_interface = SharedKeySessionInterface()
 
     db.init_app(app)
+    identity.init_app(app)
     migrate.init_app(app, db, directory=str(shipped("migrations")))
     init_redis(app)
     app.extensions["agents"] = load_agents(app.config["AGENTS_FILE"])
@@ -45,9 +46,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions["replies"] = Replies(app)
 
-    from .views import api, errors, health, pages
+    from .views import account, api, errors, health, pages
 
     app.register_blueprint(pages.bp)
+    app.register_blueprint(account.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     errors.init_app(app)

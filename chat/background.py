@@ -6,9 +6,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def start_daemon(target: Callable[[], None], name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def off_loop(work: Callable[..., T], *args: object) -> T:
+    """Run CPU-heavy work that releases the GIL (scrypt: tens of milliseconds) in a real thread
+    under gevent, so the worker's streams keep flowing meanwhile; directly elsewhere."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(work, args)
+    return work(*args)

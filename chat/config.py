@@ -95,8 +95,12 @@ class Config:
 
     MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 8000)
     HISTORY_CHAR_BUDGET = env_int("HISTORY_CHAR_BUDGET", 24_000)
-    # New guests start with this many credits (1 credit = 1,000,000 micro-credits internally).
+    # New guests start with this many credits (1 credit = 1,000,000 micro-credits internally);
+    # signing up adds SIGNUP_CREDIT_GRANT. ALLOW_GUESTS=0 sends everyone to sign in first.
     GUEST_CREDIT_GRANT = env_int("GUEST_CREDIT_GRANT", 100)
+    SIGNUP_CREDIT_GRANT = env_int("SIGNUP_CREDIT_GRANT", 1000)
+    ALLOW_GUESTS = env_flag("ALLOW_GUESTS", True)
+    MIN_PASSWORD_LENGTH = env_int("MIN_PASSWORD_LENGTH", 8)
 
     AGENTS_FILE = os.environ.get("AGENTS_FILE") or str(PACKAGE_DIR / "agents" / "agents.toml")
     OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY") or None

@@ -34,12 +34,11 @@ from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 
 from .agents import Agent, estimate_tokens
+from .credits import charge
 from .extensions import db
 from .models import (
     Chat,
     FinishReason,
-    Identity,
-    LedgerEntry,
     Message,
     MessageStatus,
     reply_and_chat,
@@ -220,36 +219,6 @@ def record_outcome(
     if not claimed:  # somebody else recorded it first: what they stored is the outcome
         return stored_reply(db.session.get_one(Message, message.id))
     return outcome
-
-
-def charge(
-    chat: Chat,
-    charge_id: str,
-    message_id: uuid.UUID,
-    prompt_tokens: int,
-    completion_tokens: int,
-    estimated: bool,
-    cost: int,
-) -> None:
-    """Add the ledger row (unique per `charge_id`) and debit the owner, in the caller's transaction."""
-    db.session.add(
-        LedgerEntry(
-            identity_id=chat.identity_id,
-            stream_id=charge_id,
-            message_id=message_id,
-            agent_slug=chat.agent_slug,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            usage_estimated=estimated,
-            cost_micros=cost,
-        )
-    )
-    db.session.execute(
-        update(Identity)
-        .where(Identity.id == chat.identity_id)
-        .values(balance_micros=Identity.balance_micros - cost)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def record_title(

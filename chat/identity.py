@@ -1,31 +1,88 @@
-"""Guest identities: a signed session cookie names one; chats belong to exactly one.
+"""Who is calling: a signed-in account (Flask-Login's session, or `Authorization: Bearer` with
+a personal API token), else a guest named by the signed session cookie. Chats belong to exactly
+one identity.
 
-The caller's identity is read once per request and kept in `g`; a caller without one is given
-a new id (set as a cookie on this response) the first time anything asks for it.
+The caller's identity is read once per request and kept in `g`; a guest without one is given a
+new id (set as a cookie on this response) the first time anything asks for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
-from flask import current_app, g, session
+from flask import Flask, current_app, g, request, session
+from flask_login import LoginManager, current_user
 from sqlalchemy import inspect
 
+from . import credits
 from .extensions import db
-from .models import MICROS_PER_CREDIT, Identity, insert_or_ignore, utcnow
+from .models import MICROS_PER_CREDIT, Identity, account_by_token_hash, utcnow
 
-SESSION_KEY = "identity"
+GUEST_KEY = "identity"  # the session key naming a guest (never set for an account)
+login_manager = LoginManager()
+
+
+class AuthenticationRequired(Exception):
+    """No usable identity: a bad API token, or no account where guests are not allowed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    login_manager.login_view = "account.sign_in"
+    login_manager.login_message = "Sign in to see that page."
+
+
+@login_manager.user_loader
+def load_account(user_id: str) -> Identity | None:
+    """The account of a session, unless it was signed out everywhere since (its epoch moved on)."""
+    raw_id, _, epoch = user_id.partition(":")
+    try:
+        identity = db.session.get(Identity, uuid.UUID(raw_id))
+    except ValueError:
+        return None
+    if identity is None or identity.email is None or str(identity.session_epoch) != epoch:
+        return None
+    return identity
+
+
+@login_manager.request_loader
+def load_token_account(req) -> Identity | None:
+    """`Authorization: Bearer <token>`: the token's account, for scripts (no cookie involved)."""
+    scheme, _, token = req.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return account_by_token_hash(token_hash(token.strip()))
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def current_identity_id() -> uuid.UUID:
-    """The caller's identity id; a caller without one is given one (set on this response)."""
+    """The caller's identity id; a guest without one is given one (set on this response).
+
+    :raise AuthenticationRequired: an Authorization header that names no working token, or no
+        account while ALLOW_GUESTS is off.
+    """
     if "identity_id" not in g:
-        g.identity_id = identity_from_session() or new_guest_session()
+        if current_user.is_authenticated:
+            g.identity_id = current_user.id
+        elif "Authorization" in request.headers:
+            raise AuthenticationRequired("This API token is not valid: it was revoked, or it is mistyped.")
+        elif not current_app.config["ALLOW_GUESTS"]:
+            raise AuthenticationRequired("Sign in first: this server does not allow guests.")
+        else:
+            g.identity_id = guest_from_session() or new_guest_session()
     return g.identity_id
 
 
-def identity_from_session() -> uuid.UUID | None:
-    raw = session.get(SESSION_KEY)
+def guest_from_session() -> uuid.UUID | None:
+    raw = session.get(GUEST_KEY)
     if raw:
         try:
             return uuid.UUID(raw)
@@ -36,13 +93,13 @@ def identity_from_session() -> uuid.UUID | None:
 
 def new_guest_session() -> uuid.UUID:
     identity_id = uuid.uuid4()
-    session[SESSION_KEY] = str(identity_id)
+    session[GUEST_KEY] = str(identity_id)
     session.permanent = True
     return identity_id
 
 
 def current_identity() -> Identity | None:
-    """The caller's row (None until their first message creates it), loaded once per request."""
+    """The caller's row (None until a guest's first message creates it), loaded once per request."""
     if "identity" not in g:
         g.identity = db.session.get(Identity, current_identity_id())
     return g.identity
@@ -63,10 +120,8 @@ def identity_or_guest(identity_id: uuid.UUID) -> Identity:
 
 
 def store_guest(identity: Identity) -> None:
-    """Add a guest from `identity_or_guest` unless it is stored (or a concurrent request of the
-    same guest stored it first), in the caller's transaction."""
+    """Add a guest from `identity_or_guest` (with its grant) unless it is stored already, in the
+    caller's transaction."""
     if inspect(identity).transient:
-        insert_or_ignore(
-            Identity, id=identity.id, balance_micros=identity.balance_micros, created_at=identity.created_at
-        )
+        credits.store_guest(identity.id, identity.balance_micros, identity.created_at)
         g.pop("identity", None)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     delete,
+    false,
     func,
     insert,
     select,
@@ -86,19 +87,39 @@ FAILED_STATUSES = frozenset({MessageStatus.INTERRUPTED, MessageStatus.CANCELLED,
 
 
 class Identity(Model):
-    """A guest (cookie) identity; owns chats and a credit balance."""
+    """Whoever owns chats and credits: a guest (a cookie), or an account (a guest that signed up:
+    email and password set). Flask-Login's user object for accounts."""
 
     __tablename__ = "identities"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     balance_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)  # lower-cased; None for guests
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # Part of every session's user id: raising it signs the account out everywhere.
+    session_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # A guest that signed in to an account: its chats and balance moved there, once.
+    merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"))
 
     chats: Mapped[list[Chat]] = relationship(back_populates="owner", passive_deletes=True)
 
     @property
     def balance(self) -> float:
         return self.balance_micros / MICROS_PER_CREDIT
+
+    # -- Flask-Login -------------------------------------------------------------------------
+    @property
+    def is_authenticated(self) -> bool:
+        return self.email is not None
+
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        """The session's user id: the account and its current epoch (see `session_epoch`)."""
+        return f"{self.id}:{self.session_epoch}"
 
 
 class Chat(Model):
@@ -190,8 +211,18 @@ class ChatStream(Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
 
+class LedgerKind(StrEnum):
+    CHARGE = "charge"  # a reply or a chat title
+    GRANT = "grant"  # credits given: to a new guest, at sign-up, by an operator
+    TRANSFER = "transfer"  # a guest's balance moved into the account it signed in to
+
+
 class LedgerEntry(Model):
-    """One charge per reply stream; the unique stream_id makes a second charge impossible."""
+    """Every change of a balance, so a balance is always minus the sum of its `cost_micros`.
+
+    `stream_id` is the entry's unique key: the reply's stream for a charge (so a reply can be
+    charged only once), `title-…`, `grant-…` or `transfer-…` otherwise.
+    """
 
     __tablename__ = "ledger_entries"
 
@@ -199,14 +230,34 @@ class LedgerEntry(Model):
     identity_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("identities.id", ondelete="CASCADE"), nullable=False, index=True
     )
+    kind: Mapped[LedgerKind] = mapped_column(
+        String(16), nullable=False, default=LedgerKind.CHARGE, server_default=LedgerKind.CHARGE.value
+    )
     stream_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
-    agent_slug: Mapped[str] = mapped_column(String(64), nullable=False)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
-    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    agent_slug: Mapped[str | None] = mapped_column(String(64))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     usage_estimated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # What the entry takes from the balance: negative for grants and incoming transfers.
     cost_micros: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class ApiToken(Model):
+    """A personal API token (`Authorization: Bearer …`); only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    identity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # -- queries ------------------------------------------------------------------------------------
@@ -316,6 +367,49 @@ def replace_app_secret(name: str, previous_name: str, value: str) -> None:
         if old:
             connection.execute(insert(AppSecret).values(name=previous_name, value=old))
         connection.execute(insert(AppSecret).values(name=name, value=value))
+
+
+def account_by_email(email: str) -> Identity | None:
+    return db.session.scalar(select(Identity).where(Identity.email == email))
+
+
+def ledger(identity_id: uuid.UUID, limit: int = 50) -> list[LedgerEntry]:
+    """The identity's newest ledger entries, newest first."""
+    return list(
+        db.session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.identity_id == identity_id)
+            .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id)
+            .limit(limit)
+        )
+    )
+
+
+def ledger_sum(identity_id: uuid.UUID) -> int:
+    """What the ledger says the balance is (minus the sum of its costs)."""
+    return -(
+        db.session.scalar(select(func.sum(LedgerEntry.cost_micros)).where(LedgerEntry.identity_id == identity_id)) or 0
+    )
+
+
+def api_tokens(identity_id: uuid.UUID) -> list[ApiToken]:
+    """The account's tokens that still work, newest first."""
+    return list(
+        db.session.scalars(
+            select(ApiToken)
+            .where(ApiToken.identity_id == identity_id, ApiToken.revoked_at.is_(None))
+            .order_by(ApiToken.created_at.desc())
+        )
+    )
+
+
+def account_by_token_hash(token_hash: str) -> Identity | None:
+    """The account a working (unrevoked) token belongs to."""
+    return db.session.scalar(
+        select(Identity)
+        .join(ApiToken, ApiToken.identity_id == Identity.id)
+        .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None), Identity.email.is_not(None))
+    )
 
 
 def insert_or_ignore(model: type[Model], **values: object) -> None:

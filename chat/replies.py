@@ -38,6 +38,7 @@ from .models import (
     utcnow,
 )
 from .producer import ReplyHandle, start_producer
+from .refusals import Refused
 from .runtime import Runtime
 from .streams import Event, StreamRef, joined_text
 
@@ -45,13 +46,8 @@ STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a 
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
 
 
-class ReplyError(Exception):
+class ReplyError(Refused):
     """A request the reply service refuses; `status` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Replies:

@@ -11,9 +11,9 @@ from chat.agents import load_agents
 from chat.agents.demo import demo_reply
 from chat.config import Config
 from chat.extensions import db
-from chat.models import Chat, ChatStream, LedgerEntry, Message
+from chat.models import Chat, ChatStream, Message
 from chat.sse import parse_event_id
-from helpers.chats import new_chat_id, post_chat, wait_for
+from helpers.chats import charges, new_chat_id, post_chat, wait_for
 from helpers.sse import read_events
 
 AGENTS = load_agents(Config.AGENTS_FILE)
@@ -67,7 +67,7 @@ def test_reply_is_stored_once_with_status_and_usage(app, client):
         assert reply.id == uuid.UUID(transcript.events[0].json()["messageId"])
         assert reply.completion_tokens == transcript.terminal.json()["usage"]["completionTokens"]
         assert db.session.scalar(select(ChatStream.stream_id)) == transcript.events[0].json()["streamId"]
-    assert count(app, LedgerEntry) == 1
+    assert len(charges(app)) == 1
 
 
 def test_second_message_continues_the_same_chat(app, client):

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from chat.agents import AgentConfigError, load_agents
 from chat.config import Config
 from chat.extensions import db
-from chat.models import MICROS_PER_CREDIT, Identity, LedgerEntry, Message
-from helpers.chats import hammer_resumes, latest_reply, new_chat_id, post_chat
+from chat.models import MICROS_PER_CREDIT, Identity, Message, ledger_sum
+from helpers.chats import charges, hammer_resumes, latest_reply, new_chat_id, post_chat
 from helpers.fake_openai import FakeOpenAI
 from helpers.sse import read_events
 
@@ -33,13 +33,6 @@ def model_app(app_factory, provider):
     )
 
 
-def ledger(app, titles: bool = True) -> list[LedgerEntry]:
-    """Ledger rows; `titles=False` keeps only the replies' charges (a first reply also buys a title)."""
-    with app.app_context():
-        rows = db.session.scalars(select(LedgerEntry))
-        return [row for row in rows if titles or not row.stream_id.startswith("title-")]
-
-
 def reply_requests(provider) -> list[dict]:
     return [request for request in provider.requests if request["body"].get("stream")]
 
@@ -57,7 +50,7 @@ def test_deltas_stream_from_the_provider_and_usage_comes_from_its_final_chunk(mo
     assert request["body"]["messages"][0] == {"role": "system", "content": AGENTS["helper"].system_prompt}
     row = latest_reply(model_app, chat_id)
     assert (row.content, row.status, row.prompt_tokens, row.completion_tokens) == (provider.text, "complete", 42, 8)
-    [charge] = ledger(model_app, titles=False)
+    [charge] = charges(model_app, titles=False)
     assert not charge.usage_estimated
     assert charge.cost_micros == AGENTS["helper"].cost_micros(42, 8) == row.cost_micros
 
@@ -84,7 +77,7 @@ def test_connection_lost_mid_reply_gives_an_error_event_and_bills_only_what_was_
     assert "lost" in transcript.terminal.json()["message"]
     row = latest_reply(model_app, chat_id)
     assert row.status == "error" and row.content == transcript.text == "".join(provider.words[:3])
-    [charge] = ledger(model_app)
+    [charge] = charges(model_app)
     assert charge.usage_estimated, "the provider reported no usage, so the ledger says it estimated"
     assert charge.completion_tokens <= 8 and charge.cost_micros == row.cost_micros
 
@@ -118,7 +111,7 @@ def test_exactly_one_ledger_row_under_fifty_concurrent_resumers_at_finish(app_fa
     server = live_server(app)
     texts = hammer_resumes(server.url, new_chat_id(), "coder", readers=50)
     assert set(texts) == {provider.text}
-    [charge] = ledger(app, titles=False)
+    [charge] = charges(app, titles=False)
     assert charge.cost_micros == AGENTS["coder"].cost_micros(42, 8)
 
 
@@ -138,14 +131,15 @@ def test_each_reply_is_debited_from_the_balance_in_the_same_transaction(app):
     read_events(post_chat(client, chat_id, "more"))
     with app.app_context():
         identity = db.session.scalar(select(Identity))
-        charges = list(db.session.scalars(select(LedgerEntry)))
-        assert len(charges) == 2
+        made = charges(app)
+        assert len(made) == 2
         assert identity.balance_micros == app.config["GUEST_CREDIT_GRANT"] * MICROS_PER_CREDIT - sum(
-            c.cost_micros for c in charges
+            c.cost_micros for c in made
         )
+        assert identity.balance_micros == ledger_sum(identity.id), "the grant is a ledger row too"
     page = client.get(f"/agent/helper/{chat_id}").get_data(as_text=True)
     assert f"{identity.balance_micros / MICROS_PER_CREDIT:.4f} credits" in page
-    assert f"{charges[0].cost_micros / MICROS_PER_CREDIT:.4f} credits" in page
+    assert f"{made[0].cost_micros / MICROS_PER_CREDIT:.4f} credits" in page
 
 
 @pytest.mark.parametrize(
@@ -191,9 +185,9 @@ def test_a_chat_gets_a_model_made_title_after_its_first_reply_billed_once(model_
     titles = [r for r in provider.requests if not r["body"].get("stream")]
     assert len(titles) == 1, "only the first reply asks for a title"
     assert "what are streams?" in titles[0]["body"]["messages"][1]["content"]
-    charges = ledger(model_app)
-    assert sorted(c.stream_id.startswith("title-") for c in charges) == [False, False, True]
-    title_charge = next(c for c in charges if c.stream_id.startswith("title-"))
+    made = charges(model_app)
+    assert sorted(c.stream_id.startswith("title-") for c in made) == [False, False, True]
+    title_charge = next(c for c in made if c.stream_id.startswith("title-"))
     assert title_charge.cost_micros == AGENTS["helper"].cost_micros(30, 6)
     assert "Streaming tokens, explained" in client.get("/").get_data(as_text=True)
 
@@ -202,4 +196,4 @@ def test_the_demo_model_titles_a_chat_with_its_first_words(client, app):
     chat_id = new_chat_id()
     read_events(post_chat(client, chat_id, "one two three four five six seven eight"))
     assert "one two three four five six…" in client.get(f"/agent/helper/{chat_id}").get_data(as_text=True)
-    assert len(ledger(app)) == 1
+    assert len(charges(app)) == 1

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..extensions import db
-from ..replies import ReplyError
+from ..identity import AuthenticationRequired
+from ..refusals import Refused
 
 
 def error_response(status: int, message: str) -> Response:
@@ -20,11 +21,21 @@ def wants_json() -> bool:
 
 
 def init_app(app: Flask) -> None:
-    @app.errorhandler(ReplyError)
-    def reply_error(error: ReplyError):
+    @app.errorhandler(Refused)
+    def refused(error: Refused):
         if wants_json():
             return error_response(error.status, error.message)
         return render_template("pages/error.html", status=error.status, message=error.message), error.status
+
+    @app.errorhandler(AuthenticationRequired)
+    def authentication_required(error: AuthenticationRequired):
+        if wants_json() or "Authorization" in request.headers:
+            response = error_response(401, error.message)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="Durable Chat"'
+            return response
+        if request.method == "GET":
+            return redirect(url_for("account.sign_in", next=request.full_path.rstrip("?")), code=303)
+        return render_template("pages/error.html", status=401, message=error.message), 401
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

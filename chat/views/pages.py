@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from .. import sse
 from ..agents import Agent
 from ..extensions import db
-from ..identity import current_identity, current_identity_id
+from ..identity import AuthenticationRequired, current_identity, current_identity_id
 from ..markdown import render_markdown
 from ..models import (
     FAILED_STATUSES,
@@ -46,9 +46,13 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def page_globals() -> dict[str, Any]:
         """What every page's layout shows: the caller's balance (or the grant a new guest gets)."""
+        try:
+            identity = current_identity()
+        except AuthenticationRequired:  # the sign-in page itself, where guests are not allowed
+            identity = None
         return {
             "resumable": app.config["RESUMABLE_STREAMS"],
-            "identity": current_identity(),
+            "identity": identity,
             "grant": app.config["GUEST_CREDIT_GRANT"],
         }
 

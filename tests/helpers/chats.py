@@ -7,8 +7,10 @@ import time
 import uuid
 
 import requests
+from sqlalchemy import select
 
-from chat.models import Message
+from chat.extensions import db
+from chat.models import LedgerEntry, LedgerKind, Message
 from chat.models import latest_reply as latest_reply_of
 
 from .sse import read_events
@@ -82,3 +84,11 @@ def hammer_resumes(server_url: str, chat_id: str, agent: str, readers: int) -> l
     assert not errors, errors[:3]
     assert len(texts) == readers
     return texts
+
+
+def charges(app, titles: bool = True) -> list[LedgerEntry]:
+    """The ledger's charges (not its grants); `titles=False` keeps only the replies' charges (a
+    first reply also buys a title)."""
+    with app.app_context():
+        rows = db.session.scalars(select(LedgerEntry).where(LedgerEntry.kind == LedgerKind.CHARGE))
+        return [row for row in rows if titles or not row.stream_id.startswith("title-")]

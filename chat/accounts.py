@@ -1,0 +1,192 @@
+"""Accounts: sign up, sign in (taking the guest's chats and balance along), sign out everywhere,
+passwords and personal API tokens. The views and `flask users …` call these; they commit.
+
+A guest who signs up *becomes* the account (its row gains an email and a password hash), so its
+chats, live replies and balance stay where they are. A guest who signs in to an existing account
+is merged into it: one conditional UPDATE marks the guest merged, and only the request whose
+UPDATE matched moves the chats and the balance, so a double submit merges exactly once.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+import uuid
+
+from flask import current_app
+from sqlalchemy import CursorResult, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import credits
+from .background import off_loop
+from .extensions import db
+from .identity import token_hash
+from .models import ApiToken, Chat, Identity, account_by_email, utcnow
+from .refusals import Refused
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+WRONG_CREDENTIALS = "Wrong email or password."
+
+
+class AccountError(Refused):
+    """Input the account service refuses; `status` is the HTTP status that says why."""
+
+
+def normalized_email(raw: str) -> str:
+    email = raw.strip().lower()
+    if len(email) > 254 or not EMAIL.match(email):
+        raise AccountError(400, "That is not an email address (it should look like name@example.com).")
+    return email
+
+
+def checked_password(raw: str) -> str:
+    minimum = current_app.config["MIN_PASSWORD_LENGTH"]
+    if len(raw) < minimum:
+        raise AccountError(400, f"Choose a password of at least {minimum} characters.")
+    if len(raw) > 1024:
+        raise AccountError(400, "That password is too long (1,024 characters at most).")
+    return raw
+
+
+def sign_up(email: str, password: str, guest_id: uuid.UUID | None) -> Identity:
+    """Make the caller's guest (or a fresh identity) an account with the sign-up grant.
+
+    :raise AccountError: 400 bad email or password, 409 the email already has an account.
+    """
+    email, password = normalized_email(email), checked_password(password)
+    password_hash = off_loop(generate_password_hash, password)
+    identity_id = guest_id or uuid.uuid4()
+    try:
+        upgraded = cast_rowcount(
+            db.session.execute(
+                update(Identity)
+                .where(Identity.id == identity_id, Identity.email.is_(None), Identity.merged_into.is_(None))
+                .values(email=email, password_hash=password_hash)
+            )
+        )
+        if not upgraded:
+            existing = db.session.get(Identity, identity_id)
+            if existing is not None and existing.email == email:
+                db.session.rollback()
+                return same_sign_up_again(existing, password)
+            if existing is not None:  # this browser's guest was merged into an account before
+                identity_id = uuid.uuid4()
+            db.session.add(Identity(id=identity_id, email=email, password_hash=password_hash, balance_micros=0))
+            db.session.flush()
+        grant = credits.credits_to_micros(current_app.config["SIGNUP_CREDIT_GRANT"])
+        credits.grant(identity_id, grant, f"grant-signup-{identity_id}", "Sign-up credits")
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        existing = account_by_email(email)
+        if existing is not None and existing.id == identity_id:
+            return same_sign_up_again(existing, password)
+        raise AccountError(409, "An account with that email already exists. Sign in instead.") from None
+    return db.session.get_one(Identity, identity_id)
+
+
+def same_sign_up_again(account: Identity, password: str) -> Identity:
+    """The sign-up form sent twice: the first submit made this very account, granted once."""
+    if not password_matches(account, password):
+        raise AccountError(409, "An account with that email already exists. Sign in instead.")
+    return account
+
+
+def sign_in(email: str, password: str, guest_id: uuid.UUID | None) -> Identity:
+    """The account, after moving the caller's guest chats and balance into it (once).
+
+    :raise AccountError: 401 with the same message for an unknown email and a wrong password.
+    """
+    account = account_by_email(email.strip().lower())
+    if account is None:
+        off_loop(check_password_hash, unused_hash(), password)  # as slow as a wrong password
+        raise AccountError(401, WRONG_CREDENTIALS)
+    if not password_matches(account, password):
+        raise AccountError(401, WRONG_CREDENTIALS)
+    if guest_id is not None and guest_id != account.id:
+        merge_guest(guest_id, account.id)
+    return account
+
+
+def password_matches(account: Identity, password: str) -> bool:
+    return account.password_hash is not None and off_loop(check_password_hash, account.password_hash, password)
+
+
+@functools.cache
+def unused_hash() -> str:
+    return generate_password_hash(secrets.token_hex(16))
+
+
+def merge_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+    """Move a guest's chats and balance into the account; True if this call did it."""
+    claimed = cast_rowcount(
+        db.session.execute(
+            update(Identity)
+            .where(Identity.id == guest_id, Identity.email.is_(None), Identity.merged_into.is_(None))
+            .values(merged_into=account_id)
+        )
+    )
+    if claimed:
+        db.session.execute(
+            update(Chat)
+            .where(Chat.identity_id == guest_id)
+            .values(identity_id=account_id)
+            .execution_options(synchronize_session=False)
+        )
+        guest = db.session.get_one(Identity, guest_id, populate_existing=True)
+        credits.transfer_balance(guest, account_id, "Guest credits brought along at sign-in")
+    db.session.commit()
+    return claimed
+
+
+def sign_out_everywhere(account: Identity) -> None:
+    """Every session of the account stops working (their user id names the old epoch)."""
+    db.session.execute(
+        update(Identity).where(Identity.id == account.id).values(session_epoch=Identity.session_epoch + 1)
+    )
+    db.session.commit()
+
+
+def set_password(account: Identity, password: str) -> None:
+    """A new password; every session signed in with the old one ends."""
+    account.password_hash = off_loop(generate_password_hash, checked_password(password))
+    account.session_epoch += 1
+    db.session.commit()
+
+
+def create_account(email: str, password: str, admin: bool = False) -> Identity:
+    """An operator's `flask users create`: an account with the sign-up grant."""
+    account = sign_up(email, password, None)
+    account.is_admin = admin
+    db.session.commit()
+    return account
+
+
+def create_token(account: Identity, name: str) -> str:
+    """A new personal API token; the only time its text exists outside the caller's hands."""
+    name = name.strip()[:100] or "API token"
+    token = "dct_" + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(identity_id=account.id, name=name, token_hash=token_hash(token)))
+    db.session.commit()
+    return token
+
+
+def revoke_token(account: Identity, token_id: uuid.UUID) -> bool:
+    """Revoke one of the account's tokens; False when it has no such working token."""
+    revoked = cast_rowcount(
+        db.session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.identity_id == account.id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+    )
+    db.session.commit()
+    return revoked
+
+
+def cast_rowcount(result: object) -> bool:
+    """Whether a conditional UPDATE matched its row."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1

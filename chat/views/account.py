@@ -1,0 +1,107 @@
+"""Sign up, sign in, sign out (here or everywhere), and the account page with its API tokens.
+Plain forms that work without JavaScript; with htmx they are boosted like every other link."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from .. import accounts
+from ..identity import guest_from_session
+from ..models import Identity, api_tokens, ledger
+
+bp = Blueprint("account", __name__)
+
+
+def safe_next(default: str = "/") -> str:
+    """Where to go after signing in: a path on this site only (never another site's URL)."""
+    target = request.values.get("next") or ""
+    parts = urlsplit(target)
+    if target.startswith("/") and not target.startswith("//") and not parts.scheme and not parts.netloc:
+        return target
+    return default
+
+
+def start_session(account: Identity) -> WerkzeugResponse:
+    """A fresh session for the account: nothing of the guest session before it is kept."""
+    session.clear()
+    login_user(account)
+    session.permanent = True
+    return redirect(safe_next(), code=303)
+
+
+def auth_page(mode: str, error: str | None = None, status: int = 200, email: str = "") -> tuple[str, int]:
+    return render_template("pages/auth.html", mode=mode, error=error, email=email, next=safe_next("")), status
+
+
+def account_form(mode: str, act: Callable[[str, str, uuid.UUID | None], Identity]):
+    """GET shows the form; POST acts on it and starts the account's session, or shows the form
+    again with what was wrong (and the status that says it)."""
+    if request.method == "GET":
+        return auth_page(mode)
+    email = request.form.get("email", "")
+    try:
+        account = act(email, request.form.get("password", ""), guest_from_session())
+    except accounts.AccountError as error:
+        return auth_page(mode, error.message, error.status, email)
+    return start_session(account)
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def sign_up():
+    return account_form("signup", accounts.sign_up)
+
+
+@bp.route("/signin", methods=["GET", "POST"])
+def sign_in():
+    return account_form("signin", accounts.sign_in)
+
+
+@bp.post("/signout")
+def sign_out():
+    logout_user()
+    session.clear()
+    return redirect(url_for("pages.index"), code=303)
+
+
+@bp.post("/account/sign-out-everywhere")
+@login_required
+def sign_out_everywhere():
+    accounts.sign_out_everywhere(current_user)
+    logout_user()
+    session.clear()
+    return auth_page("signin", "You are signed out on every device.", 200)
+
+
+def account_page(new_token: str | None = None, status: int = 200) -> tuple[str, int]:
+    return render_template(
+        "pages/account.html",
+        account=current_user,
+        entries=ledger(current_user.id),
+        tokens=api_tokens(current_user.id),
+        new_token=new_token,
+    ), status
+
+
+@bp.get("/account")
+@login_required
+def show():
+    return account_page()
+
+
+@bp.post("/account/tokens")
+@login_required
+def create_token():
+    return account_page(new_token=accounts.create_token(current_user, request.form.get("name", "")), status=201)
+
+
+@bp.post("/account/tokens/<uuid:token_id>/revoke")
+@login_required
+def revoke_token(token_id: uuid.UUID):
+    accounts.revoke_token(current_user, token_id)
+    return redirect(url_for("account.show"), code=303)

@@ -1,0 +1,47 @@
+"""Accounts in real Chromium: two browsers (no shared cookies) on one account follow one reply."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers.accounts import PASSWORD
+from helpers.chats import charges, latest_reply
+from test_browser import SLOW, send, streamed, wait_finished, wait_for_text
+
+pytestmark = pytest.mark.browser
+
+
+def fill_account_form(page, url: str, form: str, email: str) -> None:
+    page.goto(f"{url}/{form}")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("form.auth-form button[type=submit]")
+    page.wait_for_selector("#account-link")
+
+
+def test_a_reply_started_on_one_device_streams_live_on_another(live_server, browser_context):
+    server = live_server(**SLOW)
+    first = browser_context().new_page()
+    fill_account_form(first, server.url, "signup", "ada@example.com")
+    first.goto(f"{server.url}/agent/helper")
+    send(first, "Follow me to my phone")
+    wait_for_text(first, 40)
+    chat_path = first.evaluate("location.pathname")
+
+    second = browser_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+    fill_account_form(second, server.url, "signin", "ada@example.com")
+    second.goto(f"{server.url}/")
+    assert second.locator(f'.chat-list a[href="{chat_path}"]').count() == 1, "the account's chat list is here"
+    second.click(f'.chat-list a[href="{chat_path}"]')
+    second.wait_for_selector(".message.assistant.status-streaming")
+    shown_on_arrival = second.inner_text(".message.assistant .content")
+    assert shown_on_arrival, "what was already said is there at once"
+
+    wait_finished(second, timeout=30_000)
+    wait_finished(first, timeout=30_000)
+    stored = latest_reply(server.app, chat_path.rstrip("/").split("/")[-1])
+    assert stored.status == "complete"
+    assert streamed(first) == [stored.content], "the first device watched the whole reply"
+    [seen_on_second] = streamed(second)
+    assert seen_on_second == stored.content and seen_on_second.startswith(shown_on_arrival)
+    assert len(charges(server.app, titles=False)) == 1, "billed once"
