@@ -7,11 +7,10 @@ import time
 import pytest
 
 from chat.models import Message
+from helpers.browser import SLOW, send, streamed, wait_finished, wait_for_text
 from helpers.chats import latest_reply
 
 pytestmark = pytest.mark.browser
-
-SLOW = {"DEMO_MODEL_WORDS": 60, "DEMO_MODEL_DELAY_MS": 60}
 
 
 @pytest.fixture
@@ -24,33 +23,11 @@ def stored_reply(app, page) -> Message:
     return latest_reply(app, page.evaluate("location.pathname").rstrip("/").split("/")[-1])
 
 
-def send(page, text: str) -> None:
-    page.fill("#message-input", text)
-    page.keyboard.press("Enter")
-    page.wait_for_selector(".message.assistant.status-streaming")
-
-
-def wait_finished(page, timeout: float = 20_000) -> None:
-    page.wait_for_selector(".message.assistant:not(.status-streaming)", timeout=timeout)
-    page.wait_for_function("document.querySelector('.message.status-streaming') === null", timeout=timeout)
-
-
-def streamed(page) -> list[str]:
-    return page.evaluate("window.__streamed || []")
-
-
 def start_reply(page, url: str, message: str, shown: int) -> None:
     """Open a new chat at `url`, send `message`, and wait until `shown` characters have streamed."""
     page.goto(f"{url}/agent/helper")
     send(page, message)
     wait_for_text(page, shown)
-
-
-def wait_for_text(page, minimum: int) -> str:
-    page.wait_for_function(
-        f"(document.querySelector('.streaming-text') || {{textContent: ''}}).textContent.length > {minimum}"
-    )
-    return page.inner_text(".streaming-text")
 
 
 def test_send_shows_the_streamed_reply_and_it_equals_the_stored_message(server, page):

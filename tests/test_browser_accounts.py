@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from helpers.accounts import PASSWORD
+from helpers.browser import SLOW, send, streamed, wait_finished, wait_for_text
 from helpers.chats import charges, latest_reply
-from test_browser import SLOW, send, streamed, wait_finished, wait_for_text
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,5 @@
-"""Debian's Chromium for Playwright, and a script that records what a person saw stream."""
+"""Debian's Chromium for Playwright, a script that records what a person saw stream, and a
+person's steps in a chat page."""
 
 from __future__ import annotations
 
@@ -33,3 +34,28 @@ document.addEventListener('htmx:beforeRequest', function (e) {
   }
 });
 """
+
+# Replies slow enough to act on mid-reply.
+SLOW = {"DEMO_MODEL_WORDS": 60, "DEMO_MODEL_DELAY_MS": 60}
+
+
+def send(page, text: str) -> None:
+    page.fill("#message-input", text)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".message.assistant.status-streaming")
+
+
+def wait_for_text(page, minimum: int) -> str:
+    page.wait_for_function(
+        f"(document.querySelector('.streaming-text') || {{textContent: ''}}).textContent.length > {minimum}"
+    )
+    return page.inner_text(".streaming-text")
+
+
+def wait_finished(page, timeout: float = 20_000) -> None:
+    page.wait_for_selector(".message.assistant:not(.status-streaming)", timeout=timeout)
+    page.wait_for_function("document.querySelector('.message.status-streaming') === null", timeout=timeout)
+
+
+def streamed(page) -> list[str]:
+    return page.evaluate("window.__streamed || []")
