@@ -19,7 +19,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top (as flaskr does): gunicorn's master imports chat.config and
     # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
     # the gevent worker can patch it.
-    from . import cli, identity
+    from . import cli, identity, rate_limits, security
     from .agents import load_agents
     from .extensions import db, init_redis, migrate
     from .secret_key import SharedKeySessionInterface
@@ -38,6 +38,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     identity.init_app(app)
+    security.init_app(app)
+    rate_limits.init_app(app)
     migrate.init_app(app, db, directory=str(shipped("migrations")))
     init_redis(app)
     app.extensions["agents"] = load_agents(app.config["AGENTS_FILE"])
@@ -51,6 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(api.bp)
+    security.csrf.exempt(api.bp)  # the JSON API's own protection: security.json_api_request
     app.register_blueprint(health.bp)
     errors.init_app(app)
     pages.init_app(app)

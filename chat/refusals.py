@@ -5,7 +5,10 @@ from __future__ import annotations
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """`retry_after` (seconds) is sent as `Retry-After`, for a 429 or a 503."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after

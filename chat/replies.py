@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 
 import redis
 from flask import Flask, current_app
+from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from .agents import Agent, estimate_tokens
@@ -38,6 +39,7 @@ from .models import (
     utcnow,
 )
 from .producer import ReplyHandle, start_producer
+from .rate_limits import admit_new_guest
 from .refusals import Refused
 from .runtime import Runtime
 from .streams import Event, StreamRef, joined_text
@@ -95,6 +97,8 @@ class Replies:
         prompt_estimate = sum(estimate_tokens(m["content"]) for m in history) + estimate_tokens(agent.system_prompt)
         if identity.balance_micros <= 0 or identity.balance_micros < agent.cost_micros(prompt_estimate, 0):
             raise ReplyError(402, f"Not enough credit: your balance is {identity.balance:.4f} credits.")
+        if inspect(identity).transient:
+            admit_new_guest()  # its first message brings its first credits
         reply = ReplyHandle(chat_id, uuid.uuid4().hex, uuid.uuid4())
         try:
             claimed = backend.claim_live(reply.ref, self.config["PRODUCER_TIMEOUT_MS"])

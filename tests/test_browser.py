@@ -7,7 +7,7 @@ import time
 import pytest
 
 from chat.models import Message
-from helpers.browser import SLOW, send, streamed, wait_finished, wait_for_text
+from helpers.browser import SLOW, send, streamed, wait_finished, wait_for_text, wait_for_toast
 from helpers.chats import latest_reply
 
 pytestmark = pytest.mark.browser
@@ -54,7 +54,7 @@ def reload_mid_reply(page, server_url: str) -> None:
     page.reload()
     # What was already shown is there at once, and the same reply continues from its cursor.
     assert page.inner_text(".message.assistant .content").startswith(before)
-    page.wait_for_function("window.__toasts.some(function (t) { return t.indexOf('Reconnected') >= 0; })")
+    wait_for_toast(page, "Reconnected")
     wait_finished(page)
 
 

@@ -11,7 +11,7 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .. import accounts
+from .. import accounts, rate_limits
 from ..identity import guest_from_session
 from ..models import Identity, api_tokens, ledger
 
@@ -53,11 +53,14 @@ def account_form(mode: str, act: Callable[[str, str, uuid.UUID | None], Identity
 
 
 @bp.route("/signup", methods=["GET", "POST"])
+@rate_limits.sign_ins_per_address
 def sign_up():
     return account_form("signup", accounts.sign_up)
 
 
 @bp.route("/signin", methods=["GET", "POST"])
+@rate_limits.sign_ins_per_address
+@rate_limits.sign_ins_per_account
 def sign_in():
     return account_form("signin", accounts.sign_in)
 

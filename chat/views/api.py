@@ -7,10 +7,11 @@ from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import sse
+from .. import rate_limits, sse
 from ..identity import current_identity_id
 from ..models import owned_chat
 from ..replies import ReplyError, replies
+from ..security import json_api_request
 from ..streams import Event
 from .errors import error_response
 
@@ -61,7 +62,8 @@ def parse_cursor() -> str | None:
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True, force=True)
+    json_api_request()
+    body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ReplyError(
             400, 'The body must be a JSON object, e.g. {"chatId": "<uuid>", "agent": "<slug>", "message": "<text>"}.'
@@ -79,6 +81,8 @@ def parse_message(raw: object) -> str:
 
 
 @bp.post("/chat")
+@rate_limits.messages_per_address
+@rate_limits.messages_per_identity
 def post_chat():
     body = json_body()
     chat_id = parse_chat_id(body.get("chatId"))
@@ -91,6 +95,7 @@ def post_chat():
 
 
 @bp.get("/chat")
+@rate_limits.stream_opens
 def get_chat():
     chat_id = parse_chat_id(request.args.get("chatId"))
     cursor = parse_cursor()

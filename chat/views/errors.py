@@ -1,13 +1,18 @@
-"""Errors answer in the caller's language: JSON `{"error": …}` for the API, a page for people."""
+"""Errors answer in the caller's language: JSON `{"error": …}` for the API, a toast for htmx, a
+page for people. A 500 names its request id (also in the log line with the traceback); no
+response ever carries a traceback, a key or a password."""
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from ..extensions import db
 from ..identity import AuthenticationRequired
 from ..refusals import Refused
+
+CSRF_REFUSED = "This form did not come from this site's page, or the page is too old: reload it and try again."
 
 
 def error_response(status: int, message: str) -> Response:
@@ -17,36 +22,55 @@ def error_response(status: int, message: str) -> Response:
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz"
+    return request.path.startswith("/api/") or request.path == "/healthz" or "Authorization" in request.headers
+
+
+def is_fragment_request() -> bool:
+    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
+
+
+def answer(status: int, message: str, retry_after: int | None = None) -> Response:
+    """The error as JSON, as a toast swapped into an htmx page, or as a page."""
+    if wants_json():
+        response = error_response(status, message)
+    elif is_fragment_request():
+        response = Response(render_template("_partials/toast.html", message=message, kind="error"), status=status)
+        response.headers["HX-Retarget"] = "#toasts"
+        response.headers["HX-Reswap"] = "beforeend"
+    else:
+        response = Response(render_template("pages/error.html", status=status, message=message), status=status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(Refused)
     def refused(error: Refused):
-        if wants_json():
-            return error_response(error.status, error.message)
-        return render_template("pages/error.html", status=error.status, message=error.message), error.status
+        return answer(error.status, error.message, error.retry_after)
+
+    @app.errorhandler(CSRFError)
+    def cross_site_form(error: CSRFError):
+        app.logger.info("refused a form post without a valid CSRF token: %s", error.description)
+        return answer(403, CSRF_REFUSED)
 
     @app.errorhandler(AuthenticationRequired)
     def authentication_required(error: AuthenticationRequired):
-        if wants_json() or "Authorization" in request.headers:
+        if wants_json():
             response = error_response(401, error.message)
             response.headers["WWW-Authenticate"] = 'Bearer realm="Durable Chat"'
             return response
-        if request.method == "GET":
+        if request.method == "GET" and not is_fragment_request():
             return redirect(url_for("account.sign_in", next=request.full_path.rstrip("?")), code=303)
-        return render_template("pages/error.html", status=401, message=error.message), 401
+        return answer(401, error.message)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        if wants_json():
-            return error_response(error.code or 500, error.description or error.name)
-        return render_template("pages/error.html", status=error.code, message=error.description), error.code
+        return answer(error.code or 500, error.description or error.name)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         db.session.rollback()
-        app.logger.exception("unhandled error")
-        if wants_json():
-            return error_response(500, "Something went wrong on the server.")
-        return render_template("pages/error.html", status=500, message="Something went wrong on the server."), 500
+        request_id = g.get("request_id", "-")
+        app.logger.exception("unhandled error (request %s %s %s)", request_id, request.method, request.path)
+        return answer(500, f"Something went wrong on the server. If it keeps happening, quote request {request_id}.")

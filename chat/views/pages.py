@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
 
-from .. import sse
+from .. import rate_limits, sse
 from ..agents import Agent
 from ..extensions import db
 from ..identity import AuthenticationRequired, current_identity, current_identity_id
@@ -29,6 +29,7 @@ from ..models import (
 from ..replies import ReplyError, replies
 from ..streams import Event
 from .api import parse_message, sse_response
+from .errors import answer, is_fragment_request
 
 bp = Blueprint("pages", __name__)
 
@@ -61,10 +62,6 @@ def init_app(app: Flask) -> None:
         # The same URL answers with a page or a fragment: caches must keep them apart.
         response.vary.add("HX-Request")
         return response
-
-
-def is_fragment_request() -> bool:
-    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
 
 
 def agent_or_404(slug: str) -> Agent:
@@ -136,6 +133,8 @@ def show_chat(slug: str, chat_id: uuid.UUID):
 
 
 @bp.post("/agent/<slug>/<uuid:chat_id>/messages")
+@rate_limits.messages_per_address
+@rate_limits.messages_per_identity
 def send_message(slug: str, chat_id: uuid.UUID):
     agent = agent_or_404(slug)
     raw = request.form.get("message", "")
@@ -144,12 +143,7 @@ def send_message(slug: str, chat_id: uuid.UUID):
         replies().start(current_identity_id(), chat_id, agent, text)
     except ReplyError as error:
         if is_fragment_request():
-            response = Response(
-                render_template("_partials/toast.html", message=error.message, kind="error"), status=error.status
-            )
-            response.headers["HX-Retarget"] = "#toasts"
-            response.headers["HX-Reswap"] = "beforeend"
-            return response
+            return answer(error.status, error.message, error.retry_after)
         chat = owned_chat(chat_id, current_identity_id())
         return chat_page(agent, chat, chat_id, error=error.message, status=error.status, draft=raw)
     chat_url = url_for("pages.show_chat", slug=slug, chat_id=chat_id)

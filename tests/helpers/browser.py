@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from .chats import wait_for
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -45,16 +47,23 @@ def send(page, text: str) -> None:
     page.wait_for_selector(".message.assistant.status-streaming")
 
 
-def wait_for_text(page, minimum: int) -> str:
-    page.wait_for_function(
-        f"(document.querySelector('.streaming-text') || {{textContent: ''}}).textContent.length > {minimum}"
-    )
-    return page.inner_text(".streaming-text")
+# Waits poll from the test, never with `page.wait_for_function`: that evaluates a string inside
+# the page, which the app's Content-Security-Policy (no eval) refuses.
+def wait_for_text(page, minimum: int, timeout: float = 15.0) -> str:
+    def shown() -> str:
+        text = page.evaluate("(document.querySelector('.streaming-text') || {textContent: ''}).textContent")
+        return text if len(text) > minimum else ""
+
+    return wait_for(shown, timeout=timeout, message=f"more than {minimum} characters streamed")
 
 
 def wait_finished(page, timeout: float = 20_000) -> None:
     page.wait_for_selector(".message.assistant:not(.status-streaming)", timeout=timeout)
-    page.wait_for_function("document.querySelector('.message.status-streaming') === null", timeout=timeout)
+    page.wait_for_selector(".message.status-streaming", state="detached", timeout=timeout)
+
+
+def wait_for_toast(page, words: str, timeout: float = 15.0) -> None:
+    wait_for(lambda: any(words in toast for toast in page.evaluate("window.__toasts")), timeout=timeout, message=words)
 
 
 def streamed(page) -> list[str]:

@@ -1,0 +1,103 @@
+"""Rate limits (Flask-Limiter), counted in the app's Redis so every worker and host shares them.
+
+Each limit is a setting (`RATE_LIMIT_*`, in the limits library's notation: "20/minute",
+"5 per 10 seconds"), read per request. A breach answers 429 with `Retry-After` and a sentence a
+person can act on. If Redis fails, the counts go on in each process's memory (Flask-Limiter's
+in-memory fallback) rather than letting everything through; a message cannot be sent while Redis
+is down anyway, so nothing that costs money is ever unlimited.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import parse
+
+from .identity import current_identity_id
+from .refusals import Refused
+
+limiter = Limiter(
+    key_func=get_remote_address,
+    headers_enabled=True,
+    in_memory_fallback_enabled=True,
+    key_prefix="limits",
+)
+
+
+def init_app(app: Flask) -> None:
+    """Count in the app's Redis when its URL is known now (gunicorn's master publishes the
+    embedded server's); in memory otherwise: `flask run` is one process, and without
+    RESUMABLE_STREAMS there is no Redis to share."""
+    url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
+    app.config.setdefault("RATELIMIT_STORAGE_URI", url if url and app.config["RESUMABLE_STREAMS"] else "memory://")
+    app.config.setdefault("RATELIMIT_ENABLED", app.config["RATE_LIMITS_ENABLED"])
+    limiter.init_app(app)
+
+
+def setting(name: str) -> Callable[[], str]:
+    return lambda: current_app.config[name]
+
+
+def caller() -> str:
+    return str(current_identity_id())
+
+
+def email_in_form() -> str:
+    return request.form.get("email", "").strip().lower() or get_remote_address()
+
+
+# Decorators for the views. Both message routes (API and page form) share one count.
+messages_per_identity = limiter.shared_limit(
+    setting("RATE_LIMIT_MESSAGES"),
+    scope="messages",
+    key_func=caller,
+    error_message="You are sending messages too fast; wait a moment and send again.",
+)
+messages_per_address = limiter.shared_limit(
+    setting("RATE_LIMIT_MESSAGES_PER_IP"),
+    scope="messages-ip",
+    error_message="Too many messages from your network; wait a moment and send again.",
+)
+sign_ins_per_address = limiter.shared_limit(
+    setting("RATE_LIMIT_SIGN_IN"),
+    scope="sign-in-ip",
+    methods=["POST"],
+    error_message="Too many sign-in attempts from your network; wait a minute and try again.",
+)
+sign_ins_per_account = limiter.shared_limit(
+    setting("RATE_LIMIT_SIGN_IN_PER_ACCOUNT"),
+    scope="sign-in-account",
+    key_func=email_in_form,
+    methods=["POST"],
+    error_message="Too many sign-in attempts for this account; wait a minute and try again.",
+)
+stream_opens = limiter.limit(
+    setting("RATE_LIMIT_STREAM_OPENS"),
+    key_func=caller,
+    error_message="Too many streams opened; wait a moment before resuming again.",
+)
+
+
+def admit_new_guest() -> None:
+    """Count a guest getting its first credits against its address (guests are free to make:
+    without this, dropping the cookie would mint credits).
+
+    :raise Refused: 429 (with `retry_after`) when the address has made too many guests lately.
+    """
+    if not current_app.config["RATELIMIT_ENABLED"]:
+        return
+    item = parse(current_app.config["RATE_LIMIT_NEW_GUESTS"])
+    address = get_remote_address()
+    if not limiter.limiter.hit(item, "new-guests", address):
+        reset_at, _ = limiter.limiter.get_window_stats(item, "new-guests", address)
+        raise Refused(
+            429,
+            "Too many new guests from your network; sign up, or try again later.",
+            retry_after=max(1, math.ceil(reset_at - time.time())),
+        )
