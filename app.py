@@ -7,6 +7,8 @@ under `flask run`, on first use of Redis).
 import logging
 
 from chat import create_app
+from chat.security import redact_logs
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+redact_logs()  # no log line carries a URL's password
 app = create_app()

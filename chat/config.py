@@ -95,12 +95,16 @@ class Config:
 
     # Rate limits ("N/second|minute|hour|day", counted in Redis across workers and hosts).
     RATE_LIMITS_ENABLED = env_flag("RATE_LIMITS_ENABLED", True)
+    # A moving window: no double burst at the edge of a fixed window.
+    RATELIMIT_STRATEGY = "moving-window"
     RATE_LIMIT_MESSAGES = os.environ.get("RATE_LIMIT_MESSAGES") or "20/minute"  # per identity
     RATE_LIMIT_MESSAGES_PER_IP = os.environ.get("RATE_LIMIT_MESSAGES_PER_IP") or "120/minute"
     RATE_LIMIT_NEW_GUESTS = os.environ.get("RATE_LIMIT_NEW_GUESTS") or "20/hour"  # per IP
     RATE_LIMIT_SIGN_IN = os.environ.get("RATE_LIMIT_SIGN_IN") or "10/minute"  # per IP (sign-ups too)
     RATE_LIMIT_SIGN_IN_PER_ACCOUNT = os.environ.get("RATE_LIMIT_SIGN_IN_PER_ACCOUNT") or "5/minute"
     RATE_LIMIT_STREAM_OPENS = os.environ.get("RATE_LIMIT_STREAM_OPENS") or "120/minute"  # per identity
+    # Streams one identity may hold open at once (every tab of a page holds one; scripts too).
+    STREAMS_PER_IDENTITY = env_int("STREAMS_PER_IDENTITY", 50)
     # Request bodies beyond this are refused with 413 (a message is MAX_MESSAGE_CHARS at most).
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
     # CSRF tokens last as long as the session (a long-open tab can still send).

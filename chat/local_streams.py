@@ -47,6 +47,7 @@ class LocalStreams:
         self.keepalive_seconds = keepalive_seconds
         self.logs: dict[StreamRef, LocalLog] = {}
         self.live: dict[str, str] = {}
+        self.holds: dict[str, set[str]] = {}
         self.lock = threading.RLock()
 
     def append_stream_id(self, chat_id: str, stream_id: str) -> None:
@@ -122,6 +123,22 @@ class LocalStreams:
 
     def read_text(self, ref: StreamRef) -> str:
         return joined_text(self.read(ref))
+
+    def hold_stream(self, owner: str, hold_id: str, cap: int, ttl_ms: int) -> bool:
+        """This process's open streams only: without Redis nothing else is counted."""
+        with self.lock:
+            holds = self.holds.setdefault(owner, set())
+            if len(holds) >= cap:
+                return False
+            holds.add(hold_id)
+            return True
+
+    def refresh_hold(self, owner: str, hold_id: str, ttl_ms: int) -> None:
+        """Nothing lapses in memory: a hold ends when its stream does."""
+
+    def release_hold(self, owner: str, hold_id: str) -> None:
+        with self.lock:
+            self.holds.get(owner, set()).discard(hold_id)
 
     def subscribe(self, ref: StreamRef, after: str) -> Iterator[Event | None]:
         """Follow the log until its terminal event; None means "nothing new for a while"."""

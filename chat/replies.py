@@ -8,9 +8,11 @@ process (chat/runtime.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -46,6 +48,7 @@ from .streams import Event, StreamRef, joined_text
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
+TOO_MANY_STREAMS = "You have too many streams open at once; close a tab or wait for a reply to end."
 
 
 class ReplyError(Refused):
@@ -261,9 +264,77 @@ class Replies:
             return "", None
         return joined_text(events), (events[-1].id if events else None)
 
+    # -- open streams per identity ----------------------------------------------------------
+    def hold_stream(self, identity_id: uuid.UUID) -> str:
+        """Take one of the caller's STREAMS_PER_IDENTITY open-stream places; its id.
+
+        :raise ReplyError: 429 when the caller holds them all, 503 when Redis is unreachable.
+        """
+        hold_id = uuid.uuid4().hex
+        try:
+            held = self.runtime.backend.hold_stream(
+                str(identity_id), hold_id, self.config["STREAMS_PER_IDENTITY"], self.hold_ttl_ms
+            )
+        except redis.RedisError:
+            raise ReplyError(503, STORE_DOWN) from None
+        if not held:
+            raise ReplyError(429, TOO_MANY_STREAMS, retry_after=self.config["SSE_KEEPALIVE_SECONDS"])
+        return hold_id
+
+    def release_stream(self, identity_id: uuid.UUID, hold_id: str) -> None:
+        try:
+            self.runtime.backend.release_hold(str(identity_id), hold_id)
+        except redis.RedisError:
+            pass  # it lapses by itself (hold_ttl_ms)
+
+    def while_held(self, identity_id: uuid.UUID, hold_id: str, source: Iterable[Event | None]) -> HeldStream:
+        """`source`, keeping its open-stream place until it ends or is closed (the client left)."""
+        return HeldStream(self, identity_id, hold_id, source)
+
+    @property
+    def hold_ttl_ms(self) -> int:
+        """How long a place stays held without a refresh: three keepalive intervals."""
+        return 3 * self.config["SSE_KEEPALIVE_SECONDS"] * 1000
+
     def reap(self) -> int:
         """Finish every reply whose producer is gone; returns how many were finished."""
         return self.runtime.reap()
+
+
+class HeldStream:
+    """A stream holding one of its identity's open-stream places: refreshed well before it
+    lapses, released when the stream ends or is closed — even if it was never read."""
+
+    def __init__(self, service: Replies, identity_id: uuid.UUID, hold_id: str, source: Iterable[Event | None]):
+        self.service, self.identity_id, self.hold_id = service, identity_id, hold_id
+        self.events = iter(source)
+        self.ttl_ms = service.hold_ttl_ms
+        self.refresh_at = time.monotonic() + self.ttl_ms / 3000
+        self.released = False
+
+    def __iter__(self) -> HeldStream:
+        return self
+
+    def __next__(self) -> Event | None:
+        try:
+            event = next(self.events)
+        except BaseException:
+            self.close()
+            raise
+        if time.monotonic() >= self.refresh_at:
+            self.refresh_at = time.monotonic() + self.ttl_ms / 3000
+            with contextlib.suppress(redis.RedisError):
+                self.service.runtime.backend.refresh_hold(str(self.identity_id), self.hold_id, self.ttl_ms)
+        return event
+
+    def close(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        close = getattr(self.events, "close", None)
+        if close:
+            close()
+        self.service.release_stream(self.identity_id, self.hold_id)
 
 
 def replies() -> Replies:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from urllib.parse import urlsplit
@@ -39,6 +40,33 @@ CONTENT_SECURITY_POLICY = "; ".join(
     ]
 )
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# scheme://user:password@host — the password part of any URL (Redis, PostgreSQL, a model server).
+URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@/\s]+)@", re.I)
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Installed on the log handlers by the entry points: no log line carries a URL's password,
+    whoever logs it (an exception message from a driver included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def redact_logs() -> None:
+    """Apply RedactSecrets to every handler of the root logger (call after configuring logging)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
 
 
 def init_app(app: Flask) -> None:

@@ -12,6 +12,7 @@ Keys of chat C and stream S:
   chat:{C}:stream:S:state  absent while open, "sealed" once no more deltas may be added,
                            "done" once the terminal event is written
   chat:{C}:stream:S:cancel set by a stop request, seen by the producer's heartbeat
+  holds:{I}                the open streams of identity I (a sorted set: member per stream, by lapse time)
 
 Entry ids: the `start` entry is `T-0` (the first entry of a new stream); the producer writes its
 n-th delta with the explicit id `T-n`, one plain XADD each. Explicit ids make a retried write
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as encode_json_string
@@ -101,6 +103,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARG
 return redis.call('EXISTS', KEYS[2])
 """
 
+# Hold one of an identity's open-stream places (a sorted set: member per open stream, scored by
+# when it lapses), unless it holds `cap` already; holds a dead process left lapse by themselves.
+HOLD = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -135,6 +147,9 @@ class StreamBackend(Protocol):
     def exists(self, ref: StreamRef) -> bool: ...
     def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]: ...
     def read_text(self, ref: StreamRef) -> str: ...
+    def hold_stream(self, owner: str, hold_id: str, cap: int, ttl_ms: int) -> bool: ...
+    def refresh_hold(self, owner: str, hold_id: str, ttl_ms: int) -> None: ...
+    def release_hold(self, owner: str, hold_id: str) -> None: ...
 
 
 class Follower(Protocol):
@@ -183,6 +198,7 @@ class RedisStreams:
         self._end_log = client.register_script(END_LOG)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._release = client.register_script(RELEASE)
+        self._hold = client.register_script(HOLD)
 
     # -- the chat's list of streams (the seed's chat-store facade) -------------------------
     def append_stream_id(self, chat_id: str, stream_id: str) -> None:
@@ -364,6 +380,26 @@ class RedisStreams:
             pipe.xadd(wake_key, {"w": "1"}, maxlen=16, approximate=True)
             pipe.expire(wake_key, 3600)
             pipe.execute()
+
+    # -- open streams per identity ---------------------------------------------------------------
+    def hold_stream(self, owner: str, hold_id: str, cap: int, ttl_ms: int) -> bool:
+        """Take one of `owner`'s `cap` open-stream places for `ttl_ms` (refreshed while open)."""
+        now = int(time.time() * 1000)
+        return bool(self._hold(keys=[self._holds_key(owner)], args=[now, cap, now + ttl_ms, hold_id, ttl_ms]))
+
+    def refresh_hold(self, owner: str, hold_id: str, ttl_ms: int) -> None:
+        key = self._holds_key(owner)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {hold_id: int(time.time() * 1000) + ttl_ms}, xx=True)
+            pipe.pexpire(key, ttl_ms)
+            pipe.execute()
+
+    def release_hold(self, owner: str, hold_id: str) -> None:
+        self.client.zrem(self._holds_key(owner), hold_id)
+
+    @staticmethod
+    def _holds_key(owner: str) -> str:
+        return f"holds:{{{owner}}}"
 
     @staticmethod
     def wake_key(reader_id: str) -> str:

@@ -59,9 +59,13 @@ def main() -> None:
                 page.goto(f"{url}/agent/helper")
                 page.fill("#message-input", MESSAGE)
                 page.keyboard.press("Enter")
-                page.wait_for_function(
-                    "(document.querySelector('.streaming-text') || {textContent: ''}).textContent.length > 250"
-                )
+                # Polled from here: wait_for_function evaluates a string in the page, which the CSP refuses.
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and (
+                    page.evaluate("(document.querySelector('.streaming-text') || {textContent: ''}).textContent.length")
+                    <= 250
+                ):
+                    time.sleep(0.05)
                 page.reload()  # resume mid-reply, so the toast is in the picture
                 page.wait_for_selector(".toast")
                 time.sleep(0.3)

@@ -122,8 +122,10 @@ def test_the_n_plus_first_message_in_the_window_gets_429_then_the_limit_resets(a
     assert counts(app)[0] == 6, "the refused message was not stored"
     page = client.post(f"/agent/helper/{chat_id}/messages", data={"message": "via the page"})
     assert page.status_code == 429, "the page form shares the count"
-    time.sleep(int(refused.headers["Retry-After"]) + 0.2)
-    assert read_events(post_chat(client, chat_id, "after the window")).terminal.event == "finish"
+    time.sleep(int(refused.headers["Retry-After"]) + 0.5)
+    later = post_chat(client, chat_id, "after the window")
+    assert later.status_code == 200, later.get_data(as_text=True)
+    assert read_events(later).terminal.event == "finish"
 
 
 def test_guests_minted_from_one_address_are_bounded(app_factory):
@@ -223,3 +225,51 @@ def test_hostile_text_in_messages_replies_and_titles_is_inert(app, client, paylo
         for fragment in forbidden:
             assert fragment not in body, f"{fragment!r} reached {path}"
     assert uuid.UUID(chat_id)
+
+
+def test_log_lines_never_carry_a_urls_password():
+    import io
+
+    from chat.security import RedactSecrets
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactSecrets())
+    logger = logging.getLogger("durable-chat-test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("cannot reach %s", "rediss://default:hunter2@cache.example:6380/0")
+        try:
+            raise ConnectionError("postgresql://app:s3cret@db.example/chat refused")
+        except ConnectionError:
+            logger.exception("database down")
+    finally:
+        logger.removeHandler(handler)
+    logged = out.getvalue()
+    assert "hunter2" not in logged and "s3cret" not in logged
+    assert "rediss://default:***@cache.example:6380/0" in logged and "postgresql://app:***@db.example" in logged
+
+
+def test_streams_held_open_at_once_are_capped_per_identity(app_factory, redis_url):
+    app = app_factory(STREAMS_PER_IDENTITY=2, DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=20)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    first = post_chat(client, chat_id)  # a live reply: its stream is one place
+    second = client.get(f"/api/chat?chatId={chat_id}", buffered=False)
+    assert second.status_code == 200
+    refused = client.get(f"/api/chat?chatId={chat_id}")
+    assert refused.status_code == 429 and "too many streams" in refused.get_json()["error"]
+    assert int(refused.headers["Retry-After"]) > 0
+    before = counts(app)
+    too_many = post_chat(client, new_chat_id())
+    assert too_many.status_code == 429 and counts(app) == before, "a message is refused before it is stored"
+    page_stream = client.get(f"/agent/helper/{chat_id}/stream", buffered=False)
+    assert page_stream.status_code == 200, "a browser stream always answers 200 (and ends at once)"
+    assert "event: done" in page_stream.get_data(as_text=True)
+    second.close()  # a tab closed: its place is free again
+    third = client.get(f"/api/chat?chatId={chat_id}", buffered=False)
+    assert third.status_code == 200
+    third.close()
+    first.close()
+    other = app.test_client()
+    assert read_events(post_chat(other, new_chat_id())).terminal.event == "finish", "others are not affected"

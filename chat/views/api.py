@@ -90,8 +90,14 @@ def post_chat():
     if agent is None:
         raise ReplyError(404, f"Unknown agent {body.get('agent')!r}.")
     text = parse_message(body.get("message"))
-    handle = replies().start(current_identity_id(), chat_id, agent, text)
-    return sse_response(replies().follow_started(handle))
+    identity_id = current_identity_id()
+    hold = replies().hold_stream(identity_id)
+    try:
+        handle = replies().start(identity_id, chat_id, agent, text)
+    except BaseException:
+        replies().release_stream(identity_id, hold)
+        raise
+    return sse_response(replies().while_held(identity_id, hold, replies().follow_started(handle)))
 
 
 @bp.get("/chat")
@@ -99,13 +105,20 @@ def post_chat():
 def get_chat():
     chat_id = parse_chat_id(request.args.get("chatId"))
     cursor = parse_cursor()
-    chat = owned_chat(chat_id, current_identity_id())
+    identity_id = current_identity_id()
+    chat = owned_chat(chat_id, identity_id)
     if chat is None:
         raise ReplyError(404, "No chat with that id.")
-    source = replies().resume(chat, cursor)
+    hold = replies().hold_stream(identity_id)
+    try:
+        source = replies().resume(chat, cursor)
+    except BaseException:
+        replies().release_stream(identity_id, hold)
+        raise
     if source is None:
+        replies().release_stream(identity_id, hold)
         return Response(status=204)
-    return sse_response(source)
+    return sse_response(replies().while_held(identity_id, hold, source))
 
 
 @bp.post("/chat/stop")

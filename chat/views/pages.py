@@ -223,5 +223,12 @@ def stream(slug: str, chat_id: uuid.UUID):
     except ValueError:
         cursor = None
     ref = replies().live_log(chat)
-    source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None) if ref else None
-    return sse_response(browser_events(source), retry_ms=RESUME_RETRY_MS)
+    if ref is None:
+        return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
+    identity_id = current_identity_id()
+    try:
+        hold = replies().hold_stream(identity_id)
+    except ReplyError:  # too many open (or no Redis): the page shows the reply when it ends
+        return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
+    source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None)
+    return sse_response(browser_events(replies().while_held(identity_id, hold, source)), retry_ms=RESUME_RETRY_MS)
