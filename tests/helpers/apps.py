@@ -14,6 +14,19 @@ from chat.extensions import db
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+# Generous limits for tests that are not about them (tests/test_security.py sets its own): a
+# hammer test holds 60 streams of one identity, a burst test makes 40 guests from one address.
+GENEROUS_LIMITS = {
+    "RATE_LIMIT_MESSAGES": "1000/minute",
+    "RATE_LIMIT_MESSAGES_PER_IP": "5000/minute",
+    "RATE_LIMIT_NEW_GUESTS": "5000/minute",
+    "RATE_LIMIT_SIGN_IN": "1000/minute",
+    "RATE_LIMIT_SIGN_IN_PER_ACCOUNT": "1000/minute",
+    "RATE_LIMIT_STREAM_OPENS": "5000/minute",
+    "STREAMS_PER_IDENTITY": 500,
+}
+
+
 def wipe(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -60,13 +73,7 @@ def make_app(database: str, redis_url: str | None, **overrides):
         "SSE_KEEPALIVE_SECONDS": 2,
         "REAPER_INTERVAL_SECONDS": 1,
         "OPENAI_API_KEY": None,
-        # Generous limits for tests that are not about them (tests/test_security.py sets its own).
-        "RATE_LIMIT_MESSAGES": "1000/minute",
-        "RATE_LIMIT_MESSAGES_PER_IP": "5000/minute",
-        "RATE_LIMIT_NEW_GUESTS": "5000/minute",
-        "RATE_LIMIT_SIGN_IN": "1000/minute",
-        "RATE_LIMIT_SIGN_IN_PER_ACCOUNT": "1000/minute",
-        "RATE_LIMIT_STREAM_OPENS": "5000/minute",
+        **GENEROUS_LIMITS,
     }
     config.update(overrides)
     app = create_app(config)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from .apps import ROOT
+from .apps import GENEROUS_LIMITS, ROOT
 from .chats import wait_for
 from .servers import free_port
 
@@ -39,6 +39,7 @@ class Gunicorn:
         merged = {
             **os.environ,
             **MID_REPLY_SETTINGS,
+            **{name: str(value) for name, value in GENEROUS_LIMITS.items()},
             "BIND": f"127.0.0.1:{port}",
             "WEB_CONCURRENCY": str(workers),
             **env,
