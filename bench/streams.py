@@ -394,6 +394,28 @@ def software_versions(redis_url: str) -> dict[str, str]:
     }
 
 
+class Floor:
+    """The raw redis-py floor (bench/floor.py): the same token pace, no HTTP, no database."""
+
+    name = "redis-py floor"
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+
+    def measure(self, streams: int, words: int, delay_ms: int) -> dict:
+        floor = [
+            sys.executable,
+            str(ROOT / "bench" / "floor.py"),
+            self.redis_url,
+            str(streams),
+            str(words),
+            str(delay_ms),
+        ]
+        measured = json.loads(subprocess.run(floor, capture_output=True, text=True, check=True).stdout)
+        return {"start_p50": NAN, "start_p99": NAN, "rss_kb_per_stream": NAN, "deltas_per_stream": NAN} | measured
+
+
+NAN = float("nan")
 FIGURES = [
     ("per-token lag p50 (ms)", "lag_p50"),
     ("per-token lag p99 (ms)", "lag_p99"),
@@ -419,6 +441,7 @@ def main() -> None:
     parser.add_argument("--ramp-s", default="0", help="comma-separated arrival windows in seconds (0 = burst)")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="serve the app of this checkout")
     parser.add_argument("--no-peer", action="store_true", help="Durable Chat only")
+    parser.add_argument("--no-floor", action="store_true", help="without the raw redis-py floor (bench/floor.py)")
     parser.add_argument(
         "--resume-streams",
         default="200,500",
@@ -451,15 +474,19 @@ def main() -> None:
             results = [
                 run(server, level, args.words, args.delay_ms, ramp, profile_dir=args.profile) for server in servers
             ]
+            columns: list = list(servers)
+            if not args.no_floor and ramp == 0:
+                columns.append(Floor(redis_url))
+                results.append(columns[-1].measure(level, args.words, args.delay_ms))
             arrivals = "burst" if ramp == 0 else f"over {ramp:g} s"
             print(
                 f"\n{level} streams, {arrivals}; exact texts: "
-                + ", ".join(f"{s.name} {r['correct']}/{r['completed']}" for s, r in zip(servers, results, strict=True))
+                + ", ".join(f"{s.name} {r['correct']}/{r['completed']}" for s, r in zip(columns, results, strict=True))
             )
             print(
                 f"  {'figure':<34}"
-                + "".join(f"{s.name:>18}" for s in servers)
-                + ("   ratio" if len(servers) > 1 else "")
+                + "".join(f"{s.name:>18}" for s in columns)
+                + ("   ratio to the peer" if len(servers) > 1 else "")
             )
             for label, key in FIGURES:
                 values = [r[key] for r in results]
@@ -467,7 +494,7 @@ def main() -> None:
                 print(f"  {label:<34}" + "".join(f"{v:>18.1f}" for v in values) + ratio)
             if args.json:
                 with args.json.open("a") as out:
-                    for server, result in zip(servers, results, strict=True):
+                    for server, result in zip(columns, results, strict=True):
                         out.write(
                             json.dumps(
                                 {
