@@ -118,6 +118,7 @@ class Server:
             "GUEST_CREDIT_GRANT": "1000000",
             # Hundreds of guests from one address in a second: what the limits exist to stop.
             "RATE_LIMITS_ENABLED": "0",
+            "WORKER_CONNECTIONS": "4000",  # 1,000 streams and their resumes on one worker
             "OPENAI_API_KEY": "",
         }
         self.env["PYTHONPATH"] = str(app_root)  # the app of --app-root, not the installed one
