@@ -12,8 +12,11 @@ workers = env_int("WEB_CONCURRENCY", 2)
 # Each SSE client holds one connection; streams share a single Redis reader per worker, so this
 # can be far larger than REDIS_MAX_CONNECTIONS.
 worker_connections = env_int("WORKER_CONNECTIONS", 1000)
-timeout = 30
-graceful_timeout = 20
+# A stopping worker first lets its replies finish (GRACEFUL_REPLY_SECONDS), then stores the rest
+# as interrupted: the master must wait that long and a little more before killing it, and the
+# worker's own timeout must not fire meanwhile.
+graceful_timeout = Config.GRACEFUL_REPLY_SECONDS + 10
+timeout = max(30, graceful_timeout + 5)
 keepalive = 5
 accesslog = "-"
 GC_GEN0_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
@@ -33,3 +36,30 @@ def post_fork(server, worker):
     0.03 s tuned), and every pause delayed every stream's next token (bench: lag p50 51 -> 7 ms)."""
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+
+
+def post_worker_init(worker):
+    """Drain the worker as soon as it is told to stop (SIGTERM, the master's HUP reload,
+    max-requests): its readers end at once (clients resume on other workers) and its replies get
+    GRACEFUL_REPLY_SECONDS from that moment, while gunicorn waits for its connections."""
+    import gevent
+
+    def drain_when_told() -> int:
+        while worker.alive:
+            gevent.sleep(0.2)
+        return worker.wsgi.extensions["replies"].drain()
+
+    worker.drainer = gevent.spawn(drain_when_told)
+
+
+def worker_exit(server, worker):
+    """The worker's requests are done: wait for its drain (started when it was told to stop), so
+    the process ends only once every reply it generated is finished or stored interrupted."""
+    drainer = getattr(worker, "drainer", None)
+    if drainer is None or (worker.alive and not drainer.dead):  # ending without being told to stop
+        if drainer is not None:
+            drainer.kill()
+        interrupted = worker.wsgi.extensions["replies"].drain()
+    else:
+        interrupted = drainer.get(timeout=graceful_timeout)
+    server.log.info("worker %s stopped; %d replies interrupted after the grace period", worker.pid, interrupted)

@@ -92,6 +92,9 @@ class Config:
     # The longest a reply may generate; also bounds how long a stream key lives while live.
     MAX_REPLY_SECONDS = env_int("MAX_REPLY_SECONDS", 600)
     REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 5)
+    # A stopping worker (deploy, `kill -HUP` reload, max-requests) lets its replies finish this
+    # long, then ends the rest `interrupted` with their text (gunicorn's graceful_timeout follows).
+    GRACEFUL_REPLY_SECONDS = env_int("GRACEFUL_REPLY_SECONDS", 15)
 
     # Rate limits ("N/second|minute|hour|day", counted in Redis across workers and hosts).
     RATE_LIMITS_ENABLED = env_flag("RATE_LIMITS_ENABLED", True)

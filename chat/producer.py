@@ -103,6 +103,8 @@ def generate_and_finish(
         generation.close()  # a stopped reply hangs up on the provider now, not at GC
     if state.cancelled:
         reason, usage, error = FinishReason.CANCELLED, None, None
+    elif state.interrupted:
+        reason, usage, error = FinishReason.INTERRUPTED, None, None
     pump.drain(state)
     try:
         if state.failure is not None:

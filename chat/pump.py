@@ -53,6 +53,7 @@ class ProducerState:
         self.last_seq = 0
         self.accepted: list[str] = []  # exactly the deltas that reached the log, in order
         self.cancelled = False  # a stop request was seen
+        self.interrupted = False  # this process is shutting down past its grace period
         self.sealed = False  # somebody else is recording this reply's outcome
         self.failure: Exception | None = None
         self.finishing = False
@@ -92,7 +93,7 @@ class ProducerState:
 
     @property
     def should_stop(self) -> bool:
-        return self.cancelled or self.sealed or self.failure is not None
+        return self.cancelled or self.interrupted or self.sealed or self.failure is not None
 
     @property
     def text(self) -> str:
@@ -152,6 +153,14 @@ class Pump:
             states = list(self.producers.values())
         for state in states:
             state.cancelled = True
+        self.wakeup.set()
+
+    def interrupt_all(self) -> None:
+        """End every local reply now, as `interrupted` with what it wrote (a shutdown's grace is over)."""
+        with self.lock:
+            states = list(self.producers.values())
+        for state in states:
+            state.interrupted = True
         self.wakeup.set()
 
     def register(self, ref: StreamRef, start_id: str) -> ProducerState:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE = "The stream store (Redis) is unavailable; reload to see the saved reply."
 STORE_FAILED = object()  # queued to every subscriber when the reader loses Redis
+SHUTTING_DOWN = object()  # queued to every subscriber when this process stops: resume elsewhere
 
 
 class Subscription:
@@ -65,6 +66,8 @@ class Subscription:
                 if batch is STORE_FAILED:
                     yield self.failure_event()
                     return
+                if batch is SHUTTING_DOWN:
+                    return  # the response ends without a terminal event: the client resumes elsewhere
                 last = entry_cursor(self.last)
                 for event in batch:
                     cursor = event.cursor
@@ -263,6 +266,14 @@ class StreamHub:
             log.exception("could not finish dead stream %s", ref)
         finally:
             self.reaping.discard(ref)
+
+    def release_everyone(self) -> None:
+        """End every subscription now (this process is stopping), without a terminal event, so
+        each client resumes from its cursor on another worker."""
+        with self.lock:
+            subscriptions = [s for group in self.followers.values() for s in group]
+        for subscription in subscriptions:
+            subscription.queue.put(SHUTTING_DOWN)
 
     def fail_everyone(self) -> None:
         with self.lock:

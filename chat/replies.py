@@ -82,6 +82,17 @@ class Replies:
         if self._runtime is not None and self._runtime.pid == os.getpid():
             self._runtime.stop()
 
+    def release_readers(self) -> None:
+        """End every stream this process serves (it is stopping): clients resume elsewhere."""
+        if self._runtime is not None and self._runtime.pid == os.getpid() and self._runtime.hub is not None:
+            self._runtime.hub.release_everyone()
+
+    def drain(self) -> int:
+        """A graceful stop of this process (gunicorn.conf.py calls it): see Runtime.drain."""
+        if self._runtime is None or self._runtime.pid != os.getpid():
+            return 0
+        return self._runtime.drain(self.config["GRACEFUL_REPLY_SECONDS"])
+
     # -- starting a reply ---------------------------------------------------------------------
     def start(self, identity_id: uuid.UUID, chat_id: uuid.UUID, agent: Agent, text: str) -> ReplyHandle:
         """Store the user's message, claim the chat and start generating in the background.

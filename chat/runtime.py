@@ -93,6 +93,31 @@ class Runtime:
         if self.reaper is not None:
             self.reaper.join(timeout)
 
+    def drain(self, grace_seconds: float, finish_timeout: float = 10.0) -> int:
+        """Stop this process without losing a reply (a deploy, a reload, max-requests recycling).
+
+        Its readers end at once, so their clients resume from their cursors on other workers; its
+        replies go on generating for up to `grace_seconds`; those still going then end
+        `interrupted`, with their text stored and billed, before the machinery stops. Returns
+        how many replies had to be interrupted.
+        """
+        if self.hub is not None:
+            self.hub.release_everyone()
+        deadline = time.monotonic() + grace_seconds
+        while self.pump.producers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        interrupted = len(self.pump.producers)
+        if interrupted:
+            log.warning(
+                "shutdown: %d replies still generating after %.0fs; interrupting them", interrupted, grace_seconds
+            )
+            self.pump.interrupt_all()
+            deadline = time.monotonic() + finish_timeout
+            while self.pump.producers and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.stop(timeout=finish_timeout)
+        return interrupted
+
     def interrupt_dead(self, ref: StreamRef) -> None:
         """The reader saw `ref`'s producer stop heart-beating."""
         with self.app.app_context():

@@ -45,6 +45,7 @@ class Gunicorn:
             **env,
         }
         merged.pop("OPENAI_API_KEY", None)
+        self.log = ""  # gunicorn's error log, once stopped
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
             cwd=ROOT,
@@ -68,6 +69,7 @@ class Gunicorn:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(15)
-        if self.process.stderr:
+            self.process.wait(45)  # the workers' graceful stop: GRACEFUL_REPLY_SECONDS + 10 at most
+        if self.process.stderr and not self.process.stderr.closed:
+            self.log = self.process.stderr.read().decode(errors="replace")
             self.process.stderr.close()

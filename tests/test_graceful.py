@@ -1,0 +1,131 @@
+"""Deploys lose no reply: a worker told to stop (SIGTERM, the master's HUP reload) ends its
+readers so clients resume elsewhere, lets its replies finish within GRACEFUL_REPLY_SECONDS, and
+stores the rest `interrupted` with their text, billed once. Real gunicorn, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+
+import pytest
+import requests
+from sqlalchemy import create_engine, func, select
+from test_gunicorn import holds_socket, post_raw, raw_lines
+
+from chat.models import LedgerEntry, LedgerKind, Message
+from helpers.apps import wipe
+from helpers.chats import new_chat_id, wait_for
+from helpers.gunicorn import Gunicorn, worker_pids
+from helpers.sse import parse_sse, read_events
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def start_gunicorn(database, redis_url, tmp_path):
+    servers = []
+
+    def start(**env: str) -> Gunicorn:
+        wipe(database)
+        server = Gunicorn(
+            {"DATABASE_URL": database, "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "g"} | env
+        )
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def started_reply(server: Gunicorn, chat_id: str):
+    """POST a reply and read its first events; returns them, the worker producing it and a resume()."""
+    connection, post, local_port, cookie = post_raw(server.url, chat_id, "deploy me")
+    events = []
+    for event in parse_sse(raw_lines(post)):
+        events.append(event)
+        if len(events) == 5:
+            break
+    producer = next(pid for pid in worker_pids(server.process.pid) if holds_socket(pid, local_port))
+    name, value = cookie.split("=", 1)
+
+    def resume(after: str) -> requests.Response:
+        return requests.get(
+            f"{server.url}/api/chat",
+            params={"chatId": chat_id},
+            cookies={name: value},
+            headers={"Last-Event-ID": after},
+            stream=True,
+            timeout=60,
+        )
+
+    return connection, post, events, producer, resume
+
+
+def read_to_the_end(post, events, resume):
+    """The rest of the POST's stream, then resumes from the last id seen until a terminal event."""
+    for event in parse_sse(raw_lines(post)):
+        events.append(event)
+    while events[-1].event not in ("finish", "error"):
+        tail = read_events(resume(events[-1].id))
+        events.extend(tail.events)
+    return "".join(e.json()["text"] for e in events if e.event == "delta"), events[-1]
+
+
+def stored(database, chat_id: str):
+    engine = create_engine(database)
+    with engine.connect() as conn:
+        reply = conn.execute(
+            select(Message.content, Message.status).where(
+                Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant"
+            )
+        ).one()
+        charges = conn.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.kind == LedgerKind.CHARGE)
+        )
+    engine.dispose()
+    return reply, charges
+
+
+def test_a_stopped_worker_lets_its_reply_finish_while_the_client_resumes_elsewhere(start_gunicorn, database):
+    server = start_gunicorn(GRACEFUL_REPLY_SECONDS="20", DEMO_MODEL_WORDS="150", DEMO_MODEL_DELAY_MS="20")
+    chat_id = new_chat_id()
+    connection, post, events, producer, resume = started_reply(server, chat_id)
+    os.kill(producer, signal.SIGTERM)
+    text, terminal = read_to_the_end(post, events, resume)
+    connection.close()
+    assert terminal.event == "finish" and terminal.json()["finishReason"] == "stop", "it finished, not interrupted"
+    reply, charges = stored(database, chat_id)
+    assert reply.status == "complete" and reply.content == text and charges == 1
+    wait_for(lambda: producer not in worker_pids(server.process.pid), timeout=20, message="the old worker to exit")
+
+
+def test_past_the_grace_period_the_reply_ends_interrupted_with_its_text_billed_once(start_gunicorn, database):
+    server = start_gunicorn(GRACEFUL_REPLY_SECONDS="1", DEMO_MODEL_WORDS="400", DEMO_MODEL_DELAY_MS="20")
+    chat_id = new_chat_id()
+    connection, post, events, producer, resume = started_reply(server, chat_id)
+    os.kill(producer, signal.SIGTERM)
+    text, terminal = read_to_the_end(post, events, resume)
+    connection.close()
+    assert terminal.json()["finishReason"] == "interrupted"
+    reply, charges = stored(database, chat_id)
+    assert reply.status == "interrupted" and reply.content == text and len(text) > 0 and charges == 1
+    server.stop()
+    assert f"worker {producer} stopped; 1 replies interrupted" in server.log, "the stopping worker ended it itself"
+
+
+def test_a_hup_reload_of_the_master_mid_reply_loses_nothing(start_gunicorn, database):
+    server = start_gunicorn(GRACEFUL_REPLY_SECONDS="20", DEMO_MODEL_WORDS="150", DEMO_MODEL_DELAY_MS="20")
+    old_workers = set(worker_pids(server.process.pid))
+    chat_id = new_chat_id()
+    connection, post, events, _producer, resume = started_reply(server, chat_id)
+    os.kill(server.process.pid, signal.SIGHUP)  # new workers start; the old ones are told to stop
+    text, terminal = read_to_the_end(post, events, resume)
+    connection.close()
+    assert terminal.json()["finishReason"] == "stop"
+    reply, charges = stored(database, chat_id)
+    assert reply.status == "complete" and reply.content == text and charges == 1
+    wait_for(
+        lambda: not old_workers & set(worker_pids(server.process.pid)), timeout=30, message="the old workers to exit"
+    )
