@@ -9,8 +9,10 @@ from flask import Flask
 
 from . import accounts, credits
 from .extensions import db
-from .models import Identity, account_by_email, ledger
+from .models import Identity, account_by_email, ledger, streaming_replies, utcnow
+from .replies import replies
 from .secret_key import rotate_secret_key
+from .streams import StreamRef
 
 
 def account_or_fail(email: str) -> Identity:
@@ -49,6 +51,28 @@ def init_app(app: Flask) -> None:
         except accounts.AccountError as error:
             raise click.ClickException(error.message) from None
         click.echo(f"New password set for {email}; it is signed out everywhere.")
+
+    @app.cli.group("replies")
+    def replies_group() -> None:
+        """Replies being generated."""
+
+    @replies_group.command("status")
+    def status() -> None:
+        """Every reply still marked generating: its chat, stream, age and whether its producer lives."""
+        pending = streaming_replies()
+        backend = replies().runtime.backend
+        alive = backend.alive([StreamRef(str(m.chat_id), str(m.stream_id)) for m in pending]) if pending else []
+        now = utcnow()
+        for message, producing in zip(pending, alive, strict=True):
+            age = (now - message.created_at.replace(tzinfo=now.tzinfo)).total_seconds()
+            state = "generating" if producing else "producer gone (the reaper will interrupt it)"
+            click.echo(f"chat {message.chat_id}  stream {message.stream_id}  {age:7.1f}s  {state}")
+        click.echo(f"{len(pending)} replies generating.")
+
+    @replies_group.command("reap")
+    def reap() -> None:
+        """Finish now, as interrupted, every reply whose producer is gone (the reaper does it too)."""
+        click.echo(f"{replies().reap()} replies interrupted.")
 
     @app.cli.group("credits")
     def credits_group() -> None:

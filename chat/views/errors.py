@@ -22,7 +22,11 @@ def error_response(status: int, message: str) -> Response:
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz" or "Authorization" in request.headers
+    return (
+        request.path.startswith("/api/")
+        or request.path in ("/healthz", "/readyz")
+        or "Authorization" in request.headers
+    )
 
 
 def is_fragment_request() -> bool:

@@ -1,0 +1,52 @@
+"""What an operator sees and does: readiness with the schema's migration state, live replies,
+reaping orphans — against the real database and Redis."""
+
+from __future__ import annotations
+
+import redis
+
+from chat import create_app
+from chat.streams import chat_key
+from helpers.chats import latest_reply, new_chat_id, post_chat
+from helpers.sse import read_events
+
+
+def test_readyz_needs_the_database_redis_and_migrations_at_head(app, client, tmp_path, redis_url):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"] == {
+        "database": "ok",
+        "redis": "ok",
+        "migrations": "ok",
+    }
+    behind = create_app(
+        {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'old.sqlite3'}", "REDIS_URL": redis_url, "SECRET_KEY": "x"}
+    )
+    from flask_migrate import upgrade
+
+    with behind.app_context():
+        upgrade(revision="8d06aff2cb9d")  # the schema before accounts
+    response = behind.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["migrations"].startswith("at 8d06aff2cb9d, the code needs ")
+    assert behind.test_client().get("/healthz").status_code == 200, "alive, just not ready"
+    with behind.app_context():
+        from chat.extensions import db
+
+        db.engine.dispose()
+
+
+def test_replies_status_and_reap_finish_an_orphaned_reply(app_factory, redis_url):
+    app = app_factory(DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=20, REAPER_INTERVAL_SECONDS=0)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    head = read_events(post_chat(client, chat_id), stop_after=4)
+    runner = app.test_cli_runner()
+    status = runner.invoke(args=["replies", "status"])
+    assert f"chat {chat_id}" in status.output and "generating" in status.output and "1 replies" in status.output
+    # Its producer's claim lapses, as when its process dies without a word.
+    redis.Redis.from_url(redis_url).delete(chat_key(chat_id, "live"))
+    assert "producer gone" in runner.invoke(args=["replies", "status"]).output
+    assert "1 replies interrupted." in runner.invoke(args=["replies", "reap"]).output
+    stored = latest_reply(app, chat_id)
+    assert stored.status == "interrupted" and stored.content.startswith(head.text)
+    assert "0 replies generating." in runner.invoke(args=["replies", "status"]).output
