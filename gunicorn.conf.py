@@ -1,7 +1,10 @@
 """gunicorn settings: `gunicorn -c gunicorn.conf.py app:app` (what `make run` does)."""
 
 import gc
+import glob
 import os
+import shutil
+import tempfile
 
 from chat.config import INSTANCE_DIR, Config, env_int
 from chat.embedded_redis import ensure_redis_url
@@ -23,7 +26,11 @@ GC_GEN0_THRESHOLD = 50_000  # allocations between young collections (Python's de
 
 
 def on_starting(server):
-    """Start the embedded Redis in the master, before forking, so every worker shares it."""
+    """Before forking: a fresh directory where every worker keeps its metrics (a scrape of any
+    worker adds them all up), and the embedded Redis, started once so every worker shares it."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="durable-chat-metrics-")
+        server.metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     if Config.RESUMABLE_STREAMS and not os.environ.get("REDIS_URL"):
         url = ensure_redis_url(INSTANCE_DIR / "redis", Config.REDIS_SERVER_BIN)
         server.log.info("Started embedded redis-server at %s (set REDIS_URL to use your own)", url)
@@ -63,3 +70,17 @@ def worker_exit(server, worker):
     else:
         interrupted = drainer.get(timeout=graceful_timeout)
     server.log.info("worker %s stopped; %d replies interrupted after the grace period", worker.pid, interrupted)
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges stop counting (prometheus-client's mark_process_dead,
+    done here by hand because the master must not import prometheus-client: it imports ssl)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for path in glob.glob(os.path.join(directory, f"gauge_live*_{worker.pid}.db")):
+            os.remove(path)
+
+
+def on_exit(server):
+    if getattr(server, "metrics_dir", None):
+        shutil.rmtree(server.metrics_dir, ignore_errors=True)

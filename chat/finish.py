@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -33,6 +34,7 @@ from typing import cast
 from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 
+from . import metrics
 from .agents import Agent, estimate_tokens
 from .credits import charge
 from .extensions import db
@@ -163,6 +165,7 @@ def record_outcome(
     `text` None means the log is lost: the provisional text kept by `keep_provisional_text` is used.
     Returns None when no message belongs to that stream (nothing to finish).
     """
+    started = time.monotonic()
     found = reply_and_chat(stream_id)
     if found is None:
         return None
@@ -218,6 +221,8 @@ def record_outcome(
     db.session.expire_all()
     if not claimed:  # somebody else recorded it first: what they stored is the outcome
         return stored_reply(db.session.get_one(Message, message.id))
+    metrics.REPLIES_FINISHED.labels(reason.value).inc()
+    metrics.FINISH_SECONDS.observe(time.monotonic() - started)
     return outcome
 
 

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import redis
 
+from . import metrics
 from .background import start_daemon
 from .streams import APPENDED, SEALED, Event, StreamBackend, StreamRef, delta_event
 
@@ -168,6 +169,7 @@ class Pump:
         state = ProducerState(ref, start_id)
         with self.lock:
             self.producers[ref] = state
+        metrics.LIVE_REPLIES.inc()
         if self.fanout is not None:
             self.fanout.produced_here(ref, start_id)
         self.wakeup.set()  # its heartbeat is due: a model may take a while to say anything
@@ -175,7 +177,8 @@ class Pump:
 
     def unregister(self, state: ProducerState) -> None:
         with self.lock:
-            self.producers.pop(state.ref, None)
+            if self.producers.pop(state.ref, None) is not None:
+                metrics.LIVE_REPLIES.dec()
         if self.fanout is not None:
             self.fanout.produced_elsewhere(state.ref)
 
@@ -237,6 +240,7 @@ class Pump:
         return max(0.0, self.next_heartbeat - time.monotonic())
 
     def outage(self, exc: redis.RedisError) -> None:
+        metrics.REDIS_ERRORS.labels("pump").inc()
         now = time.monotonic()
         self.failing_since = self.failing_since or now
         if now - self.failing_since < self.timeout_ms / 1000:
@@ -258,8 +262,10 @@ class Pump:
             outcomes = self.backend.append_deltas([(state.ref, delta) for state, delta in batch])
             for (state, _), outcome in zip(batch, outcomes, strict=True):
                 written = state.settle(outcome)
-                if written is not None and self.fanout is not None:
-                    self.fanout.deliver(state.ref, [written])
+                if written is not None:
+                    metrics.DELTAS_WRITTEN.inc()
+                    if self.fanout is not None:
+                        self.fanout.deliver(state.ref, [written])
         for state in states:
             if state.finishing and (state.idle or state.should_stop):
                 state.drained.set()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
+from . import metrics
 from .background import start_daemon
 from .streams import Event, RedisStreams, StreamRef, entry_cursor
 
@@ -205,6 +206,7 @@ class StreamHub:
                 # Clients wait out a short outage; past the producers' timeout they are told.
                 now = time.monotonic()
                 self.failing_since = self.failing_since or now
+                metrics.REDIS_ERRORS.labels("reader").inc()
                 log.warning("reader: Redis failed: %s", exc)
                 if now - self.failing_since >= self.outage_seconds:
                     self.fail_everyone()

@@ -21,6 +21,7 @@ from flask import Flask, current_app
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
+from . import metrics
 from .agents import Agent, estimate_tokens
 from .extensions import db
 from .finish import StoredReply, finish_reply, interrupt, record_outcome, stored_reply
@@ -117,6 +118,7 @@ class Replies:
         try:
             claimed = backend.claim_live(reply.ref, self.config["PRODUCER_TIMEOUT_MS"])
         except redis.RedisError:
+            metrics.REDIS_ERRORS.labels("request").inc()
             raise ReplyError(503, STORE_DOWN) from None
         if not claimed:
             raise ReplyError(409, CHAT_BUSY)
@@ -131,6 +133,7 @@ class Replies:
             record_outcome(reply.stream_id, self.agents, FinishReason.ERROR, "", error=STORE_DOWN)
             raise ReplyError(503, STORE_DOWN) from None
         start_producer(self.app, self.runtime, reply, agent, history)
+        metrics.REPLIES_STARTED.inc()
         return reply
 
     def history(self, chat: Chat | None, text: str) -> list[dict[str, str]]:
@@ -322,6 +325,7 @@ class HeldStream:
         self.ttl_ms = service.hold_ttl_ms
         self.refresh_at = time.monotonic() + self.ttl_ms / 3000
         self.released = False
+        metrics.OPEN_STREAMS.inc()
 
     def __iter__(self) -> HeldStream:
         return self
@@ -342,6 +346,7 @@ class HeldStream:
         if self.released:
             return
         self.released = True
+        metrics.OPEN_STREAMS.dec()
         close = getattr(self.events, "close", None)
         if close:
             close()

@@ -197,3 +197,32 @@ def test_a_burst_of_new_guests_on_one_worker_all_get_their_replies(database, red
     finally:
         server.stop()
     assert outcomes == ["finish"] * 40
+
+
+def test_metrics_add_up_over_every_worker_whichever_answers_the_scrape(database, redis_url, tmp_path):
+    wipe(database)
+    server = Gunicorn(
+        {
+            "DATABASE_URL": database,
+            "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(tmp_path),
+            "SECRET_KEY": "metrics-test",
+            "DEMO_MODEL_WORDS": "10",
+            "DEMO_MODEL_DELAY_MS": "5",
+        }
+    )
+    try:
+        scrape_every_worker(server.url)
+    finally:
+        server.stop()
+
+
+def scrape_every_worker(url: str) -> None:
+    for n in range(4):
+        body = {"chatId": new_chat_id(), "agent": "helper", "message": f"count me {n}"}
+        with requests.post(f"{url}/api/chat", json=body, stream=True, timeout=30) as response:
+            assert read_events(response).terminal.event == "finish"
+    for _ in range(4):  # fresh connections: the scrapes land on either worker
+        text = requests.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text
+        assert 'durable_chat_replies_finished_total{outcome="stop"} 4.0' in text
+        assert "durable_chat_replies_started_total 4.0" in text

@@ -50,3 +50,36 @@ def test_replies_status_and_reap_finish_an_orphaned_reply(app_factory, redis_url
     stored = latest_reply(app, chat_id)
     assert stored.status == "interrupted" and stored.content.startswith(head.text)
     assert "0 replies generating." in runner.invoke(args=["replies", "status"]).output
+
+
+def scrape(client) -> dict[str, float]:
+    """The /metrics samples, by name with labels."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_metrics_move_with_replies_streams_and_requests(app_factory):
+    app = app_factory(DEMO_MODEL_WORDS=200, DEMO_MODEL_DELAY_MS=10)
+    client = app.test_client()
+    before = scrape(client)
+    chat_id = new_chat_id()
+    head = read_events(post_chat(client, chat_id), stop_after=3)
+    during = scrape(client)
+    assert during["durable_chat_live_replies"] >= 1 and during["durable_chat_open_streams"] >= 0
+    read_events(client.get(f"/api/chat?chatId={chat_id}", headers={"Last-Event-ID": head.last_id}, buffered=False))
+    after = scrape(client)
+
+    def moved(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert moved("durable_chat_replies_started_total") == 1
+    assert moved('durable_chat_replies_finished_total{outcome="stop"}') == 1
+    assert moved("durable_chat_deltas_written_total") >= 3
+    assert moved("durable_chat_resumes_total") == 1
+    assert moved("durable_chat_finish_seconds_count") == 1
+    assert moved('durable_chat_http_requests_total{route="/api/chat",status="200"}') == 2
+    assert after["durable_chat_live_replies"] == before.get("durable_chat_live_replies", 0)

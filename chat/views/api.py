@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import rate_limits, sse
+from .. import metrics, rate_limits, sse
 from ..identity import current_identity_id
 from ..models import owned_chat
 from ..replies import ReplyError, replies
@@ -110,6 +110,8 @@ def get_chat():
     if chat is None:
         raise ReplyError(404, "No chat with that id.")
     hold = replies().hold_stream(identity_id)
+    if cursor:
+        metrics.RESUMES.inc()
     try:
         source = replies().resume(chat, cursor)
     except BaseException:

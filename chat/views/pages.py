@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
 
-from .. import rate_limits, sse
+from .. import metrics, rate_limits, sse
 from ..agents import Agent
 from ..extensions import db
 from ..identity import AuthenticationRequired, current_identity, current_identity_id
@@ -230,5 +230,7 @@ def stream(slug: str, chat_id: uuid.UUID):
         hold = replies().hold_stream(identity_id)
     except ReplyError:  # too many open (or no Redis): the page shows the reply when it ends
         return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
+    if cursor:
+        metrics.RESUMES.inc()
     source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None)
     return sse_response(browser_events(replies().while_held(identity_id, hold, source)), retry_ms=RESUME_RETRY_MS)

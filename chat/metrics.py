@@ -1,0 +1,54 @@
+"""Prometheus metrics (prometheus-client), served at GET /metrics.
+
+Under gunicorn every worker counts in its own files under PROMETHEUS_MULTIPROC_DIR (set by
+gunicorn.conf.py before any worker starts) and a scrape adds them up, whichever worker answers;
+gauges of live things sum over the live workers only. Elsewhere (flask run, tests) one process
+counts in memory. Labels never carry ids: routes are URL rules, outcomes a few fixed words.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask, Response, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REPLIES_STARTED = Counter("durable_chat_replies_started_total", "Replies started.")
+REPLIES_FINISHED = Counter(
+    "durable_chat_replies_finished_total", "Replies stored with their outcome, once each.", ["outcome"]
+)
+FINISH_SECONDS = Histogram(
+    "durable_chat_finish_seconds", "Time to store and bill a reply's outcome (the finishing transaction)."
+)
+LIVE_REPLIES = Gauge("durable_chat_live_replies", "Replies generating in this process.", multiprocess_mode="livesum")
+OPEN_STREAMS = Gauge("durable_chat_open_streams", "Client streams (SSE responses) open.", multiprocess_mode="livesum")
+DELTAS_WRITTEN = Counter("durable_chat_deltas_written_total", "Deltas Redis accepted into reply logs.")
+RESUMES = Counter("durable_chat_resumes_total", "Streams resumed from a cursor (Last-Event-ID or lastEventId).")
+REDIS_ERRORS = Counter("durable_chat_redis_errors_total", "Redis failures seen, by the part that saw it.", ["part"])
+HTTP_REQUESTS = Counter("durable_chat_http_requests_total", "HTTP requests by route and status.", ["route", "status"])
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        HTTP_REQUESTS.labels(route, str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            body = generate_latest(registry)
+        else:
+            body = generate_latest()
+        return Response(body, mimetype=CONTENT_TYPE_LATEST)
