@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import INSTANCE_DIR, Config, shipped
 
@@ -33,6 +34,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_object(Config)
     if config:
         app.config.update(config)
+    if app.config["PROXY_HOPS"]:
+        # X-Forwarded-For/-Proto/-Host from that many proxies in front, and from nobody else.
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.session_interface = SharedKeySessionInterface()
 

@@ -129,6 +129,10 @@ class Config:
     DEMO_MODEL_WORDS = env_int("DEMO_MODEL_WORDS", 60)
     DEMO_MODEL_DELAY_MS = env_int("DEMO_MODEL_DELAY_MS", 40)
 
+    # Proxies in front of the app whose X-Forwarded-* headers are trusted (0: none; 1 behind one
+    # nginx or Caddy). Client addresses (rate limits) and https detection depend on it.
+    PROXY_HOPS = env_int("PROXY_HOPS", 0)
+
     SESSION_COOKIE_NAME = "durable_chat"
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

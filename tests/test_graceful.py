@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 
 import pytest
 import requests
 from sqlalchemy import create_engine, func, select
 from test_gunicorn import holds_socket, post_raw, raw_lines
 
-from chat.models import LedgerEntry, LedgerKind, Message
+from chat.models import LedgerEntry, LedgerKind
 from helpers.apps import wipe
-from helpers.chats import new_chat_id, wait_for
+from helpers.chats import new_chat_id, reply_in_database, wait_for
 from helpers.gunicorn import Gunicorn, worker_pids
 from helpers.sse import parse_sse, read_events
 
@@ -74,18 +73,14 @@ def read_to_the_end(post, events, resume):
 
 
 def stored(database, chat_id: str):
+    """The chat's reply as stored, and how many charges the ledger holds."""
     engine = create_engine(database)
     with engine.connect() as conn:
-        reply = conn.execute(
-            select(Message.content, Message.status).where(
-                Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant"
-            )
-        ).one()
         charges = conn.scalar(
             select(func.count()).select_from(LedgerEntry).where(LedgerEntry.kind == LedgerKind.CHARGE)
         )
     engine.dispose()
-    return reply, charges
+    return reply_in_database(database, chat_id), charges
 
 
 def test_a_stopped_worker_lets_its_reply_finish_while_the_client_resumes_elsewhere(start_gunicorn, database):

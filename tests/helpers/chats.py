@@ -7,7 +7,7 @@ import time
 import uuid
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
 from chat.extensions import db
 from chat.models import LedgerEntry, LedgerKind, Message
@@ -46,6 +46,22 @@ def latest_reply(app, chat_id: str | uuid.UUID) -> Message | None:
     """The chat's newest assistant message as the database holds it now."""
     with app.app_context():
         return latest_reply_of(uuid.UUID(str(chat_id)))
+
+
+def reply_in_database(database: str, chat_id: str):
+    """The chat's newest assistant message (content, status), read over a connection of its own:
+    for tests whose app runs in other processes (gunicorn, behind a proxy)."""
+    engine = create_engine(database)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                select(Message.content, Message.status)
+                .where(Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")
+                .order_by(Message.position.desc())
+                .limit(1)
+            ).one()
+    finally:
+        engine.dispose()
 
 
 def hammer_resumes(server_url: str, chat_id: str, agent: str, readers: int) -> list[str]:
