@@ -7,8 +7,12 @@ under `flask run`, on first use of Redis).
 import logging
 
 from chat import create_app
+from chat.config import Config as app_config
 from chat.security import redact_logs
+from chat.structured_logs import use_json_lines
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+if app_config.LOG_FORMAT == "json":
+    use_json_lines()
 redact_logs()  # no log line carries a URL's password
 app = create_app()

@@ -21,7 +21,7 @@ worker_connections = env_int("WORKER_CONNECTIONS", 1000)
 graceful_timeout = Config.GRACEFUL_REPLY_SECONDS + 10
 timeout = max(30, graceful_timeout + 5)
 keepalive = 5
-accesslog = "-"
+accesslog = None if Config.LOG_FORMAT == "json" else "-"  # JSON: the app logs each request itself
 GC_GEN0_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 
 

@@ -20,7 +20,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top (as flaskr does): gunicorn's master imports chat.config and
     # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
     # the gevent worker can patch it.
-    from . import cli, identity, metrics, rate_limits, security
+    from . import cli, identity, metrics, rate_limits, security, structured_logs
     from .agents import load_agents
     from .extensions import db, init_redis, migrate
     from .secret_key import SharedKeySessionInterface
@@ -46,6 +46,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     rate_limits.init_app(app)
     metrics.init_app(app)
+    structured_logs.init_app(app)
     migrate.init_app(app, db, directory=str(shipped("migrations")))
     init_redis(app)
     app.extensions["agents"] = load_agents(app.config["AGENTS_FILE"])

@@ -129,6 +129,8 @@ class Config:
     DEMO_MODEL_WORDS = env_int("DEMO_MODEL_WORDS", 60)
     DEMO_MODEL_DELAY_MS = env_int("DEMO_MODEL_DELAY_MS", 40)
 
+    # `json`: every log line a JSON object, with a line per request and per reply event.
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
     # Proxies in front of the app whose X-Forwarded-* headers are trusted (0: none; 1 behind one
     # nginx or Caddy). Client addresses (rate limits) and https detection depend on it.
     PROXY_HOPS = env_int("PROXY_HOPS", 0)

@@ -34,7 +34,7 @@ from typing import cast
 from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 
-from . import metrics
+from . import metrics, structured_logs
 from .agents import Agent, estimate_tokens
 from .credits import charge
 from .extensions import db
@@ -222,6 +222,14 @@ def record_outcome(
     if not claimed:  # somebody else recorded it first: what they stored is the outcome
         return stored_reply(db.session.get_one(Message, message.id))
     metrics.REPLIES_FINISHED.labels(reason.value).inc()
+    structured_logs.event(
+        "reply.finish",
+        chat=str(chat.id),
+        stream=stream_id,
+        outcome=reason.value,
+        seconds=round((now - message.created_at.replace(tzinfo=now.tzinfo)).total_seconds(), 3),
+        completion_tokens=completion_tokens,
+    )
     metrics.FINISH_SECONDS.observe(time.monotonic() - started)
     return outcome
 

@@ -21,7 +21,7 @@ from flask import Flask, current_app
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
-from . import metrics
+from . import metrics, structured_logs
 from .agents import Agent, estimate_tokens
 from .extensions import db
 from .finish import StoredReply, finish_reply, interrupt, record_outcome, stored_reply
@@ -134,6 +134,7 @@ class Replies:
             raise ReplyError(503, STORE_DOWN) from None
         start_producer(self.app, self.runtime, reply, agent, history)
         metrics.REPLIES_STARTED.inc()
+        structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)
         return reply
 
     def history(self, chat: Chat | None, text: str) -> list[dict[str, str]]:
@@ -208,6 +209,7 @@ class Replies:
                 "This reply is generating in another server process; without "
                 "RESUMABLE_STREAMS it can only be stopped there.",
             )
+        structured_logs.event("reply.stop", chat=str(chat.id), stream=pending.stream_id)
         try:
             backend.request_cancel(ref)
             return finish_reply(backend, self.agents, ref, FinishReason.CANCELLED)

@@ -89,3 +89,28 @@ def test_metrics_move_with_replies_streams_and_requests(app_factory):
         lambda: scrape(client)["durable_chat_live_replies"] <= before.get("durable_chat_live_replies", 0),
         message="the live-replies gauge to fall back once its producer ended",
     )
+
+
+def test_json_logs_carry_a_line_per_request_and_per_reply_event(app_factory, caplog):
+    import json
+    import logging
+
+    from chat.structured_logs import JsonLines
+
+    app = app_factory(LOG_FORMAT="json", DEMO_MODEL_WORDS=200, DEMO_MODEL_DELAY_MS=10)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    with caplog.at_level(logging.INFO, logger="durable_chat.events"):
+        head = read_events(post_chat(client, chat_id), stop_after=3)
+        client.get(f"/api/chat?chatId={chat_id}", headers={"Last-Event-ID": head.last_id}, buffered=False).close()
+        client.post("/api/chat/stop", json={"chatId": chat_id})
+        wait_for(lambda: any("reply.finish" in r.getMessage() for r in caplog.records), message="the finish event")
+    with app.test_request_context():
+        lines = [json.loads(JsonLines().format(record)) for record in caplog.records]
+    by_event = {line["event"]: line for line in lines if "event" in line}
+    assert {"reply.start", "reply.resume", "reply.stop", "reply.finish", "request"} <= set(by_event)
+    assert by_event["reply.start"]["chat"] == chat_id and by_event["reply.start"]["stream"]
+    assert by_event["reply.finish"]["outcome"] == "cancelled" and by_event["reply.finish"]["seconds"] >= 0
+    request = next(line for line in lines if line.get("event") == "request" and line["route"] == "/api/chat/stop")
+    assert request["status"] == 200 and request["ms"] >= 0 and request["request_id"]
+    assert all(line["pid"] and line["level"] == "info" for line in lines)

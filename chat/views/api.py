@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import metrics, rate_limits, sse
+from .. import metrics, rate_limits, sse, structured_logs
 from ..identity import current_identity_id
 from ..models import owned_chat
 from ..replies import ReplyError, replies
@@ -112,6 +112,7 @@ def get_chat():
     hold = replies().hold_stream(identity_id)
     if cursor:
         metrics.RESUMES.inc()
+        structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
     try:
         source = replies().resume(chat, cursor)
     except BaseException:

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
 
-from .. import metrics, rate_limits, sse
+from .. import metrics, rate_limits, sse, structured_logs
 from ..agents import Agent
 from ..extensions import db
 from ..identity import AuthenticationRequired, current_identity, current_identity_id
@@ -232,5 +232,6 @@ def stream(slug: str, chat_id: uuid.UUID):
         return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
     if cursor:
         metrics.RESUMES.inc()
+        structured_logs.event("reply.resume", chat=str(chat_id), cursor=sse.format_event_id(cursor))
     source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None)
     return sse_response(browser_events(replies().while_held(identity_id, hold, source)), retry_ms=RESUME_RETRY_MS)
