@@ -44,6 +44,7 @@ bench: $(VENV)/.installed  ## Durable Chat against resumable-stream, one run, on
 	scripts/ensure-system-packages bench
 	mkdir -p bench/results
 	$(PY) bench/streams.py --json bench/results/$$(date +%Y-%m-%d).jsonl $(BENCH_ARGS)
+	$(PY) bench/plot.py bench/results/$$(date +%Y-%m-%d)-lag.png bench/results/$$(date +%Y-%m-%d).jsonl
 
 screenshots: test-system-deps $(VENV)/.installed-test  ## README screenshots in docs/
 	$(PY) scripts/screenshots.py
