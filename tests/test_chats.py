@@ -51,3 +51,24 @@ def test_the_export_link_downloads_the_markdown(live_server, page):
     assert download.value.suggested_filename == "download-me.md"
     stored = latest_reply(server.app, page.evaluate("location.pathname").rstrip("/").split("/")[-1])
     assert content.startswith("# Download me") and stored.content in content
+
+
+def background(page) -> str:
+    return page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+
+
+@pytest.mark.browser
+def test_the_theme_follows_the_system_and_the_persons_choice_persists(live_server, browser_context):
+    server = live_server()
+    dark = browser_context(color_scheme="dark").new_page()
+    dark.goto(f"{server.url}/agent/helper")
+    assert background(dark) == "rgb(17, 19, 24)", "a dark system gets the dark theme, without JavaScript's help"
+    light = browser_context(color_scheme="light").new_page()
+    light.goto(f"{server.url}/agent/helper")
+    assert background(light) == "rgb(246, 247, 249)"
+    light.click("#theme-toggle")
+    assert background(light) == "rgb(17, 19, 24)"
+    light.reload()
+    assert background(light) == "rgb(17, 19, 24)", "the choice persists across pages"
+    light.click("#theme-toggle")
+    assert background(light) == "rgb(246, 247, 249)"

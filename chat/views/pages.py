@@ -55,6 +55,8 @@ def init_app(app: Flask) -> None:
             "resumable": app.config["RESUMABLE_STREAMS"],
             "identity": identity,
             "grant": app.config["GUEST_CREDIT_GRANT"],
+            # The person's choice from the theme toggle; none: the system's preference.
+            "theme": request.cookies.get("theme") if request.cookies.get("theme") in ("light", "dark") else None,
         }
 
     @app.after_request

@@ -104,4 +104,19 @@
     if (list) list.scrollTop = list.scrollHeight;
   });
   document.addEventListener("DOMContentLoaded", function () { settle(document); });
+
+  // --- theme -----------------------------------------------------------------------------------
+  // Light or dark follows the system until the person chooses; the choice is a cookie, so the
+  // server renders it into <html data-theme> on the next page (no flash, no inline script).
+  var toggle = document.getElementById("theme-toggle");
+  if (toggle) {
+    toggle.hidden = false;
+    toggle.addEventListener("click", function () {
+      var root = document.documentElement;
+      var dark = root.dataset.theme ? root.dataset.theme === "dark"
+        : window.matchMedia("(prefers-color-scheme: dark)").matches;
+      root.dataset.theme = dark ? "light" : "dark";
+      document.cookie = "theme=" + root.dataset.theme + "; path=/; max-age=31536000; samesite=lax";
+    });
+  }
 })();
