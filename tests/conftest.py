@@ -21,6 +21,7 @@ from chat.extensions import db
 from chat.streams import RedisStreams
 from helpers.apps import make_app, wipe
 from helpers.browser import CAPTURE_STREAMED, CHROMIUM, CHROMIUM_ARGS
+from helpers.gunicorn import Gunicorn
 from helpers.servers import LiveServer
 
 
@@ -119,6 +120,28 @@ def live_server(app_factory) -> Iterator[Callable[..., LiveServer]]:
         servers.append(server)
         return server
 
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def gunicorn_server(database, redis_url, tmp_path) -> Iterator[Callable[..., Gunicorn]]:
+    """`gunicorn_server(workers=2, **env)`: the app under real gunicorn on the test database (made
+    empty first) and Redis, each server with an instance directory of its own; stopped after."""
+    servers: list[Gunicorn] = []
+
+    def start(workers: int = 2, **env: str) -> Gunicorn:
+        base = {
+            "DATABASE_URL": database,
+            "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(tmp_path / f"instance-{len(servers)}"),
+            "SECRET_KEY": "gunicorn-test",
+        }
+        servers.append(Gunicorn(base | env, workers=workers))
+        return servers[-1]
+
+    wipe(database)
     yield start
     for server in servers:
         server.stop()

@@ -13,29 +13,11 @@ from sqlalchemy import create_engine, func, select
 from test_gunicorn import holds_socket, post_raw, raw_lines
 
 from chat.models import LedgerEntry, LedgerKind
-from helpers.apps import wipe
 from helpers.chats import new_chat_id, reply_in_database, wait_for
 from helpers.gunicorn import Gunicorn, worker_pids
 from helpers.sse import parse_sse, read_events
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def start_gunicorn(database, redis_url, tmp_path):
-    servers = []
-
-    def start(**env: str) -> Gunicorn:
-        wipe(database)
-        server = Gunicorn(
-            {"DATABASE_URL": database, "REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "g"} | env
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def started_reply(server: Gunicorn, chat_id: str):
@@ -83,43 +65,44 @@ def stored(database, chat_id: str):
     return reply_in_database(database, chat_id), charges
 
 
-def test_a_stopped_worker_lets_its_reply_finish_while_the_client_resumes_elsewhere(start_gunicorn, database):
-    server = start_gunicorn(GRACEFUL_REPLY_SECONDS="20", DEMO_MODEL_WORDS="150", DEMO_MODEL_DELAY_MS="20")
+def reply_across_a_stop(server: Gunicorn, whom: str, database: str):
+    """Start a reply, send SIGTERM to its worker (`whom="worker"`) or SIGHUP to the master,
+    follow it to its end through resumes; returns (text seen, terminal event, stored reply,
+    charges, the producing worker)."""
     chat_id = new_chat_id()
     connection, post, events, producer, resume = started_reply(server, chat_id)
-    os.kill(producer, signal.SIGTERM)
+    if whom == "worker":
+        os.kill(producer, signal.SIGTERM)
+    else:
+        os.kill(server.process.pid, signal.SIGHUP)  # new workers start; the old ones are told to stop
     text, terminal = read_to_the_end(post, events, resume)
     connection.close()
-    assert terminal.event == "finish" and terminal.json()["finishReason"] == "stop", "it finished, not interrupted"
     reply, charges = stored(database, chat_id)
+    return text, terminal, reply, charges, producer
+
+
+def test_a_stopped_worker_lets_its_reply_finish_while_the_client_resumes_elsewhere(gunicorn_server, database):
+    server = gunicorn_server(GRACEFUL_REPLY_SECONDS="20", DEMO_MODEL_WORDS="150", DEMO_MODEL_DELAY_MS="20")
+    text, terminal, reply, charges, producer = reply_across_a_stop(server, "worker", database)
+    assert terminal.event == "finish" and terminal.json()["finishReason"] == "stop", "it finished, not interrupted"
     assert reply.status == "complete" and reply.content == text and charges == 1
     wait_for(lambda: producer not in worker_pids(server.process.pid), timeout=20, message="the old worker to exit")
 
 
-def test_past_the_grace_period_the_reply_ends_interrupted_with_its_text_billed_once(start_gunicorn, database):
-    server = start_gunicorn(GRACEFUL_REPLY_SECONDS="1", DEMO_MODEL_WORDS="400", DEMO_MODEL_DELAY_MS="20")
-    chat_id = new_chat_id()
-    connection, post, events, producer, resume = started_reply(server, chat_id)
-    os.kill(producer, signal.SIGTERM)
-    text, terminal = read_to_the_end(post, events, resume)
-    connection.close()
+def test_past_the_grace_period_the_reply_ends_interrupted_with_its_text_billed_once(gunicorn_server, database):
+    server = gunicorn_server(GRACEFUL_REPLY_SECONDS="1", DEMO_MODEL_WORDS="400", DEMO_MODEL_DELAY_MS="20")
+    text, terminal, reply, charges, producer = reply_across_a_stop(server, "worker", database)
     assert terminal.json()["finishReason"] == "interrupted"
-    reply, charges = stored(database, chat_id)
     assert reply.status == "interrupted" and reply.content == text and len(text) > 0 and charges == 1
     server.stop()
     assert f"worker {producer} stopped; 1 replies interrupted" in server.log, "the stopping worker ended it itself"
 
 
-def test_a_hup_reload_of_the_master_mid_reply_loses_nothing(start_gunicorn, database):
-    server = start_gunicorn(GRACEFUL_REPLY_SECONDS="20", DEMO_MODEL_WORDS="150", DEMO_MODEL_DELAY_MS="20")
+def test_a_hup_reload_of_the_master_mid_reply_loses_nothing(gunicorn_server, database):
+    server = gunicorn_server(GRACEFUL_REPLY_SECONDS="20", DEMO_MODEL_WORDS="150", DEMO_MODEL_DELAY_MS="20")
     old_workers = set(worker_pids(server.process.pid))
-    chat_id = new_chat_id()
-    connection, post, events, _producer, resume = started_reply(server, chat_id)
-    os.kill(server.process.pid, signal.SIGHUP)  # new workers start; the old ones are told to stop
-    text, terminal = read_to_the_end(post, events, resume)
-    connection.close()
+    text, terminal, reply, charges, _producer = reply_across_a_stop(server, "master", database)
     assert terminal.json()["finishReason"] == "stop"
-    reply, charges = stored(database, chat_id)
     assert reply.status == "complete" and reply.content == text and charges == 1
     wait_for(
         lambda: not old_workers & set(worker_pids(server.process.pid)), timeout=30, message="the old workers to exit"

@@ -15,28 +15,18 @@ import requests
 from sqlalchemy import create_engine, select
 
 from chat.models import Message
-from helpers.apps import wipe
 from helpers.chats import new_chat_id
-from helpers.gunicorn import Gunicorn, worker_pids
+from helpers.gunicorn import worker_pids
 from helpers.sse import parse_sse, read_events
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def gunicorn(database, redis_url, tmp_path):
+def gunicorn(gunicorn_server):
     """Two gevent workers on the test database and Redis; yields (url, master process)."""
-    wipe(database)
-    server = Gunicorn(
-        {
-            "DATABASE_URL": database,
-            "REDIS_URL": redis_url,
-            "INSTANCE_PATH": str(tmp_path),
-            "SECRET_KEY": "gunicorn-test",
-        }
-    )
-    yield server.url, server.process
-    server.stop()
+    server = gunicorn_server()
+    return server.url, server.process
 
 
 def post_raw(
@@ -166,24 +156,13 @@ def test_replies_survive_across_workers_and_the_embedded_redis_is_shared(gunicor
     assert len(texts) == 1
 
 
-def test_a_burst_of_new_guests_on_one_worker_all_get_their_replies(database, redis_url, tmp_path):
+def test_a_burst_of_new_guests_on_one_worker_all_get_their_replies(gunicorn_server):
     """Forty first messages at once (each a new guest) on one gevent worker: every one streams
     to its end. A request holding SQLite's write lock across a Redis round trip stalls every
     other greenlet in SQLite's busy wait, then the worker is killed by its timeout."""
     from concurrent.futures import ThreadPoolExecutor
 
-    wipe(database)
-    server = Gunicorn(
-        {
-            "DATABASE_URL": database,
-            "REDIS_URL": redis_url,
-            "INSTANCE_PATH": str(tmp_path),
-            "SECRET_KEY": "burst-test",
-            "DEMO_MODEL_WORDS": "20",
-            "DEMO_MODEL_DELAY_MS": "5",
-        },
-        workers=1,
-    )
+    server = gunicorn_server(workers=1, DEMO_MODEL_WORDS="20", DEMO_MODEL_DELAY_MS="5")
 
     def first_message(_: int) -> str | None:
         body = {"chatId": new_chat_id(), "agent": "helper", "message": "hello"}
@@ -191,33 +170,13 @@ def test_a_burst_of_new_guests_on_one_worker_all_get_their_replies(database, red
             transcript = read_events(response)
         return transcript.terminal.event if transcript.terminal else None
 
-    try:
-        with ThreadPoolExecutor(40) as pool:
-            outcomes = list(pool.map(first_message, range(40)))
-    finally:
-        server.stop()
+    with ThreadPoolExecutor(40) as pool:
+        outcomes = list(pool.map(first_message, range(40)))
     assert outcomes == ["finish"] * 40
 
 
-def test_metrics_add_up_over_every_worker_whichever_answers_the_scrape(database, redis_url, tmp_path):
-    wipe(database)
-    server = Gunicorn(
-        {
-            "DATABASE_URL": database,
-            "REDIS_URL": redis_url,
-            "INSTANCE_PATH": str(tmp_path),
-            "SECRET_KEY": "metrics-test",
-            "DEMO_MODEL_WORDS": "10",
-            "DEMO_MODEL_DELAY_MS": "5",
-        }
-    )
-    try:
-        scrape_every_worker(server.url)
-    finally:
-        server.stop()
-
-
-def scrape_every_worker(url: str) -> None:
+def test_metrics_add_up_over_every_worker_whichever_answers_the_scrape(gunicorn_server):
+    url = gunicorn_server(DEMO_MODEL_WORDS="10", DEMO_MODEL_DELAY_MS="5").url
     for n in range(4):
         body = {"chatId": new_chat_id(), "agent": "helper", "message": f"count me {n}"}
         with requests.post(f"{url}/api/chat", json=body, stream=True, timeout=30) as response:

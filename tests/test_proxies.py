@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers.apps import ROOT, wipe
+from helpers.apps import ROOT
 from helpers.chats import new_chat_id, reply_in_database, wait_for
-from helpers.gunicorn import Gunicorn
 from helpers.servers import free_port
 from helpers.sse import read_events
 
@@ -61,14 +60,12 @@ def caddy(upstreams: list[str], port: int, tmp: Path) -> list[str]:
 
 
 @pytest.fixture(params=["nginx", "caddy"])
-def proxied(request, database, redis_url, tmp_path):
+def proxied(request, gunicorn_server, tmp_path):
     """Two gunicorn instances behind the proxy; yields (proxy URL, instance addresses)."""
     binary = request.param
     if shutil.which(binary) is None:
         pytest.fail(f"{binary} is not installed: `make test` installs it (scripts/ensure-system-packages test)")
-    wipe(database)
-    env = {"DATABASE_URL": database, "REDIS_URL": redis_url, "SECRET_KEY": "proxy", "PROXY_HOPS": "1"}
-    instances = [Gunicorn(env | {"INSTANCE_PATH": str(tmp_path / name)}, workers=1) for name in ("a", "b")]
+    instances = [gunicorn_server(workers=1, PROXY_HOPS="1") for _ in range(2)]
     upstreams = [instance.url.removeprefix("http://") for instance in instances]
     port = free_port()
     command = (nginx if binary == "nginx" else caddy)(upstreams, port, tmp_path)
@@ -82,8 +79,6 @@ def proxied(request, database, redis_url, tmp_path):
         proxy.wait(10)
         if proxy.stderr:
             proxy.stderr.close()
-        for instance in instances:
-            instance.stop()
 
 
 def answers(url: str) -> bool:

@@ -4,6 +4,7 @@ bounded bodies, errors that leak nothing, inert Markdown — against the real ap
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import uuid
 
@@ -172,7 +173,7 @@ def test_a_10_mb_body_gets_413_and_the_worker_stays_healthy(app, client):
 
 
 def test_a_500_shows_its_request_id_and_leaks_nothing(app, client, caplog):
-    secret = "sk-live-secret-key-and-redis-password"
+    secret = f"made-up-key-{secrets.token_hex(12)}"  # generated here: nothing real, nothing committed
 
     def broken():
         raise RuntimeError(f"failed while holding {secret}")
@@ -232,21 +233,22 @@ def test_log_lines_never_carry_a_urls_password():
 
     from chat.security import RedactSecrets
 
+    redis_password, database_password = secrets.token_hex(8), secrets.token_hex(8)
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.addFilter(RedactSecrets())
     logger = logging.getLogger("durable-chat-test.redaction")
     logger.addHandler(handler)
     try:
-        logger.warning("cannot reach %s", "rediss://default:hunter2@cache.example:6380/0")
+        logger.warning("cannot reach %s", f"rediss://default:{redis_password}@cache.example:6380/0")
         try:
-            raise ConnectionError("postgresql://app:s3cret@db.example/chat refused")
+            raise ConnectionError(f"postgresql://app:{database_password}@db.example/chat refused")
         except ConnectionError:
             logger.exception("database down")
     finally:
         logger.removeHandler(handler)
     logged = out.getvalue()
-    assert "hunter2" not in logged and "s3cret" not in logged
+    assert redis_password not in logged and database_password not in logged
     assert "rediss://default:***@cache.example:6380/0" in logged and "postgresql://app:***@db.example" in logged
 
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import requests
-from sqlalchemy import create_engine, select
 
-from chat.models import Message
 from helpers.apps import wipe
-from helpers.chats import new_chat_id
+from helpers.chats import new_chat_id, reply_in_database
 from helpers.gunicorn import Gunicorn
 from helpers.sse import read_events
 
@@ -30,19 +26,6 @@ def two_hosts(database, redis_url, tmp_path):
     finally:
         for host in hosts:
             host.stop()
-
-
-def stored_reply(database: str, chat_id: str) -> Message:
-    engine = create_engine(database)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(
-                select(Message.content, Message.status)
-                .where(Message.chat_id == uuid.UUID(chat_id), Message.role == "assistant")
-                .order_by(Message.position.desc())
-            ).first()
-    finally:
-        engine.dispose()
 
 
 def test_a_guest_moves_between_hosts_mid_reply_and_keeps_its_chat(two_hosts, database, tmp_path):
@@ -69,7 +52,7 @@ def test_a_guest_moves_between_hosts_mid_reply_and_keeps_its_chat(two_hosts, dat
     assert resumed.status_code == 200
     tail = read_events(resumed)
     assert tail.terminal.event == "finish"
-    stored = stored_reply(database, chat_id)
+    stored = reply_in_database(database, chat_id)
     assert stored.status == "complete" and head.text + tail.text == stored.content
 
     # Stop from B reaches the reply A is generating.
@@ -82,7 +65,7 @@ def test_a_guest_moves_between_hosts_mid_reply_and_keeps_its_chat(two_hosts, dat
     read_events(again, stop_after=3)
     stop = guest.post(f"{host_b.url}/api/chat/stop", json={"chatId": chat_id}, timeout=30)
     assert stop.status_code == 200 and stop.json()["status"] == "cancelled"
-    assert stored_reply(database, chat_id).status == "cancelled"
+    assert reply_in_database(database, chat_id).status == "cancelled"
 
     # B's page lists the chat as this guest's.
     page = guest.get(f"{host_b.url}/agent/helper/{chat_id}", timeout=30)
