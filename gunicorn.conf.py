@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from chat.config import INSTANCE_DIR, Config, env_int
+from chat.config import INSTANCE_DIR, Config, env_int, is_cluster
 from chat.embedded_redis import ensure_redis_url
 
 bind = os.environ.get("BIND", "127.0.0.1:5000")
@@ -34,6 +34,11 @@ def on_starting(server):
     if Config.RESUMABLE_STREAMS and not os.environ.get("REDIS_URL"):
         url = ensure_redis_url(INSTANCE_DIR / "redis", Config.REDIS_SERVER_BIN)
         server.log.info("Started embedded redis-server at %s (set REDIS_URL to use your own)", url)
+    elif Config.RESUMABLE_STREAMS and Config.REDIS_CLUSTER is None:
+        # Asked once here rather than by every worker: is REDIS_URL a node of a cluster?
+        Config.REDIS_CLUSTER = is_cluster(os.environ["REDIS_URL"])
+        os.environ["REDIS_CLUSTER"] = str(int(Config.REDIS_CLUSTER))
+        server.log.info("Redis at REDIS_URL is %s", "a cluster" if Config.REDIS_CLUSTER else "standalone")
 
 
 def post_fork(server, worker):

@@ -25,6 +25,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -67,15 +68,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def redis_info(url: str, section: str) -> list[dict]:
+    """INFO `section` of the Redis at `url`, or of every master when it is a cluster's node."""
+    with redis.Redis.from_url(url) as node:
+        if not node.info("cluster").get("cluster_enabled"):
+            return [node.info(section)]
+    with redis.RedisCluster.from_url(url) as cluster:
+        return [cluster.get_redis_connection(master).info(section) for master in cluster.get_primaries()]
+
+
 def redis_commands(url: str) -> int:
     """Commands Redis has run, including those inside Lua scripts (INFO commandstats counts them)."""
-    stats = redis.Redis.from_url(url).info("commandstats")
-    return sum(value["calls"] for key, value in stats.items() if key != "cmdstat_info")
+    return sum(
+        value["calls"]
+        for stats in redis_info(url, "commandstats")
+        for key, value in stats.items()
+        if key not in ("cmdstat_info", "cmdstat_cluster")
+    )
 
 
 def redis_cpu_seconds(url: str) -> float:
-    info = redis.Redis.from_url(url).info("cpu")
-    return info["used_cpu_sys"] + info["used_cpu_user"]
+    return sum(info["used_cpu_sys"] + info["used_cpu_user"] for info in redis_info(url, "cpu"))
 
 
 def children(pid: int) -> list[int]:
@@ -352,7 +365,7 @@ def run(
         spy.send_signal(signal.SIGINT)  # py-spy writes its flame graph on SIGINT
         spy.wait(30)
     expected = {message: "".join(parts) for message, parts in pieces.items()}
-    redis_memory = redis.Redis.from_url(server.redis_url).info("memory")["used_memory"] / 2**20
+    redis_memory = sum(info["used_memory"] for info in redis_info(server.redis_url, "memory")) / 2**20
     return {
         "streams": streams,
         "seconds": elapsed,
@@ -448,13 +461,27 @@ def main() -> None:
         default="200,500",
         help="levels of the resume scenario: each client hangs up at a random token and resumes",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="Durable Chat on a 3-master Redis Cluster (the peer and the floor need one Redis: left out)",
+    )
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
     parser.add_argument(
         "--profile", type=Path, help="write a py-spy flame graph of the worker per run into this folder"
     )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="durable-chat-bench-redis-"))
-    redis_url, redis_process = start_redis_server(tmp)
+    if args.redis_cluster:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from helpers.cluster import RedisCluster
+
+        cluster = RedisCluster(tmp)
+        redis_url, stop_redis = cluster.url, cluster.stop
+        args.no_peer = args.no_floor = True
+    else:
+        redis_url, redis_process = start_redis_server(tmp)
+        stop_redis = functools.partial(stop_redis_server, redis_process)
     servers = [
         Server(redis_url, args.workers, args.words, args.delay_ms, args.flush_ms, args.database_url, args.app_root)
     ]
@@ -529,7 +556,7 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
-        stop_redis_server(redis_process)
+        stop_redis()
 
 
 if __name__ == "__main__":

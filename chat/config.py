@@ -47,6 +47,21 @@ def env_flag(name: str, default: bool) -> bool:
     return raw.strip().lower() not in {"0", "false", "no", "off"}
 
 
+def env_mode(name: str) -> bool | None:
+    """A flag that may be left to detection: unset (or "auto") is None."""
+    raw = os.environ.get(name, "").strip().lower()
+    return None if raw in {"", "auto"} else env_flag(name, False)
+
+
+def is_cluster(url: str) -> bool:
+    """Whether the Redis at `url` is a node of a cluster (its INFO says so): how REDIS_CLUSTER
+    is detected when unset."""
+    import redis  # here, not at the top: gunicorn's master imports this module before forking
+
+    with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as node:
+        return bool(node.info("cluster").get("cluster_enabled"))
+
+
 def database_url() -> str:
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'durable-chat.sqlite3'}"
     # Hosted providers hand out postgres:// URLs; SQLAlchemy wants the psycopg 3 dialect named.
@@ -67,6 +82,9 @@ class Config:
     # Unset means "start an embedded redis-server" (chat/embedded_redis.py).
     REDIS_URL = os.environ.get("REDIS_URL") or None
     REDIS_SERVER_BIN = os.environ.get("REDIS_SERVER_BIN") or None
+    # REDIS_URL names a node of a Redis Cluster: 1, or 0, or unset to ask the node (INFO cluster)
+    # when first connecting; gunicorn's master asks once and tells its workers.
+    REDIS_CLUSTER = env_mode("REDIS_CLUSTER")
     # Connections per process. Streaming readers share one multiplexed XREAD, so this is far
     # below gunicorn's worker_connections; requests beyond it wait for a free connection.
     REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 64)

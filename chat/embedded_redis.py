@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -110,9 +111,10 @@ def spawn_kept(command: list[str]) -> subprocess.Popen:
 
 
 def start_redis_server(
-    data_dir: Path, binary: str | None = None, port: int | None = None
+    data_dir: Path, binary: str | None = None, port: int | None = None, options: Sequence[str] = ()
 ) -> tuple[str, subprocess.Popen]:
-    """Start redis-server on loopback; returns its URL and process (stopped at exit)."""
+    """Start redis-server on loopback (with extra `options`, e.g. a cluster node's); returns its
+    URL and process (stopped at exit)."""
     binary = find_redis_server(binary)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -132,6 +134,7 @@ def start_redis_server(
         "yes",
         "--logfile",
         str(data_dir / "redis.log"),
+        *options,
     ]
     process = spawn_kept(command)
     url = f"redis://127.0.0.1:{port}/0"

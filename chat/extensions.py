@@ -16,6 +16,7 @@ from redis.retry import Retry
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
+from .config import is_cluster
 from .embedded_redis import ensure_redis_url
 
 # Named constraints so Alembic can alter them on SQLite and PostgreSQL alike.
@@ -49,14 +50,13 @@ def redis_url(app: Flask) -> str:
     return ensure_redis_url(Path(app.instance_path) / "redis", app.config["REDIS_SERVER_BIN"])
 
 
-def connect_redis(app: Flask) -> redis.Redis:
-    """One connection pool per app and process. `rediss://` URLs get TLS from redis-py itself."""
+def connect_redis(app: Flask) -> redis.Redis | redis.RedisCluster:
+    """One connection pool per app and process (per master on a cluster). `rediss://` URLs get
+    TLS from redis-py itself."""
     url = redis_url(app)
     timeout = app.config["REDIS_SOCKET_TIMEOUT_MS"] / 1000
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
+    options = dict(
         max_connections=app.config["REDIS_MAX_CONNECTIONS"],
-        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=min(timeout, 5),
         health_check_interval=30,
@@ -66,10 +66,24 @@ def connect_redis(app: Flask) -> redis.Redis:
         # requests answer 503 at once.
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3),
     )
-    return redis.Redis(connection_pool=pool)
+    if on_cluster(app, url):
+        return redis.RedisCluster.from_url(url, **options)
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, timeout=timeout, **options))
 
 
-def redis_client(app: Flask | None = None) -> redis.Redis:
+def on_cluster(app: Flask, url: str) -> bool:
+    """REDIS_CLUSTER, or else what the node at `url` says of itself (INFO cluster), kept in the
+    config once known; a node that does not answer is taken as standalone for now."""
+    mode = app.config.get("REDIS_CLUSTER")
+    if mode is None:
+        try:
+            mode = app.config["REDIS_CLUSTER"] = is_cluster(url)
+        except redis.RedisError:
+            return False
+    return bool(mode)
+
+
+def redis_client(app: Flask | None = None) -> redis.Redis | redis.RedisCluster:
     """The app's Redis client, connected on first use."""
     app = app or current_app
     client = app.extensions.get("redis")

@@ -19,6 +19,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 
+from .extensions import on_cluster
 from .identity import current_identity_id
 from .refusals import Refused
 
@@ -35,7 +36,13 @@ def init_app(app: Flask) -> None:
     embedded server's); in memory otherwise: `flask run` is one process, and without
     RESUMABLE_STREAMS there is no Redis to share."""
     url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
-    app.config.setdefault("RATELIMIT_STORAGE_URI", url if url and app.config["RESUMABLE_STREAMS"] else "memory://")
+    if url and app.config["RESUMABLE_STREAMS"]:
+        if on_cluster(app, url):  # limits' cluster storage: its scheme, the node's address
+            scheme, rest = url.split("://", 1)
+            url = "redis+cluster://" + rest.split("/", 1)[0]
+            app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"ssl": scheme == "rediss"})
+        app.config.setdefault("RATELIMIT_STORAGE_URI", url)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config.setdefault("RATELIMIT_ENABLED", app.config["RATE_LIMITS_ENABLED"])
     limiter.init_app(app)
 

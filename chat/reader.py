@@ -150,8 +150,12 @@ class StreamHub:
                     self.cursors[ref] = after
             self.followers[ref].add(subscription)
         if not followed and local_cursor is None:
-            self.wake()
+            self.read_from_store(ref)
         return subscription
+
+    def read_from_store(self, ref: StreamRef) -> None:
+        """`ref` is newly followed through the store (its cursor is in `cursors`)."""
+        self.wake()
 
     def wake(self) -> None:
         """Interrupt the blocking XREAD so that it reads the newly followed logs too.
@@ -186,7 +190,7 @@ class StreamHub:
             if last is None or ref not in self.followers:
                 return
             self.cursors[ref] = last
-        self.wake()
+        self.read_from_store(ref)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self.lock:
@@ -227,6 +231,9 @@ class StreamHub:
         if woken:
             self.wake_cursor = woken
         self.dispatch(cursors, events)
+        self.check_liveness_when_due()
+
+    def check_liveness_when_due(self) -> None:
         if time.monotonic() >= self.next_liveness:
             self.next_liveness = time.monotonic() + self.liveness_seconds
             self.check_liveness()

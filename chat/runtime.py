@@ -17,12 +17,13 @@ from flask import Flask
 
 from .agents import Agent
 from .background import start_daemon
+from .cluster_reader import ClusterStreamHub
 from .extensions import redis_client
 from .finish import interrupt, reap_orphans
 from .local_streams import LocalStreams
 from .pump import Pump
 from .reader import StreamHub
-from .streams import Follower, RedisStreams, StreamBackend, StreamRef
+from .streams import ClusterRedisStreams, Follower, RedisStreams, StreamBackend, StreamRef
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,17 @@ class Runtime:
         self.backend: StreamBackend
         self.follower: Follower
         if config["RESUMABLE_STREAMS"]:
-            store = RedisStreams(
-                redis_client(app),
+            client = redis_client(app)
+            on_cluster = isinstance(client, redis.RedisCluster)
+            store = (ClusterRedisStreams if on_cluster else RedisStreams)(
+                client,  # type: ignore[arg-type]
                 maxlen=config["STREAM_MAXLEN"],
                 ttl_seconds=config["STREAM_TTL_SECONDS"],
                 max_reply_seconds=config["MAX_REPLY_SECONDS"],
                 chat_streams_ttl_seconds=config["CHAT_STREAMS_TTL_SECONDS"],
             )
-            self.hub = StreamHub(
-                store,
+            self.hub = (ClusterStreamHub if on_cluster else StreamHub)(
+                store,  # type: ignore[arg-type]
                 block_ms=config["READER_BLOCK_MS"],
                 keepalive_seconds=config["SSE_KEEPALIVE_SECONDS"],
                 liveness_seconds=config["HEARTBEAT_INTERVAL_MS"] / 1000,
@@ -90,6 +93,7 @@ class Runtime:
         self.pump.stop()
         if self.hub is not None:
             self.hub.stop()
+            self.hub.store.close()
         if self.reaper is not None:
             self.reaper.join(timeout)
 

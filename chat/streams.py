@@ -85,7 +85,8 @@ SEALED_SEQ = "9223372036854775807"  # 2^63 - 1: above any delta number, below th
 APPENDED, SEALED, LOST = "ok", "sealed", "lost"
 REFUSED_ID = "equal or smaller than the target stream top item"
 
-# Write the terminal event exactly once, start the retention clock and free the chat.
+# Write the terminal event exactly once, start the retention clock and free the chat. On a
+# cluster the event is also published to the log's shard channel (KEYS[5]) for its readers.
 END_LOG = """
 if redis.call('GET', KEYS[2]) == 'done' then return false end
 local ttl = tonumber(ARGV[4])
@@ -94,6 +95,15 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2]
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('DEL', KEYS[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+if ARGV[6] == '1' then redis.call('SPUBLISH', KEYS[5], id .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]) end
+return id
+"""
+
+# A cluster's delta write: the XADD a standalone Redis gets, then the stored entry published to
+# the log's shard channel (only if stored: a refused id raises, a lost log returns nil).
+APPEND_PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], ARGV[2], 'e', 'delta', 'd', ARGV[3])
+if id then redis.call('SPUBLISH', KEYS[2], id .. ' delta ' .. ARGV[3]) end
 return id
 """
 
@@ -172,6 +182,7 @@ class RedisStreams:
     """Reply logs in Redis. Methods are small and named for what the caller means."""
 
     shared = True
+    publishes = ""  # "1": every stored entry is also published to its log's channel (a cluster)
 
     def __init__(
         self,
@@ -183,12 +194,8 @@ class RedisStreams:
         chat_streams_ttl_seconds: int,
     ) -> None:
         self.client = client
-        # The same connections, without redis-py's reply parsing for the two read commands: it
-        # turns every entry's fields into a dict, a large share of the reader's CPU under load.
-        self.raw = redis.Redis(connection_pool=client.connection_pool)
-        for command in ("XRANGE", "XREAD"):
-            self.raw.set_response_callback(command, lambda response, **_options: response)
-        self._writer: redis.connection.ConnectionInterface | None = None  # the pump's (see _write)
+        self.raw = self._raw_reader(client)
+        self._writers: dict[str, redis.connection.ConnectionInterface] = {}  # the pump's (see _write)
         self._writer_lock = threading.Lock()
         self.maxlen = maxlen
         self.ttl_seconds = ttl_seconds
@@ -199,6 +206,16 @@ class RedisStreams:
         self._heartbeat = client.register_script(HEARTBEAT)
         self._release = client.register_script(RELEASE)
         self._hold = client.register_script(HOLD)
+        self._scripts = [self._seal, self._end_log, self._heartbeat, self._release, self._hold]
+
+    @staticmethod
+    def _raw_reader(client: redis.Redis) -> redis.Redis:
+        """The same connections, without redis-py's reply parsing for the two read commands: it
+        turns every entry's fields into a dict, a large share of the reader's CPU under load."""
+        raw = redis.Redis(connection_pool=client.connection_pool)
+        for command in ("XRANGE", "XREAD"):
+            raw.set_response_callback(command, lambda response, **_options: response)
+        return raw
 
     # -- the chat's list of streams (the seed's chat-store facade) -------------------------
     def append_stream_id(self, chat_id: str, stream_id: str) -> None:
@@ -237,7 +254,7 @@ class RedisStreams:
             ([chat_key(ref.chat_id, "live"), self._state_key(ref, "cancel")], [ref.stream_id, timeout_ms])
             for ref in refs
         ]
-        return [bool(flag) for flag in self._pipelined(self._heartbeat, calls)]
+        return [bool(flag) for flag in self._run_script(self._heartbeat, calls)]
 
     def request_cancel(self, ref: StreamRef) -> None:
         self.client.set(self._state_key(ref, "cancel"), "1", ex=self.live_log_ttl_seconds)
@@ -259,10 +276,7 @@ class RedisStreams:
         A refused id means the log was sealed, or that an earlier try of this very write landed
         (its round trip failed after Redis ran it): only then, one XRANGE tells which.
         """
-        add = ("NOMKSTREAM", "MAXLEN", "~", self.maxlen)
-        replies = self._write(
-            [("XADD", log_key(ref), *add, event.id, "e", "delta", "d", event.data) for ref, event in batch]
-        )
+        replies = self._write([self._delta_command(ref, event) for ref, event in batch])
         outcomes, refused = [], []
         for i, reply in enumerate(replies):
             if isinstance(reply, redis.ResponseError) and REFUSED_ID in str(reply):
@@ -278,46 +292,50 @@ class RedisStreams:
                 outcomes[i] = APPENDED if entries else SEALED
         return outcomes
 
+    def _delta_command(self, ref: StreamRef, event: Event) -> tuple:
+        return ("XADD", log_key(ref), "NOMKSTREAM", "MAXLEN", "~", self.maxlen, event.id, "e", "delta", "d", event.data)
+
     def _write(self, commands: list[tuple]) -> list:
         """Send `commands` in one write on the writer's own connection; every reply, errors as
         values. The pump's hot path: no pool checkout, health poll or retry wrapper per round
         (redis-py's pipeline costs more than the XADDs it sends); a failure drops the
-        connection, and the pump sends the same deltas again."""
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = self.client.connection_pool.make_connection()
-            connection = self._writer
-            try:
-                connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))], check_health=False)
-                replies: list = []
-                for _ in commands:
-                    try:
-                        replies.append(connection.read_response())
-                    except redis.ResponseError as error:
-                        replies.append(error)
-                return replies
-            except BaseException:
-                connection.disconnect()  # a reply may be left unread: never reuse it half-read
-                raise
+        connection, and the pump sends the same deltas again.
 
-    def _pipelined(self, script: Script, calls: list[tuple[list, list]]) -> list:
-        """Run `script` once per (keys, args) in one pipeline of EVALSHAs.
-
-        redis-py's own pipelined scripts send SCRIPT EXISTS before every pipeline; here a script
-        is loaded only when Redis says it lacks it (first use, a restart, SCRIPT FLUSH). Every
-        script sent this way is safe to run twice, so the pipeline is simply sent again.
+        Scripts go as EVALSHA; one that Redis lacks (first use, a restart, SCRIPT FLUSH) is
+        loaded and the whole write sent again: everything written this way is safe to send twice.
         """
-        try:
-            return self._evalsha_pipeline(script, calls)
-        except redis.exceptions.NoScriptError:
-            self.client.script_load(script.script)
-            return self._evalsha_pipeline(script, calls)
+        with self._writer_lock:
+            replies = self._send(commands)
+            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+                for script in self._scripts:
+                    self.client.script_load(script.script)
+                replies = self._send(commands)
+            return replies
 
-    def _evalsha_pipeline(self, script: Script, calls: list[tuple[list, list]]) -> list:
-        with self.client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return pipe.execute()
+    def _send(self, commands: list[tuple]) -> list:
+        return exchange(self._writer_for(""), commands)
+
+    def _writer_for(self, node_name: str) -> redis.connection.ConnectionInterface:
+        """The writer's connection (to the master `node_name` on a cluster)."""
+        if node_name not in self._writers:
+            self._writers[node_name] = self.client.connection_pool.make_connection()
+        return self._writers[node_name]
+
+    def close(self) -> None:
+        """Close the writer's connections (the pool's are the client's to close)."""
+        with self._writer_lock:
+            for connection in self._writers.values():
+                connection.disconnect()
+            self._writers.clear()
+
+    def _run_script(self, script: Script, calls: list[tuple[list, list]]) -> list:
+        """Run `script` once per (keys, args) in one write (redis-py's pipelined scripts send
+        SCRIPT EXISTS before every pipeline, and a cluster's pipelines refuse EVALSHA)."""
+        replies = self._write([("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def seal(self, ref: StreamRef) -> None:
         """Refuse further deltas, so the text read next is the reply's final text."""
@@ -331,8 +349,9 @@ class RedisStreams:
                 self._state_key(ref, "state"),
                 chat_key(ref.chat_id, "live"),
                 self._state_key(ref, "cancel"),
+                self._state_key(ref, "events"),
             ],
-            args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id],
+            args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id, self.publishes],
         )
         return bool(result)
 
@@ -410,12 +429,139 @@ class RedisStreams:
         return chat_key(ref.chat_id, f"stream:{ref.stream_id}:{what}")
 
 
-# A stream entry as Redis sends it (decoded): its id and its fields as [name, value, name, value].
-Entry = tuple[str, list[str]]
+class ClusterRedisStreams(RedisStreams):
+    """Reply logs on a Redis Cluster (REDIS_CLUSTER). The keys and scripts are the same; what
+    changes is who is asked: every command goes to the master of its key's slot, and since one
+    blocking XREAD cannot span slots, each stored entry is also published on its log's shard
+    channel (`...:events`, SPUBLISH) for the readers (chat/cluster_reader.py)."""
+
+    publishes = "1"
+
+    def __init__(self, client: redis.RedisCluster, **options) -> None:
+        super().__init__(client, **options)  # type: ignore[arg-type]
+        self.cluster = client
+        self._append_publish = client.register_script(APPEND_PUBLISH)  # type: ignore[misc]
+        self._scripts.append(self._append_publish)
+
+    @staticmethod
+    def _raw_reader(client: redis.Redis) -> redis.Redis:
+        return client  # its nodes parse entries into dicts, which to_event reads too
+
+    def _delta_command(self, ref: StreamRef, event: Event) -> tuple:
+        keys = (log_key(ref), self._state_key(ref, "events"))
+        return ("EVALSHA", self._append_publish.sha, 2, *keys, self.maxlen, event.id, event.data)
+
+    def _send(self, commands: list[tuple]) -> list:
+        """One write per master, all sent before any reply is read; replies in command order.
+        A MOVED reply (slots resharded) refreshes the slot map and fails the write: the pump
+        sends it again, to the new owner."""
+        by_node: dict[str, list[int]] = {}
+        for i, command in enumerate(commands):
+            key = command[3] if command[0] == "EVALSHA" else command[1]
+            by_node.setdefault(self.node_of(key), []).append(i)
+        for name, positions in by_node.items():
+            connection = self._writer_for(name)
+            try:
+                connection.send_packed_command(
+                    [b"".join(hiredis.pack_command(commands[i]) for i in positions)], check_health=False
+                )
+            except BaseException:
+                connection.disconnect()
+                raise
+        replies: list = [None] * len(commands)
+        for name, positions in by_node.items():
+            for i, reply in zip(positions, exchange(self._writers[name], [], len(positions)), strict=True):
+                replies[i] = reply
+        if any(isinstance(reply, redis.exceptions.MovedError | redis.exceptions.AskError) for reply in replies):
+            self.cluster.nodes_manager.initialize()
+            raise redis.exceptions.TryAgainError("the cluster's slots moved; sending again")
+        return replies
+
+    def _writer_for(self, node_name: str) -> redis.connection.ConnectionInterface:
+        if node_name not in self._writers:
+            node = self.cluster.get_node(node_name=node_name)
+            assert node is not None, f"{node_name} is a master of the cluster"
+            self._writers[node_name] = node.redis_connection.connection_pool.make_connection()
+        return self._writers[node_name]
+
+    def node_of(self, key: str) -> str:
+        return self.cluster.nodes_manager.get_node_from_slot(self.cluster.keyslot(key)).name
+
+    def channel(self, ref: StreamRef) -> str:
+        """Where `ref`'s stored entries are published, as `<id> <type> <data>`."""
+        return self._state_key(ref, "events")
+
+    def subscriber(self, node_name: str) -> ShardSubscriber:
+        node = self.cluster.get_node(node_name=node_name)
+        return ShardSubscriber(node.redis_connection.connection_pool)
 
 
-def to_event(entry_id: str, fields: list[str]) -> Event:
+class ShardSubscriber:
+    """One sharded pub/sub connection to one cluster master: SSUBSCRIBE and SUNSUBSCRIBE sent
+    from one thread, messages read by another (a subscribed connection answers nothing else)."""
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        # RESP2, whatever the pool speaks: pushes then come as plain arrays.
+        options = {**pool.connection_kwargs, "protocol": 2, "socket_timeout": None, "health_check_interval": 0}
+        self.connection = pool.connection_class(**options)
+        self.lock = threading.Lock()
+
+    def send(self, command: str, channels: Iterable[str]) -> None:
+        """One SSUBSCRIBE/SUNSUBSCRIBE per channel (one command may not span slots), one write."""
+        packed = b"".join(hiredis.pack_command(cast(tuple, (command, channel))) for channel in channels)
+        if packed:
+            with self.lock:
+                self.connection.connect()
+                self.connection.send_packed_command([packed], check_health=False)
+
+    def receive(self, timeout: float) -> list[list[str]]:
+        """Messages that arrived within `timeout`: [kind, channel, payload-or-count] each."""
+        with self.lock:  # both sides connect under the lock: never two sockets, one unread
+            self.connection.connect()
+        messages = []
+        wait = timeout
+        while self.connection.can_read(timeout=wait):
+            messages.append(self.connection.read_response())
+            wait = 0
+        return messages
+
+    def close(self) -> None:
+        self.connection.disconnect()
+
+
+def published_event(payload: str) -> Event:
+    entry_id, kind, data = payload.split(" ", 2)
+    return Event(entry_id, kind, data)
+
+
+def exchange(connection: redis.connection.ConnectionInterface, commands: list[tuple], sent: int = 0) -> list:
+    """Send `commands` in one write on `connection` and read every reply (and those of `sent`
+    commands sent before), errors as values. A failure drops the connection: a reply may be
+    left unread, so it is never reused half-read."""
+    try:
+        if commands:
+            connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))], check_health=False)
+        replies: list = []
+        for _ in range(sent + len(commands)):
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        connection.disconnect()
+        raise
+
+
+# A stream entry as Redis sends it (decoded): its id and its fields as [name, value, name, value]
+# (or as a dict, parsed by redis-py's cluster client, whose nodes parse replies themselves).
+Entry = tuple[str, list[str] | dict[str, str]]
+
+
+def to_event(entry_id: str, fields: list[str] | dict[str, str]) -> Event:
     """Every entry here is written as `e <type> d <data>`; anything else is read by name."""
+    if isinstance(fields, dict):
+        return Event(entry_id, fields["e"], fields["d"])
     if len(fields) == 4 and fields[0] == "e" and fields[2] == "d":
         return Event(entry_id, fields[1], fields[3])
     named = dict(zip(fields[::2], fields[1::2], strict=True))

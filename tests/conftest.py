@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import close_all_sessions
 
 from chat import create_app
-from chat.config import database_url
+from chat.config import database_url, is_cluster
 from chat.embedded_redis import start_redis_server, stop_redis_server
 from chat.extensions import db
-from chat.streams import RedisStreams
+from chat.streams import ClusterRedisStreams, RedisStreams
 from helpers.apps import make_app, wipe
 from helpers.browser import CAPTURE_STREAMED, CHROMIUM, CHROMIUM_ARGS
 from helpers.gunicorn import Gunicorn
@@ -43,11 +43,16 @@ def redis_url(redis_server) -> str:
 
 @pytest.fixture
 def store(redis_url) -> Iterator[Callable[..., RedisStreams]]:
-    """`store(**overrides)`: the Redis stream protocol on the test Redis (clients closed after)."""
-    clients: list[redis.Redis] = []
+    """`store(**overrides)`: the Redis stream protocol on the test Redis, or on the test cluster
+    when `redis_url` names one (tests/test_redis_cluster.py); clients closed after."""
+    clients: list[redis.Redis | redis.RedisCluster] = []
+    on_cluster = is_cluster(redis_url)
 
     def build(**overrides) -> RedisStreams:
         options = {"maxlen": 1000, "ttl_seconds": 60, "max_reply_seconds": 600, "chat_streams_ttl_seconds": 3600}
+        if on_cluster:
+            clients.append(redis.RedisCluster.from_url(redis_url, decode_responses=True))
+            return ClusterRedisStreams(clients[-1], **{**options, **overrides})
         clients.append(redis.Redis.from_url(redis_url, decode_responses=True))
         return RedisStreams(clients[-1], **{**options, **overrides})
 
