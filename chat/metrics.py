@@ -31,6 +31,13 @@ FINISH_SECONDS = Histogram(
 LIVE_REPLIES = Gauge("durable_chat_live_replies", "Replies generating in this process.", multiprocess_mode="livesum")
 OPEN_STREAMS = Gauge("durable_chat_open_streams", "Client streams (SSE responses) open.", multiprocess_mode="livesum")
 DELTAS_WRITTEN = Counter("durable_chat_deltas_written_total", "Deltas Redis accepted into reply logs.")
+READER_LAG = Histogram(
+    "durable_chat_reader_lag_seconds",
+    "Time entries waited between reaching this process (read, or written here) and their client's "
+    "response taking them: grows when a worker is saturated. Sampled: a client's first batch, then "
+    "one in 32.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 RESUMES = Counter("durable_chat_resumes_total", "Streams resumed from a cursor (Last-Event-ID or lastEventId).")
 REDIS_ERRORS = Counter("durable_chat_redis_errors_total", "Redis failures seen, by the part that saw it.", ["part"])
 HTTP_REQUESTS = Counter("durable_chat_http_requests_total", "HTTP requests by route and status.", ["route", "status"])

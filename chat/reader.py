@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import redis
 
@@ -34,8 +34,20 @@ STORE_FAILED = object()  # queued to every subscriber when the reader loses Redi
 SHUTTING_DOWN = object()  # queued to every subscriber when this process stops: resume elsewhere
 
 
+class Batch(list):
+    """Entries handed to subscribers together, stamped with when (for the reader-lag metric)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, events: Iterable[Event]) -> None:
+        super().__init__(events)
+        self.at = time.monotonic()
+
+
 class Subscription:
     """One client's view of a log: catch-up from its cursor, then entries the hub hands over."""
+
+    LAG_SAMPLE = 32  # observe the reader lag of the first batch, then of one in this many
 
     def __init__(self, hub: StreamHub, ref: StreamRef, after: str, catch_up: bool) -> None:
         self.hub = hub
@@ -43,6 +55,7 @@ class Subscription:
         self.last = after
         self.catch_up = catch_up
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.taken = 0
 
     def __iter__(self) -> Iterator[Event | None]:
         try:
@@ -69,6 +82,9 @@ class Subscription:
                     return
                 if batch is SHUTTING_DOWN:
                     return  # the response ends without a terminal event: the client resumes elsewhere
+                if self.taken % self.LAG_SAMPLE == 0 and isinstance(batch, Batch):
+                    metrics.READER_LAG.observe(time.monotonic() - batch.at)
+                self.taken += 1
                 last = entry_cursor(self.last)
                 for event in batch:
                     cursor = event.cursor
@@ -180,8 +196,9 @@ class StreamHub:
             if ref not in self.local:
                 return
             self.local[ref] = events[-1].id
+            batch = Batch(events)
             for subscription in self.followers.get(ref, ()):
-                subscription.queue.put(events)
+                subscription.queue.put(batch)
 
     def produced_elsewhere(self, ref: StreamRef) -> None:
         """The pump writes no more to `ref`: its followers go on through the XREAD."""
@@ -246,9 +263,10 @@ class StreamHub:
         read starts from the new cursor, so nothing between the two is skipped.
         """
         with self.lock:
-            for ref, batch in events.items():
+            for ref, entries in events.items():
                 if ref not in self.followers or self.cursors.get(ref) != read_from[ref]:
                     continue
+                batch = Batch(entries)
                 self.cursors[ref] = batch[-1].id
                 for subscription in self.followers[ref]:
                     subscription.queue.put(batch)

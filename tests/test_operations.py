@@ -84,6 +84,7 @@ def test_metrics_move_with_replies_streams_and_requests(app_factory):
     assert moved("durable_chat_deltas_written_total") >= 3
     assert moved("durable_chat_resumes_total") == 1
     assert moved("durable_chat_finish_seconds_count") == 1
+    assert moved("durable_chat_reader_lag_seconds_count") >= 2, "each client's first batch at least"
     assert moved('durable_chat_http_requests_total{route="/api/chat",status="200"}') == 2
     wait_for(
         lambda: scrape(client)["durable_chat_live_replies"] <= before.get("durable_chat_live_replies", 0),
