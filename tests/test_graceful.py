@@ -4,6 +4,7 @@ stores the rest `interrupted` with their text, billed once. Real gunicorn, real 
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 
@@ -65,14 +66,41 @@ def stored(database, chat_id: str):
     return reply_in_database(database, chat_id), charges
 
 
+def use_up_requests(server: Gunicorn, worker: int, limit: int = 50) -> None:
+    """Send requests to `worker` (over a keep-alive connection it accepted) until it stops
+    taking them: gunicorn's max-requests recycling."""
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    while True:
+        connection.connect()
+        if holds_socket(worker, connection.sock.getsockname()[1]):
+            break
+        connection.close()
+    try:
+        for _ in range(limit):
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            if response.getheader("Connection", "").lower() == "close":
+                return
+    except (ConnectionError, http.client.HTTPException):
+        return
+    finally:
+        connection.close()
+    raise AssertionError(f"worker {worker} took {limit} requests without being recycled")
+
+
 def reply_across_a_stop(server: Gunicorn, whom: str, database: str):
-    """Start a reply, send SIGTERM to its worker (`whom="worker"`) or SIGHUP to the master,
-    follow it to its end through resumes; returns (text seen, terminal event, stored reply,
+    """Start a reply; send SIGTERM to its worker (`whom="worker"`), SIGHUP to the master
+    ("master") or requests to its worker until max-requests recycles it ("requests"); follow
+    the reply to its end through resumes; returns (text seen, terminal event, stored reply,
     charges, the producing worker)."""
     chat_id = new_chat_id()
     connection, post, events, producer, resume = started_reply(server, chat_id)
     if whom == "worker":
         os.kill(producer, signal.SIGTERM)
+    elif whom == "requests":
+        use_up_requests(server, producer)
     else:
         os.kill(server.process.pid, signal.SIGHUP)  # new workers start; the old ones are told to stop
     text, terminal = read_to_the_end(post, events, resume)
@@ -107,3 +135,18 @@ def test_a_hup_reload_of_the_master_mid_reply_loses_nothing(gunicorn_server, dat
     wait_for(
         lambda: not old_workers & set(worker_pids(server.process.pid)), timeout=30, message="the old workers to exit"
     )
+
+
+def test_max_requests_recycling_mid_reply_loses_nothing(gunicorn_server, database):
+    server = gunicorn_server(
+        GRACEFUL_REPLY_SECONDS="20",
+        DEMO_MODEL_WORDS="150",
+        DEMO_MODEL_DELAY_MS="20",
+        GUNICORN_CMD_ARGS="--max-requests 10",
+    )
+    text, terminal, reply, charges, producer = reply_across_a_stop(server, "requests", database)
+    assert terminal.json()["finishReason"] == "stop", "it finished, not interrupted"
+    assert reply.status == "complete" and reply.content == text and charges == 1
+    wait_for(lambda: producer not in worker_pids(server.process.pid), timeout=20, message="the recycled worker to exit")
+    server.stop()
+    assert "Autorestarting worker after current request" in server.log
