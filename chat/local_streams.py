@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from .streams import APPENDED, SEALED, Event, StreamRef, entry_cursor, joined_text
 
@@ -55,6 +55,11 @@ class LocalStreams:
 
     def load_streams(self, chat_id: str) -> list[str]:
         return []
+
+    def forget_chat(self, chat_id: str, stream_ids: Iterable[str]) -> None:
+        with self.lock:
+            for stream_id in stream_ids:
+                self.logs.pop(StreamRef(chat_id, stream_id), None)
 
     def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool:
         with self.lock:

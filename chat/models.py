@@ -25,6 +25,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    or_,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -122,6 +123,9 @@ class Identity(Model):
         return f"{self.id}:{self.session_epoch}"
 
 
+CHAT_TITLE_MAX = 200
+
+
 class Chat(Model):
     __tablename__ = "chats"
 
@@ -130,7 +134,7 @@ class Chat(Model):
         ForeignKey("identities.id", ondelete="CASCADE"), nullable=False, index=True
     )
     agent_slug: Mapped[str] = mapped_column(String(64), nullable=False)
-    title: Mapped[str] = mapped_column(String(200), nullable=False, default="New chat")
+    title: Mapped[str] = mapped_column(String(CHAT_TITLE_MAX), nullable=False, default="New chat")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
@@ -234,7 +238,7 @@ class LedgerEntry(Model):
         String(16), nullable=False, default=LedgerKind.CHARGE, server_default=LedgerKind.CHARGE.value
     )
     stream_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
-    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     agent_slug: Mapped[str | None] = mapped_column(String(64))
     prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -274,6 +278,32 @@ def recent_chats(identity_id: uuid.UUID, limit: int = 30) -> list[Chat]:
             select(Chat).where(Chat.identity_id == identity_id).order_by(Chat.updated_at.desc()).limit(limit)
         )
     )
+
+
+CHATS_PER_PAGE = 30
+
+
+def chats_page(identity_id: uuid.UUID, page: int, query: str = "") -> tuple[list[Chat], bool]:
+    """One page (from 1) of the identity's chats, most recently active first, and whether more
+    follow. With `query`: only chats whose title or any message contains it (case-insensitive)."""
+    statement = select(Chat).where(Chat.identity_id == identity_id)
+    if query:
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        in_messages = select(Message.chat_id).where(Message.content.ilike(pattern, escape="\\"))
+        statement = statement.where(or_(Chat.title.ilike(pattern, escape="\\"), Chat.id.in_(in_messages)))
+    rows = list(
+        db.session.scalars(
+            statement.order_by(Chat.updated_at.desc(), Chat.id)
+            .offset((page - 1) * CHATS_PER_PAGE)
+            .limit(CHATS_PER_PAGE + 1)
+        )
+    )
+    return rows[:CHATS_PER_PAGE], len(rows) > CHATS_PER_PAGE
+
+
+def chat_stream_ids(chat_id: uuid.UUID) -> list[str]:
+    """Every stream the chat has had (the audit trail), for deleting what Redis still keeps."""
+    return list(db.session.scalars(select(ChatStream.stream_id).where(ChatStream.chat_id == chat_id)))
 
 
 def streaming_message(chat_id: uuid.UUID) -> Message | None:

@@ -33,6 +33,7 @@ from .models import (
     Message,
     MessageRole,
     MessageStatus,
+    chat_stream_ids,
     conversation,
     get_recent_stream_id,
     insert_chat_stream,
@@ -215,6 +216,19 @@ class Replies:
             return finish_reply(backend, self.agents, ref, FinishReason.CANCELLED)
         except redis.RedisError:
             raise ReplyError(503, STORE_DOWN) from None
+
+    def delete(self, chat: Chat) -> None:
+        """Delete the chat: its live reply is stopped first (stored and billed as cancelled; the
+        ledger keeps the charge), then what Redis keeps of it, then its rows. Redis down: 503,
+        and nothing is deleted."""
+        self.stop(chat)
+        try:
+            self.runtime.backend.forget_chat(str(chat.id), chat_stream_ids(chat.id))
+        except redis.RedisError:
+            raise ReplyError(503, STORE_DOWN) from None
+        structured_logs.event("chat.delete", chat=str(chat.id))
+        db.session.delete(chat)
+        db.session.commit()
 
     # -- reading ------------------------------------------------------------------------------
     def follow_started(self, reply: ReplyHandle) -> Iterator[Event | None]:

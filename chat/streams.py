@@ -75,8 +75,10 @@ def entry_cursor(entry_id: str) -> tuple[int, int]:
 
 # Refuse further deltas: mark the log sealed and raise its top id above every id its producer can
 # still write (`T-n`, T being the millisecond of the log's first entries). A log whose top entry
-# is already the terminal event is raised the same way, harmlessly.
+# is already the terminal event is raised the same way, harmlessly. A log that is gone (lost, or
+# its chat deleted) takes no delta anyway (NOMKSTREAM): nothing is left behind for it.
 SEAL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return end
 redis.call('SET', KEYS[2], 'sealed', 'NX', 'EX', ARGV[1])
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if top then redis.call('XSETID', KEYS[1], string.match(top[1], '^%d+') .. '-' .. ARGV[2]) end
@@ -146,6 +148,10 @@ class StreamBackend(Protocol):
     def alive(self, refs: Sequence[StreamRef]) -> list[bool]: ...
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]: ...
     def request_cancel(self, ref: StreamRef) -> None: ...
+    def forget_chat(self, chat_id: str, stream_ids: Iterable[str]) -> None:
+        """Drop everything kept of the chat and of these streams of it (the chat is deleted)."""
+        ...
+
     def create(self, ref: StreamRef, start_data: dict) -> str:
         """Start the log (and list it as the chat's newest stream); the start event's id."""
         ...
@@ -258,6 +264,14 @@ class RedisStreams:
 
     def request_cancel(self, ref: StreamRef) -> None:
         self.client.set(self._state_key(ref, "cancel"), "1", ex=self.live_log_ttl_seconds)
+
+    def forget_chat(self, chat_id: str, stream_ids: Iterable[str]) -> None:
+        """One DEL of every key of the chat (one slot: also one command on a cluster)."""
+        keys = [chat_key(chat_id, "streams"), chat_key(chat_id, "live")]
+        for stream_id in {*stream_ids, *self.load_streams(chat_id)}:
+            ref = StreamRef(chat_id, stream_id)
+            keys += [log_key(ref), *(self._state_key(ref, what) for what in ("state", "cancel"))]
+        self.client.delete(*keys)
 
     # -- the log --------------------------------------------------------------------------------
     def create(self, ref: StreamRef, start_data: dict) -> str:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chat.extensions import db
-from chat.models import ApiToken, Identity, Message
+from chat.models import ApiToken, Chat, Identity, Message
 from helpers.accounts import PASSWORD, AccountActions
 from helpers.chats import new_chat_id, post_chat
 from helpers.sse import read_events
@@ -20,11 +20,13 @@ from helpers.sse import read_events
 EVIL_SITE = "https://evil.example"
 
 
-def counts(app) -> tuple[int, int, int]:
-    """Messages, accounts and API tokens stored: what a refused request must not change."""
+def counts(app) -> tuple:
+    """Messages, chats and their titles, accounts and API tokens stored: what a refused request
+    must not change."""
     with app.app_context():
         return (
             db.session.scalar(select(func.count()).select_from(Message)),
+            sorted(db.session.scalars(select(Chat.title))),
             db.session.scalar(select(func.count()).select_from(Identity).where(Identity.email.is_not(None))),
             db.session.scalar(select(func.count()).select_from(ApiToken)),
         )
@@ -35,6 +37,8 @@ def page_routes(chat_id: str, token_id: str) -> list[tuple[str, dict]]:
     return [
         (f"/agent/helper/{chat_id}/messages", {"message": "forged"}),
         (f"/agent/helper/{chat_id}/stop", {}),
+        (f"/agent/helper/{chat_id}/title", {"title": "forged"}),
+        (f"/agent/helper/{chat_id}/delete", {}),
         ("/signup", {"email": "forged@example.com", "password": PASSWORD}),
         ("/signin", {"email": "ada@example.com", "password": PASSWORD}),
         ("/signout", {}),

@@ -1,16 +1,65 @@
-"""Managing one's chats: export (Markdown, JSON) for now. Every route answers 404 for a chat
-that is not the caller's, as for one that does not exist."""
+"""Managing one's chats: the list (search, pages), rename, delete, export. Every route answers
+404 for a chat that is not the caller's, as for one that does not exist."""
 
 from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from ..export import as_json, as_markdown, file_name
+from ..extensions import db
+from ..identity import current_identity_id
+from ..models import CHAT_TITLE_MAX, chats_page, recent_chats
+from ..refusals import Refused
+from ..replies import replies
+from .errors import is_fragment_request
 from .pages import agent_or_404, chat_or_404
 
 bp = Blueprint("chats", __name__)
+
+
+@bp.get("/chats")
+def chat_list():
+    """Every chat of the caller, newest activity first, a page at a time; `q` searches titles and
+    messages. An htmx request (the sidebar's search box) gets the list alone."""
+    query = request.args.get("q", "").strip()[:200]
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    chats, more = chats_page(current_identity_id(), page, query)
+    if is_fragment_request() and request.headers.get("HX-Boosted") != "true":  # not a boosted page visit
+        return render_template("_partials/chat_list.html", chats=chats, list_id="chat-list", chat=None)
+    return render_template("pages/chats.html", chats=chats, query=query, page=page, more=more)
+
+
+@bp.post("/agent/<slug>/<uuid:chat_id>/title")
+def rename(slug: str, chat_id: uuid.UUID):
+    agent = agent_or_404(slug)
+    chat = chat_or_404(agent, chat_id)
+    title = " ".join(request.form.get("title", "").split())
+    if not 1 <= len(title) <= CHAT_TITLE_MAX:
+        raise Refused(400, f"A chat's title needs 1 to {CHAT_TITLE_MAX} characters.")
+    chat.title = title
+    db.session.commit()
+    if not is_fragment_request():
+        return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
+    chats = recent_chats(current_identity_id())
+    return render_template("_partials/chat_title.html", agent=agent, chat=chat) + "".join(
+        render_template("_partials/chat_list.html", chats=chats, chat=chat, list_id=list_id, oob=True)
+        for list_id in ("chat-list", "chat-list-drawer")
+    )
+
+
+@bp.get("/agent/<slug>/<uuid:chat_id>/delete")
+def confirm_delete(slug: str, chat_id: uuid.UUID):
+    agent = agent_or_404(slug)
+    return render_template("pages/delete.html", agent=agent, chat=chat_or_404(agent, chat_id))
+
+
+@bp.post("/agent/<slug>/<uuid:chat_id>/delete")
+def delete(slug: str, chat_id: uuid.UUID):
+    agent = agent_or_404(slug)
+    replies().delete(chat_or_404(agent, chat_id))
+    return redirect(url_for("chats.chat_list"), code=303)
 
 
 @bp.get("/agent/<slug>/<uuid:chat_id>/export.<any(md, json):kind>")
