@@ -95,6 +95,25 @@ def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server,
         proxy.close()
 
 
+def test_a_page_frozen_mid_reply_continues_within_a_second_of_coming_back(live_server, page):
+    """What a phone or a background tab does: the OS freezes the page (CDP's lifecycle state, as
+    Chromium's tab freezing does), the reply goes on without it, and once the page is active
+    again it catches up from its cursor and finishes with exactly the stored text."""
+    server = live_server(DEMO_MODEL_WORDS=250, DEMO_MODEL_DELAY_MS=30)
+    start_reply(page, server.url, "Freeze me", 30)
+    before = len(page.evaluate("document.querySelector('.streaming-text').textContent"))
+    lifecycle = page.context.new_cdp_session(page)
+    lifecycle.send("Page.setWebLifecycleState", {"state": "frozen"})
+    time.sleep(3)  # ~100 words are written meanwhile
+    lifecycle.send("Page.setWebLifecycleState", {"state": "active"})
+    woke = time.monotonic()
+    wait_for_text(page, before + 300, timeout=5)
+    assert time.monotonic() - woke < 1.0, "it caught up within a second of becoming active"
+    wait_finished(page, timeout=30_000)
+    stored = stored_reply(server.app, page)
+    assert stored.status == "complete" and streamed(page) == [stored.content]
+
+
 def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(live_server, browser_context):
     server = live_server(DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=40)
     context = browser_context()

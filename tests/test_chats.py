@@ -15,6 +15,7 @@ from chat.extensions import db
 from chat.models import Identity, LedgerEntry
 from helpers.browser import send, wait_finished
 from helpers.chats import charges, latest_reply, new_chat_id, post_chat, wait_for
+from helpers.fake_openai import FakeOpenAI
 from helpers.sse import read_events
 
 
@@ -190,3 +191,34 @@ def test_in_the_browser_rename_search_and_delete_a_chat_with_a_live_reply(live_s
     assert page.goto(f"{server.url}/agent/helper/{chat_id}").status == 404
     assert latest_reply(server.app, chat_id) is None
     assert [charge.message_id for charge in charges(server.app, titles=False)].count(None) == 1, "billed once"
+
+
+def test_fenced_code_is_highlighted_under_its_language_and_stays_inert():
+    from chat.markdown import render_markdown
+
+    html = render_markdown(
+        '```python\ndef f():\n    return "<b>"\n```\n\n```"><img src=x>\nx < y\n```\n\n```\nplain\n```'
+    )
+    assert '<div class="code-lang">python</div>' in html
+    assert '<span class="k">def</span>' in html and "&lt;b&gt;" in html, "highlighted, and still escaped"
+    assert "<img" not in html and "x &lt; y" in html, "a hostile language name or body stays text"
+    assert html.count('<div class="code-block">') == 3
+
+
+@pytest.mark.browser
+def test_a_code_block_in_a_reply_is_highlighted_and_its_copy_button_copies_the_code(live_server, browser_context):
+    fake = FakeOpenAI()
+    fake.words = ["Here:\n\n", "```python\n", "def add(a, b):\n", "    return a + b\n", "```\n", "Done."]
+    try:
+        server = live_server(OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=fake.base_url)
+        page = browser_context(permissions=["clipboard-read", "clipboard-write"]).new_page()
+        page.goto(f"{server.url}/agent/helper")
+        send(page, "Show me code")
+        wait_finished(page)
+        block = page.locator(".message.assistant .code-block")
+        assert block.locator(".code-lang").inner_text() == "python"
+        assert block.locator("span.k").first.inner_text() == "def"
+        block.locator("button.copy-code").click()
+        assert page.evaluate("navigator.clipboard.readText()") == "def add(a, b):\n    return a + b\n"
+    finally:
+        fake.close()

@@ -82,10 +82,25 @@
     });
   }
 
+  // One copy button per fenced code block (the server renders them inside div.code-block).
+  function addCodeCopy(root) {
+    if (!navigator.clipboard) return;
+    root.querySelectorAll(".code-block").forEach(function (block) {
+      if (block.querySelector("button.copy-code")) return;
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "copy copy-code";
+      button.textContent = "Copy";
+      button.setAttribute("aria-label", "Copy this code");
+      block.appendChild(button);
+    });
+  }
+
   document.addEventListener("click", function (evt) {
     var button = evt.target.closest("button.copy");
     if (!button) return;
-    navigator.clipboard.writeText(button.dataset.copy || "").then(function () {
+    var code = button.classList.contains("copy-code") ? button.parentNode.querySelector("pre").textContent : null;
+    navigator.clipboard.writeText(code !== null ? code : button.dataset.copy || "").then(function () {
       button.textContent = "Copied";
       setTimeout(function () { button.textContent = "Copy"; }, 1500);
     });
@@ -94,6 +109,7 @@
   function settle(root) {
     refreshComposer();
     enableCopy(root || document);
+    addCodeCopy(root || document);
     var list = document.getElementById("messages");
     if (list) list.scrollTop = list.scrollHeight;
   }
