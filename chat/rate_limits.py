@@ -40,11 +40,15 @@ def init_app(app: Flask) -> None:
         if on_cluster(app, url):  # limits' cluster storage: its scheme, the node's address
             scheme, rest = url.split("://", 1)
             url = "redis+cluster://" + rest.split("/", 1)[0]
-            app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"ssl": scheme == "rediss"})
+            if scheme == "rediss":
+                app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"ssl": True})
         app.config.setdefault("RATELIMIT_STORAGE_URI", url)
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config.setdefault("RATELIMIT_ENABLED", app.config["RATE_LIMITS_ENABLED"])
     limiter.init_app(app)
+    # The limiter is one object for every app of the process (its decorators are module-level):
+    # init_app gives it this app's storage, so a previous storage's outage says nothing of it.
+    limiter._storage_dead = False
 
 
 def setting(name: str) -> Callable[[], str]:
