@@ -6,6 +6,7 @@ Raw HTML in a reply is shown as text, never run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import nh3
@@ -35,9 +36,13 @@ def fence_with_label(
     renderer: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
 ) -> str:
     """A fenced block inside `<div class="code-block">`, after a label naming its language (the
-    page adds a copy button to each)."""
+    page adds a copy button to each). A fence still open in a streaming reply (`env["open_fence"]`)
+    is shown as plain code: highlighting it again at every delta would cost more than the rest of
+    the stream; it is highlighted once it is closed."""
     language = tokens[idx].info.strip().split(maxsplit=1)[0] if tokens[idx].info.strip() else ""
     label = f'<div class="code-lang">{escape(language)}</div>' if language else ""
+    if env.get("open_fence"):
+        options = PLAIN_CODE_OPTIONS
     return f'<div class="code-block">{label}{RendererHTML.fence(renderer, tokens, idx, options, env)}</div>'
 
 
@@ -47,6 +52,8 @@ parser = MarkdownIt(
     "commonmark", {"html": False, "linkify": False, "breaks": True, "highlight": highlight_code}
 ).enable("table")
 parser.add_render_rule("fence", fence_with_label)
+PLAIN_CODE_OPTIONS = OptionsDict(parser.options)  # type: ignore[arg-type]  # a copy, without the highlighter
+PLAIN_CODE_OPTIONS["highlight"] = None
 
 ALLOWED_TAGS = {
     "p",
@@ -89,7 +96,10 @@ ALLOWED_ATTRIBUTES = {
 
 
 def render_markdown(text: str) -> Markup:
-    html = parser.render(text)
+    return sanitised(parser.render(text))
+
+
+def sanitised(html: str) -> Markup:
     return Markup(
         nh3.clean(
             html,
@@ -99,3 +109,76 @@ def render_markdown(text: str) -> Markup:
             url_schemes={"http", "https", "mailto"},
         )
     )
+
+
+# A line as markdown-it counts lines (it reads \r\n, \r and \n alike as one line break).
+LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
+
+
+def open_fence(tokens: Sequence[Token], lines: Sequence[str]) -> bool:
+    """Whether the last block is a code fence not closed yet (`lines`: the source's)."""
+    if not tokens or tokens[-1].type != "fence" or tokens[-1].map is None:
+        return False
+    fence, (first, end) = tokens[-1], tokens[-1].map
+    if end - 1 <= first:
+        return True
+    closing = lines[end - 1].strip() if end - 1 < len(lines) else ""
+    return not (closing.startswith(fence.markup) and closing.strip(fence.markup[0]) == "")
+
+
+class StreamingMarkdown:
+    """A reply's Markdown rendered while it grows, block by block.
+
+    Every top-level block before the last one is finished: appending text cannot change it, so
+    it is rendered once and sent once (`feed` returns it). Only the open last block — a paragraph
+    still being written, an unclosed code fence (rendered as code meanwhile) — is rendered again
+    for every delta. Rendering the same text in one `feed` or in many gives the same blocks, so a
+    page rendered at a cursor, and a stream resumed from it, show what a watcher saw.
+    """
+
+    # An open block longer than this (a long code listing) is rendered again only once it has
+    # grown by 1/GROWTH: rendering it at every delta would cost the square of its length.
+    LONG_BLOCK = 4096
+    GROWTH = 32
+
+    def __init__(self, text: str = "") -> None:
+        self.text = ""
+        self.done = 0  # characters of `text` rendered as finished blocks
+        self.finished: list[str] = []  # their HTML, in order
+        self.tail = Markup("")
+        self.rendered_up_to = 0  # length of `text` when the tail was last rendered
+        self.feed(text)
+
+    def feed(self, delta: str) -> tuple[str, str | None]:
+        """Add `delta`; returns the HTML of the blocks it finished ("" if none) and of the tail
+        (None: not rendered again this time, see LONG_BLOCK; `flush` renders it)."""
+        self.text += delta
+        open_length = len(self.text) - self.done
+        if open_length > self.LONG_BLOCK and len(self.text) - self.rendered_up_to < open_length // self.GROWTH:
+            return "", None
+        return self.render()
+
+    def flush(self) -> str | None:
+        """The tail's HTML if text arrived since it was last rendered (the reply has ended)."""
+        return self.render()[1] if self.rendered_up_to < len(self.text) else None
+
+    def render(self) -> tuple[str, str]:
+        self.rendered_up_to = len(self.text)
+        open_part = self.text[self.done :]
+        tokens = parser.parse(open_part)
+        lines = LINE.findall(open_part)
+        starts = [(index, token.map[0]) for index, token in enumerate(tokens) if token.level == 0 and token.map]
+        finished = ""
+        if len(starts) > 1:
+            first_open, line = starts[-1]
+            finished = str(sanitised(parser.renderer.render(tokens[:first_open], parser.options, {})))
+            self.finished.append(finished)
+            self.done += sum(len(text) for text in lines[:line])
+            tokens = tokens[first_open:]
+        env = {"open_fence": open_fence(tokens, lines)}
+        self.tail = sanitised(parser.renderer.render(tokens, parser.options, env))
+        return finished, str(self.tail)
+
+    @property
+    def finished_html(self) -> Markup:
+        return Markup("".join(self.finished))

@@ -46,7 +46,7 @@ from .producer import ReplyHandle, start_producer
 from .rate_limits import admit_new_guest
 from .refusals import Refused
 from .runtime import Runtime
-from .streams import Event, StreamRef, joined_text
+from .streams import Event, StreamRef, entry_cursor, joined_text
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
@@ -293,6 +293,16 @@ class Replies:
         except redis.RedisError:
             return "", None
         return joined_text(events), (events[-1].id if events else None)
+
+    def text_until(self, ref: StreamRef, cursor: str) -> str:
+        """The reply's text up to and including the entry `cursor` (what a client holding that
+        cursor has seen); "" if Redis cannot say (the stream then starts over for the page)."""
+        until = entry_cursor(cursor)
+        try:
+            events = self.runtime.backend.read(ref)
+        except redis.RedisError:
+            return ""
+        return joined_text(event for event in events if event.cursor <= until)
 
     # -- open streams per identity ----------------------------------------------------------
     def hold_stream(self, identity_id: uuid.UUID) -> str:

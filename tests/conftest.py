@@ -7,11 +7,13 @@ the same suite against PostgreSQL. Nothing here mocks Redis or the database.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IllegalStateChangeError
 from sqlalchemy.orm import close_all_sessions
 
 from chat import create_app
@@ -100,9 +102,21 @@ def app_factory(database, redis_url):
         app.extensions["replies"].shutdown()
         # Responses a test left unclosed still hold their request's session: close them all, so
         # no connection outlives the engine (PostgreSQL warns about each one at garbage collection).
-        close_all_sessions()
+        close_sessions_when_idle()
         with app.app_context():
             db.engine.dispose()
+
+
+def close_sessions_when_idle(attempts: int = 50) -> None:
+    """close_all_sessions(), waiting for a background thread that is mid-query (a reply being
+    finished as the app shuts down): SQLAlchemy refuses to close a session under its feet."""
+    for _ in range(attempts - 1):
+        try:
+            close_all_sessions()
+            return
+        except IllegalStateChangeError:
+            time.sleep(0.1)
+    close_all_sessions()
 
 
 @pytest.fixture

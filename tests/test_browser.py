@@ -7,7 +7,7 @@ import time
 import pytest
 
 from chat.models import Message
-from helpers.browser import SLOW, send, streamed, wait_finished, wait_for_text, wait_for_toast
+from helpers.browser import SLOW, send, shown_reply, streamed, wait_finished, wait_for_text, wait_for_toast
 from helpers.chats import latest_reply
 
 pytestmark = pytest.mark.browser
@@ -38,7 +38,7 @@ def test_send_shows_the_streamed_reply_and_it_equals_the_stored_message(server, 
     wait_finished(page)
     stored = stored_reply(server.app, page)
     assert stored.status == "complete"
-    assert streamed(page) == [stored.content], "the streamed text is exactly the stored reply"
+    assert streamed(page) == [shown_reply(page)], "what streamed is exactly the stored reply, rendered"
     assert page.inner_text(".message.assistant .markdown strong") == "Helper"  # the final Markdown render
     assert page.evaluate("document.activeElement.id") == "message-input", "focus returns to the composer"
     assert page.evaluate("location.pathname").startswith("/agent/helper/")
@@ -53,7 +53,9 @@ def reload_mid_reply(page, server_url: str) -> None:
     before = wait_for_text(page, 60)
     page.reload()
     # What was already shown is there at once, and the same reply continues from its cursor.
-    assert page.inner_text(".message.assistant .content").startswith(before)
+    assert page.evaluate("document.querySelector('.message.assistant .content').textContent").startswith(
+        before.rstrip()
+    )
     wait_for_toast(page, "Reconnected")
     wait_finished(page)
 
@@ -61,15 +63,15 @@ def reload_mid_reply(page, server_url: str) -> None:
 def test_reload_mid_reply_continues_without_duplicate_or_gap(server, page):
     reload_mid_reply(page, server.url)
     stored = stored_reply(server.app, page)
-    assert stored.status == "complete" and streamed(page) == [stored.content]
+    assert stored.status == "complete" and streamed(page) == [shown_reply(page)]
 
 
 def test_mobile_layout_reload_mid_reply_resumes_too(server, browser_context):
     page = browser_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True).new_page()
     reload_mid_reply(page, server.url)
     assert not page.is_visible(".sidebar") and page.is_visible(".drawer summary")
-    stored = stored_reply(server.app, page)
-    assert streamed(page) == [stored.content]
+    assert stored_reply(server.app, page).status == "complete"
+    assert streamed(page) == [shown_reply(page)]
 
 
 def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server, browser_context):
@@ -90,7 +92,7 @@ def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server,
         assert any("Reconnected" in t for t in page.evaluate("window.__toasts")), "the drop was noticed and resumed"
         stored = stored_reply(server.app, page)
         assert stored.status == "complete"
-        assert streamed(page) == [stored.content], "no duplicate and no gap after the drop"
+        assert streamed(page) == [shown_reply(page)], "no duplicate and no gap after the drop"
     finally:
         proxy.close()
 
@@ -101,7 +103,7 @@ def test_a_page_frozen_mid_reply_continues_within_a_second_of_coming_back(live_s
     again it catches up from its cursor and finishes with exactly the stored text."""
     server = live_server(DEMO_MODEL_WORDS=250, DEMO_MODEL_DELAY_MS=30)
     start_reply(page, server.url, "Freeze me", 30)
-    before = len(page.evaluate("document.querySelector('.streaming-text').textContent"))
+    before = len(page.evaluate("document.querySelector('.streaming').textContent"))
     lifecycle = page.context.new_cdp_session(page)
     lifecycle.send("Page.setWebLifecycleState", {"state": "frozen"})
     time.sleep(3)  # ~100 words are written meanwhile
@@ -111,7 +113,7 @@ def test_a_page_frozen_mid_reply_continues_within_a_second_of_coming_back(live_s
     assert time.monotonic() - woke < 1.0, "it caught up within a second of becoming active"
     wait_finished(page, timeout=30_000)
     stored = stored_reply(server.app, page)
-    assert stored.status == "complete" and streamed(page) == [stored.content]
+    assert stored.status == "complete" and streamed(page) == [shown_reply(page)]
 
 
 def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(live_server, browser_context):
@@ -128,7 +130,7 @@ def test_second_tab_sees_the_same_reply_and_stop_in_one_tab_stops_both(live_serv
         tab.wait_for_selector(".message.assistant.status-cancelled")
     stored = stored_reply(server.app, first)
     assert stored.status == "cancelled"
-    assert streamed(first) == [stored.content] and streamed(second) == [stored.content]
+    assert streamed(first) == [shown_reply(first)] and streamed(second) == [shown_reply(second)]
     assert "You stopped this reply." in first.inner_text(".message.assistant")
     # Retry sends the same message again as a new turn, which streams to the end.
     first.click(".message.assistant form.retry button")
@@ -171,6 +173,34 @@ def test_with_resumable_streams_off_the_page_still_streams_and_finishes(live_ser
     send(page, "Direct, no Redis")
     wait_finished(page)
     stored = stored_reply(server.app, page)
-    assert stored.status == "complete" and streamed(page) == [stored.content]
+    assert stored.status == "complete" and streamed(page) == [shown_reply(page)]
     page.reload()  # no resume without Redis: the stored reply is shown
     assert page.inner_text(".message.assistant .markdown strong") == "Helper"
+
+
+def test_markdown_is_formatted_while_streaming_and_a_reload_shows_the_same_dom(live_server, browser_context):
+    """A heading, a list, a table and highlighted code appear formatted before the reply ends; a
+    tab that reloads mid-reply ends with the very DOM of a tab that watched from the start, and
+    the stored message that replaces the stream changes nothing of it."""
+    server = live_server(DEMO_MODEL_WORDS=150, DEMO_MODEL_DELAY_MS=40)
+    context = browser_context()
+    watcher = context.new_page()
+    watcher.goto(f"{server.url}/agent/helper")
+    send(watcher, "Show me Markdown please")
+    streaming = ".message.status-streaming .streaming"
+    watcher.wait_for_selector(f"{streaming} pre code span.k")
+    for selector in ("h2", "ul li", "table td", ".code-lang", "em"):
+        assert watcher.locator(f"{streaming} {selector}").count() >= 1, f"{selector} while streaming"
+    reloader = context.new_page()
+    reloader.goto(watcher.url)
+    wait_for_text(reloader, 300)
+    reloader.reload()  # mid-reply again: the page renders up to its cursor, the stream continues
+    wait_for_toast(reloader, "Reconnected")
+    assert reloader.locator(f"{streaming} table td").count() >= 1, "formatted at once after the reload"
+    wait_finished(watcher, timeout=30_000)
+    wait_finished(reloader, timeout=30_000)
+    assert stored_reply(server.app, watcher).status == "complete"
+    [watched] = streamed(watcher)
+    assert watched == shown_reply(watcher), "the final swap changed nothing"
+    assert streamed(reloader) == [watched], "the reloaded tab ends with the watcher's DOM"
+    assert shown_reply(reloader) == watched

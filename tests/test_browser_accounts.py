@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.accounts import PASSWORD
-from helpers.browser import SLOW, send, streamed, wait_finished, wait_for_text
+from helpers.browser import SLOW, send, shown_reply, streamed, wait_finished, wait_for_text
 from helpers.chats import charges, latest_reply
 
 pytestmark = pytest.mark.browser
@@ -41,7 +41,7 @@ def test_a_reply_started_on_one_device_streams_live_on_another(live_server, brow
     wait_finished(first, timeout=30_000)
     stored = latest_reply(server.app, chat_path.rstrip("/").split("/")[-1])
     assert stored.status == "complete"
-    assert streamed(first) == [stored.content], "the first device watched the whole reply"
-    [seen_on_second] = streamed(second)
-    assert seen_on_second == stored.content and seen_on_second.startswith(shown_on_arrival)
+    assert streamed(first) == [shown_reply(first)], "the first device watched the whole reply"
+    assert streamed(second) == [shown_reply(second)], "the second device shows the same reply, formatted alike"
+    assert second.inner_text(".message.assistant .content").startswith(shown_on_arrival.rstrip())
     assert len(charges(server.app, titles=False)) == 1, "billed once"

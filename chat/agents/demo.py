@@ -19,11 +19,32 @@ VOCABULARY = (
 ).split()
 
 
+# What the demo shows when asked about Markdown: every kind of block the page renders while the
+# reply streams, split as a model's tokens would be (a line in several pieces).
+MARKDOWN_SHOWCASE = (
+    "## A heading\n\n",
+    "Some *emphasis* and `code`, then a list:\n\n",
+    "- first item\n",
+    "- second ",
+    "item\n\n",
+    "| stream | kept |\n",
+    "|---|---|\n",
+    "| Redis | 10 min |\n\n",
+    "```python\n",
+    "def resume(cursor):\n",
+    "    return log.after(cursor)\n",
+    "```\n\n",
+)
+
+
 def demo_words(agent: Agent, message: str, words: int) -> list[str]:
-    """The reply's pieces: a header naming the agent, then `words` words picked by the message."""
+    """The reply's pieces: a header naming the agent, then `words` words picked by the message
+    (after a Markdown showcase when the message mentions Markdown)."""
     digest = hashlib.sha256(f"{agent.slug}\0{message}".encode()).digest()
     snippet = " ".join(message.split()[:8])
     pieces = [f"**{agent.name}** (demo model) heard: _{snippet}_\n\n"]
+    if "markdown" in message.lower():
+        pieces.extend(MARKDOWN_SHOWCASE)
     for index in range(words):
         word = VOCABULARY[(digest[index % len(digest)] + index * 7) % len(VOCABULARY)]
         pieces.append(word + ("" if index == words - 1 else " "))

@@ -3,7 +3,6 @@ post (and redirect); with htmx the same URLs answer with partials."""
 
 from __future__ import annotations
 
-import html
 import json
 import uuid
 from collections.abc import Iterable, Iterator
@@ -15,7 +14,7 @@ from .. import metrics, rate_limits, sse, structured_logs
 from ..agents import Agent
 from ..extensions import db
 from ..identity import AuthenticationRequired, current_identity, current_identity_id
-from ..markdown import render_markdown
+from ..markdown import StreamingMarkdown, render_markdown
 from ..models import (
     FAILED_STATUSES,
     Chat,
@@ -43,6 +42,7 @@ FAILURE_NOTES = {
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["markdown"] = render_markdown
+    app.jinja_env.globals["streaming_markdown"] = StreamingMarkdown
 
     @app.context_processor
     def page_globals() -> dict[str, Any]:
@@ -189,13 +189,17 @@ def stop(slug: str, chat_id: uuid.UUID):
     return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
 
 
-def browser_events(source: Iterable[Event | None] | None) -> Iterator[Event | None]:
-    """The reply log as fragments: `delta` carries escaped text, `done` ends the stream.
+def browser_events(source: Iterable[Event | None] | None, text_before: str = "") -> Iterator[Event | None]:
+    """The reply log as rendered Markdown: per delta, `block` carries the blocks it finished (the
+    page appends them) and `tail` the open last block (the page replaces it); `done` ends.
 
+    `text_before` is the reply's text up to the cursor the stream starts from: the page shows it
+    rendered already, and continuing from it renders exactly what a watcher saw.
     Always ends with `done` (even when there is nothing to follow), because an EventSource that
     gets anything but a 200 stream reconnects forever.
     """
     last_id = "0-0"
+    rendered = StreamingMarkdown(text_before)
     events = iter(source or ())
     try:
         for event in events:
@@ -203,8 +207,14 @@ def browser_events(source: Iterable[Event | None] | None) -> Iterator[Event | No
                 yield None
             elif event.type == "delta":
                 last_id = event.id
-                yield Event(event.id, "delta", html.escape(json.loads(event.data)["text"], quote=False))
+                finished, tail = rendered.feed(json.loads(event.data)["text"])
+                if finished:
+                    yield Event(event.id, "block", finished)
+                if tail is not None:
+                    yield Event(event.id, "tail", tail)
             elif event.terminal:
+                if (tail := rendered.flush()) is not None:
+                    yield Event(last_id, "tail", tail)
                 yield Event(event.id, "done", event.type)
                 return
         yield Event(last_id, "done", "gone")
@@ -235,5 +245,9 @@ def stream(slug: str, chat_id: uuid.UUID):
     if cursor:
         metrics.RESUMES.inc()
         structured_logs.event("reply.resume", chat=str(chat_id), cursor=sse.format_event_id(cursor))
-    source = replies().follow(ref, sse.format_event_id(cursor) if cursor else None)
-    return sse_response(browser_events(replies().while_held(identity_id, hold, source)), retry_ms=RESUME_RETRY_MS)
+    after = sse.format_event_id(cursor) if cursor else None
+    text_before = replies().text_until(ref, after) if after else ""
+    source = replies().follow(ref, after)
+    return sse_response(
+        browser_events(replies().while_held(identity_id, hold, source), text_before), retry_ms=RESUME_RETRY_MS
+    )

@@ -18,9 +18,20 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-# Records the streamed text of a reply just before its final render replaces it, so tests can
-# check the text a person watched arrive, not only the re-rendered result; and every toast shown.
+# Records the streamed reply (its rendered HTML, copy buttons left out) just before the stored
+# message replaces it, so tests can check what a person watched arrive against what is stored;
+# and every toast shown. `__rendered(el)` is the same reading of any message's content.
 CAPTURE_STREAMED = """
+window.__rendered = function (content) {
+  var copy = content.cloneNode(true);
+  copy.querySelectorAll('button.copy-code').forEach(function (b) { b.remove(); });
+  copy.querySelectorAll('.htmx-added, .htmx-settling').forEach(function (e) {  // htmx's, for a moment
+    e.classList.remove('htmx-added', 'htmx-settling');
+    if (!e.classList.length) e.removeAttribute('class');
+  });
+  var parts = copy.querySelectorAll('.md-blocks, .md-tail');
+  return parts.length ? Array.prototype.map.call(parts, function (p) { return p.innerHTML; }).join('') : copy.innerHTML;
+};
 window.__toasts = [];
 document.addEventListener('DOMContentLoaded', function () {
   var box = document.getElementById('toasts');
@@ -32,7 +43,7 @@ document.addEventListener('DOMContentLoaded', function () {
 document.addEventListener('htmx:beforeRequest', function (e) {
   var el = e.detail.elt;
   if (el.matches && el.matches('.message.status-streaming')) {
-    (window.__streamed = window.__streamed || []).push(el.querySelector('.streaming-text').textContent);
+    (window.__streamed = window.__streamed || []).push(window.__rendered(el.querySelector('.content')));
   }
 });
 """
@@ -51,7 +62,7 @@ def send(page, text: str) -> None:
 # the page, which the app's Content-Security-Policy (no eval) refuses.
 def wait_for_text(page, minimum: int, timeout: float = 15.0) -> str:
     def shown() -> str:
-        text = page.evaluate("(document.querySelector('.streaming-text') || {textContent: ''}).textContent")
+        text = page.evaluate("(document.querySelector('.streaming') || {textContent: ''}).textContent")
         return text if len(text) > minimum else ""
 
     return wait_for(shown, timeout=timeout, message=f"more than {minimum} characters streamed")
@@ -67,4 +78,13 @@ def wait_for_toast(page, words: str, timeout: float = 15.0) -> None:
 
 
 def streamed(page) -> list[str]:
+    """The HTML of every reply the page streamed, as it stood when its stored message replaced it."""
     return page.evaluate("window.__streamed || []")
+
+
+def shown_reply(page) -> str:
+    """The HTML of the page's last reply as shown now (read as `streamed` reads it)."""
+    return page.evaluate(
+        "window.__rendered(document.querySelectorAll('.message.assistant .content').item("
+        "document.querySelectorAll('.message.assistant .content').length - 1))"
+    )
