@@ -7,6 +7,7 @@ query is written twice.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -180,6 +181,11 @@ class Message(Model):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_micros: Mapped[int | None] = mapped_column(BigInteger)
+    # Versions of a turn (regenerate, edit and resend): every version's messages carry the turn's
+    # first user message id; an earlier version is superseded (kept, shown on request only, never
+    # sent to the model). None: a turn with one version.
+    turn_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    superseded: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
@@ -340,27 +346,61 @@ def next_position(chat_id: uuid.UUID) -> int:
     return (db.session.scalar(select(func.max(Message.position)).where(Message.chat_id == chat_id)) or 0) + 1
 
 
+def current_messages(chat_id: uuid.UUID) -> list[Message]:
+    """The chat as it reads now: every message but earlier versions of a turn, oldest first."""
+    return list(
+        db.session.scalars(
+            select(Message).where(Message.chat_id == chat_id, Message.superseded == false()).order_by(Message.position)
+        )
+    )
+
+
 def newest_messages(chat_id: uuid.UUID, limit: int) -> list[Message]:
-    """The chat's last `limit` messages, oldest first."""
+    """The chat's last `limit` current messages, oldest first."""
     rows = db.session.scalars(
-        select(Message).where(Message.chat_id == chat_id).order_by(Message.position.desc()).limit(limit)
+        select(Message)
+        .where(Message.chat_id == chat_id, Message.superseded == false())
+        .order_by(Message.position.desc())
+        .limit(limit)
     ).all()
     return list(reversed(rows))
 
 
-def prompt_before(reply: Message) -> str | None:
-    """The user's text that a reply answered (what Retry sends again)."""
+def prompt_before(reply: Message) -> Message | None:
+    """The user's message that a reply answered (what Retry sends again, what a version shows)."""
     return db.session.scalar(
-        select(Message.content).where(Message.chat_id == reply.chat_id, Message.position == reply.position - 1)
+        select(Message)
+        .where(Message.chat_id == reply.chat_id, Message.role == MessageRole.USER, Message.position < reply.position)
+        .order_by(Message.position.desc())
+        .limit(1)
     )
 
 
-def conversation(chat_id: uuid.UUID, char_budget: int, limit: int = 200) -> list[Message]:
-    """The newest non-empty messages that fit `char_budget` characters, oldest first."""
+def turn_versions(turn_id: uuid.UUID) -> list[Message]:
+    """Every reply a turn has had, oldest first: its versions."""
+    return list(
+        db.session.scalars(
+            select(Message)
+            .where(Message.turn_id == turn_id, Message.role == MessageRole.ASSISTANT)
+            .order_by(Message.position)
+        )
+    )
+
+
+def conversation(
+    chat_id: uuid.UUID, char_budget: int, limit: int = 200, leaving_out: Sequence[uuid.UUID] = ()
+) -> list[Message]:
+    """The newest non-empty current messages (but `leaving_out`) that fit `char_budget`
+    characters, oldest first."""
     kept: list[Message] = []
     for message in db.session.scalars(
         select(Message)
-        .where(Message.chat_id == chat_id, Message.content != "")
+        .where(
+            Message.chat_id == chat_id,
+            Message.content != "",
+            Message.superseded == false(),
+            Message.id.not_in(leaving_out),
+        )
         .order_by(Message.position.desc())
         .limit(limit)
     ):

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import redis
 from flask import Flask, current_app
@@ -38,6 +38,7 @@ from .models import (
     get_recent_stream_id,
     insert_chat_stream,
     latest_reply,
+    newest_messages,
     next_position,
     streaming_message,
     utcnow,
@@ -51,6 +52,22 @@ from .streams import Event, StreamRef, entry_cursor, joined_text
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
 TOO_MANY_STREAMS = "You have too many streams open at once; close a tab or wait for a reply to end."
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    """A reply that is a new version of the chat's last turn: its turn, the messages of the
+    version it replaces, and whether the user's message is new too (an edit) or the same."""
+
+    turn_id: uuid.UUID
+    supersede: list[uuid.UUID]
+    new_message: bool
+    resent: uuid.UUID | None = None  # the user's message a regenerate sends again
+
+    @property
+    def left_out(self) -> list[uuid.UUID]:
+        """Messages the model is not sent as history (the text to answer comes last anyway)."""
+        return [*self.supersede, *([self.resent] if self.resent else [])]
 
 
 class ReplyError(Refused):
@@ -96,8 +113,11 @@ class Replies:
         return self._runtime.drain(self.config["GRACEFUL_REPLY_SECONDS"])
 
     # -- starting a reply ---------------------------------------------------------------------
-    def start(self, identity_id: uuid.UUID, chat_id: uuid.UUID, agent: Agent, text: str) -> ReplyHandle:
+    def start(
+        self, identity_id: uuid.UUID, chat_id: uuid.UUID, agent: Agent, text: str, revision: Revision | None = None
+    ) -> ReplyHandle:
         """Store the user's message, claim the chat and start generating in the background.
+        With a `revision`, the reply is a new version of the chat's last turn instead.
 
         :raise ReplyError: 404 foreign chat, 400 wrong agent, 402 too little credit,
             409 a reply is already live, 503 Redis unreachable. Nothing is stored then.
@@ -109,7 +129,7 @@ class Replies:
             raise ReplyError(404, "No chat with that id.")
         if chat is not None and chat.agent_slug != agent.slug:
             raise ReplyError(400, f"This chat is with the agent '{chat.agent_slug}', not '{agent.slug}'.")
-        history = self.history(chat, text)
+        history = self.history(chat, text, revision.left_out if revision else ())
         prompt_estimate = sum(estimate_tokens(m["content"]) for m in history) + estimate_tokens(agent.system_prompt)
         if identity.balance_micros <= 0 or identity.balance_micros < agent.cost_micros(prompt_estimate, 0):
             raise ReplyError(402, f"Not enough credit: your balance is {identity.balance:.4f} credits.")
@@ -124,7 +144,7 @@ class Replies:
         if not claimed:
             raise ReplyError(409, CHAT_BUSY)
         try:
-            self.store_turn(chat, identity, agent, text, reply, prompt_estimate)
+            self.store_turn(chat, identity, agent, text, reply, prompt_estimate, revision)
             reply = dataclasses.replace(reply, start_id=backend.create(reply.ref, reply.start_data))
         except IntegrityError:
             db.session.rollback()
@@ -138,10 +158,57 @@ class Replies:
         structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)
         return reply
 
-    def history(self, chat: Chat | None, text: str) -> list[dict[str, str]]:
+    def regenerate(self, identity_id: uuid.UUID, chat: Chat, agent: Agent) -> ReplyHandle:
+        """A new version of the chat's last reply, to the same message; the earlier one is kept.
+
+        :raise ReplyError: 409 while a reply is being written, 400 when there is none yet.
+        """
+        turn = self.last_turn(chat)
+        reply = turn[1] if turn else None
+        if turn is None or reply is None:
+            raise ReplyError(400, "There is no reply to regenerate yet.")
+        prompt, _ = turn
+        # The prompt stays (it is sent once, as the last message), the reply is replaced.
+        revision = Revision(self.turn_of(turn), [reply.id], new_message=False, resent=prompt.id)
+        return self.start(identity_id, chat.id, agent, prompt.content, revision)
+
+    def edit_last_message(self, identity_id: uuid.UUID, chat: Chat, agent: Agent, text: str) -> ReplyHandle:
+        """Send `text` in place of the chat's last message: a new version of the last turn.
+
+        :raise ReplyError: 409 while a reply is being written, 400 when there is no message yet.
+        """
+        turn = self.last_turn(chat)
+        if turn is None:
+            raise ReplyError(400, "There is no message to edit yet.")
+        supersede = [message.id for message in turn if message is not None]
+        return self.start(identity_id, chat.id, agent, text, Revision(self.turn_of(turn), supersede, new_message=True))
+
+    def last_turn(self, chat: Chat) -> tuple[Message, Message | None] | None:
+        """The chat's last user message and its reply (None while it is being written: 409)."""
+        if streaming_message(chat.id) is not None:
+            raise ReplyError(409, CHAT_BUSY)
+        messages = newest_messages(chat.id, 2)
+        users = [m for m in messages if m.role == MessageRole.USER]
+        if not users:
+            return None
+        prompt = users[-1]
+        answer = messages[-1] if messages[-1].role == MessageRole.ASSISTANT else None
+        return prompt, answer
+
+    @staticmethod
+    def turn_of(turn: tuple[Message, Message | None]) -> uuid.UUID:
+        """The turn's id, given to its messages now if it had a single version so far."""
+        prompt, answer = turn
+        turn_id = prompt.turn_id or prompt.id
+        for message in (prompt, answer):
+            if message is not None:
+                message.turn_id = turn_id
+        return turn_id
+
+    def history(self, chat: Chat | None, text: str, leaving_out: Sequence[uuid.UUID] = ()) -> list[dict[str, str]]:
         """The conversation sent to the model: newest messages that fit the character budget."""
         budget = self.config["HISTORY_CHAR_BUDGET"] - len(text)
-        earlier = conversation(chat.id, budget) if chat is not None else []
+        earlier = conversation(chat.id, budget, leaving_out=leaving_out) if chat is not None else []
         return [*({"role": m.role, "content": m.content} for m in earlier), {"role": "user", "content": text}]
 
     def store_turn(
@@ -152,6 +219,7 @@ class Replies:
         text: str,
         reply: ReplyHandle,
         prompt_estimate: int,
+        revision: Revision | None = None,
     ) -> None:
         """One transaction, with no round trip to anything else between its first write and its
         commit (on SQLite that would stall the worker, see chat/identity.py)."""
@@ -173,7 +241,24 @@ class Replies:
         else:
             position = next_position(chat.id)
             chat.updated_at = now
-        db.session.add(Message(chat_id=chat.id, position=position, role=MessageRole.USER, content=text, created_at=now))
+        turn_id = None
+        if revision is not None:
+            turn_id = revision.turn_id
+            for message_id in revision.supersede:
+                superseded = db.session.get(Message, message_id)
+                if superseded is not None:
+                    superseded.superseded = True
+        if revision is None or revision.new_message:
+            db.session.add(
+                Message(
+                    chat_id=chat.id,
+                    position=position,
+                    role=MessageRole.USER,
+                    content=text,
+                    turn_id=turn_id,
+                    created_at=now,
+                )
+            )
         db.session.add(
             Message(
                 id=reply.message_id,
@@ -184,6 +269,7 @@ class Replies:
                 status=MessageStatus.STREAMING,
                 stream_id=reply.stream_id,
                 prompt_tokens=prompt_estimate,
+                turn_id=turn_id,
                 created_at=now,
             )
         )

@@ -23,6 +23,7 @@ from chat.extensions import db
 from chat.streams import ClusterRedisStreams, RedisStreams
 from helpers.apps import make_app, wipe
 from helpers.browser import CAPTURE_STREAMED, CHROMIUM, CHROMIUM_ARGS
+from helpers.fake_openai import FakeOpenAI
 from helpers.gunicorn import Gunicorn
 from helpers.servers import LiveServer
 
@@ -117,6 +118,22 @@ def close_sessions_when_idle(attempts: int = 50) -> None:
         except IllegalStateChangeError:
             time.sleep(0.1)
     close_all_sessions()
+
+
+@pytest.fixture
+def provider():
+    """An OpenAI-compatible server on loopback (tests/helpers/fake_openai.py)."""
+    fake = FakeOpenAI()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def model_app(app_factory, provider):
+    """An app whose agents talk to `provider` instead of the demo model."""
+    return app_factory(
+        OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=provider.base_url, OPENAI_TIMEOUT_SECONDS=2
+    )
 
 
 @pytest.fixture

@@ -13,24 +13,9 @@ from chat.config import Config
 from chat.extensions import db
 from chat.models import MICROS_PER_CREDIT, Identity, Message, ledger_sum
 from helpers.chats import charges, hammer_resumes, latest_reply, new_chat_id, post_chat
-from helpers.fake_openai import FakeOpenAI
 from helpers.sse import read_events
 
 AGENTS = load_agents(Config.AGENTS_FILE)
-
-
-@pytest.fixture
-def provider():
-    fake = FakeOpenAI()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def model_app(app_factory, provider):
-    return app_factory(
-        OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=provider.base_url, OPENAI_TIMEOUT_SECONDS=2
-    )
 
 
 def reply_requests(provider) -> list[dict]:

@@ -38,6 +38,8 @@ def page_routes(chat_id: str, token_id: str) -> list[tuple[str, dict]]:
         (f"/agent/helper/{chat_id}/messages", {"message": "forged"}),
         (f"/agent/helper/{chat_id}/stop", {}),
         (f"/agent/helper/{chat_id}/title", {"title": "forged"}),
+        (f"/agent/helper/{chat_id}/regenerate", {}),
+        (f"/agent/helper/{chat_id}/edit", {"message": "forged"}),
         (f"/agent/helper/{chat_id}/delete", {}),
         ("/signup", {"email": "forged@example.com", "password": PASSWORD}),
         ("/signin", {"email": "ada@example.com", "password": PASSWORD}),

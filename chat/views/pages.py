@@ -19,11 +19,14 @@ from ..models import (
     FAILED_STATUSES,
     Chat,
     Message,
+    MessageRole,
     MessageStatus,
+    current_messages,
     newest_messages,
     owned_chat,
     prompt_before,
     recent_chats,
+    turn_versions,
 )
 from ..replies import ReplyError, replies
 from ..streams import Event
@@ -92,27 +95,64 @@ def message_view(message: Message) -> dict:
     if message.is_pending:
         view["text"], view["cursor"] = replies().pending_text(message)
     elif message.status in FAILED_STATUSES:
-        view["retry_text"] = prompt_before(message)
+        prompt = prompt_before(message)
+        view["retry_text"] = prompt.content if prompt else None
         view["failure_note"] = FAILURE_NOTES[MessageStatus(message.status)]
     return view
 
 
 def chat_page(
-    agent: Agent, chat: Chat | None, chat_id: uuid.UUID, error: str | None = None, status: int = 200, draft: str = ""
+    agent: Agent,
+    chat: Chat | None,
+    chat_id: uuid.UUID,
+    error: str | None = None,
+    status: int = 200,
+    draft: str = "",
+    shown_version: tuple[uuid.UUID, int] | None = None,
 ) -> tuple[str, int]:
-    messages = list(chat.messages) if chat else []
+    messages = current_messages(chat.id) if chat else []
     pending = bool(messages) and messages[-1].is_pending
+    views = [message_view(m) for m in messages]
+    with_turn_controls(views, shown_version)
     return render_template(
         "pages/chat.html",
         agent=agent,
         chat=chat,
         chat_id=chat_id,
-        views=[message_view(m) for m in messages],
+        views=views,
         chats=recent_chats(current_identity_id()),
         pending=pending,
         error=error,
         draft=draft,
     ), status
+
+
+def with_turn_controls(views: list[dict], shown_version: tuple[uuid.UUID, int] | None) -> None:
+    """Edit on the last message, Regenerate on the last reply (both once it has ended), and on a
+    reply with several versions a switcher; `shown_version` (turn, n) shows its n-th version."""
+    if views and not views[-1]["message"].is_pending:
+        last_user = next((view for view in reversed(views) if view["message"].role == MessageRole.USER), None)
+        if last_user is not None:
+            last_user["can_edit"] = True
+        if views[-1]["message"].role == MessageRole.ASSISTANT:
+            views[-1]["can_regenerate"] = True
+    for at, view in enumerate(views):
+        turn_id = view["message"].turn_id
+        if view["message"].role != MessageRole.ASSISTANT or turn_id is None:
+            continue
+        versions = turn_versions(turn_id)
+        if len(versions) < 2:
+            continue
+        index = versions.index(view["message"]) + 1
+        wanted = shown_version[1] if shown_version and shown_version[0] == turn_id else index
+        if wanted != index and 1 <= wanted <= len(versions):
+            # An earlier version, to read: without Edit or Regenerate, which act on the latest.
+            index, shown = wanted, versions[wanted - 1]
+            prompt = prompt_before(shown)
+            views[at] = message_view(shown)
+            if prompt is not None and at > 0 and views[at - 1]["message"].role == MessageRole.USER:
+                views[at - 1] = message_view(prompt)
+        views[at]["versions"] = {"turn": turn_id, "index": index, "count": len(versions)}
 
 
 @bp.get("/")
@@ -130,8 +170,35 @@ def new_chat(slug: str):
 
 @bp.get("/agent/<slug>/<uuid:chat_id>")
 def show_chat(slug: str, chat_id: uuid.UUID):
+    """The chat; `?turn=<id>&version=<n>` shows the n-th version of a turn instead of its latest."""
     agent = agent_or_404(slug)
-    return chat_page(agent, chat_or_404(agent, chat_id), chat_id)
+    turn, version = request.args.get("turn"), request.args.get("version", type=int)
+    try:
+        shown = (uuid.UUID(turn), version) if turn and version else None
+    except ValueError:
+        shown = None
+    return chat_page(agent, chat_or_404(agent, chat_id), chat_id, shown_version=shown)
+
+
+@bp.post("/agent/<slug>/<uuid:chat_id>/regenerate")
+@rate_limits.messages_per_address
+@rate_limits.messages_per_identity
+def regenerate(slug: str, chat_id: uuid.UUID):
+    """A new version of the last reply (the earlier stays readable); 409 while one is written."""
+    agent = agent_or_404(slug)
+    replies().regenerate(current_identity_id(), chat_or_404(agent, chat_id), agent)
+    return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
+
+
+@bp.post("/agent/<slug>/<uuid:chat_id>/edit")
+@rate_limits.messages_per_address
+@rate_limits.messages_per_identity
+def edit_message(slug: str, chat_id: uuid.UUID):
+    """Send an edited last message in place of it: a new version of the last turn."""
+    agent = agent_or_404(slug)
+    chat = chat_or_404(agent, chat_id)
+    replies().edit_last_message(current_identity_id(), chat, agent, parse_message(request.form.get("message", "")))
+    return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
 
 
 @bp.post("/agent/<slug>/<uuid:chat_id>/messages")
@@ -173,7 +240,15 @@ def show_message(slug: str, chat_id: uuid.UUID, message_id: uuid.UUID):
     message = db.session.get(Message, message_id)
     if message is None or message.chat_id != chat.id:
         abort(404, description="No such message in this chat.")
-    fragment = render_template("_partials/message.html", agent=agent, chat_id=chat_id, **message_view(message))
+    views = [message_view(message)]
+    newest = newest_messages(chat.id, 2)
+    if newest and newest[-1].id == message.id and not message.is_pending:
+        # The reply that just ended is the chat's last: it gets Regenerate, its prompt gets Edit.
+        views = [message_view(m) for m in newest]
+        with_turn_controls(views, None)
+    fragment = render_template("_partials/message.html", agent=agent, chat_id=chat_id, **views[-1])
+    if len(views) == 2:
+        fragment += render_template("_partials/message.html", agent=agent, chat_id=chat_id, oob=True, **views[0])
     if not message.is_pending:  # the reply was just charged: refresh the balance out of band
         fragment += render_template("_partials/balance.html", oob=True)
     return fragment

@@ -58,6 +58,8 @@ def chat_routes(chat_id: str, message_id: str) -> list[tuple[str, str, dict]]:
         ("POST", f"{page}/messages", {"data": {"message": "hi"}}),
         ("POST", f"{page}/stop", {}),
         ("POST", f"{page}/title", {"data": {"title": "mine now"}}),
+        ("POST", f"{page}/regenerate", {}),
+        ("POST", f"{page}/edit", {"data": {"message": "mine now"}}),
         ("GET", f"{page}/delete", {}),
         ("POST", f"{page}/delete", {}),
         ("GET", f"{page}/export.md", {}),
