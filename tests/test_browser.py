@@ -204,3 +204,39 @@ def test_markdown_is_formatted_while_streaming_and_a_reload_shows_the_same_dom(l
     assert watched == shown_reply(watcher), "the final swap changed nothing"
     assert streamed(reloader) == [watched], "the reloaded tab ends with the watcher's DOM"
     assert shown_reply(reloader) == watched
+
+
+def set_hidden(page, hidden: bool) -> None:
+    """What the browser does when a tab goes to the background or comes back (headless Chromium
+    keeps every tab visible, so the page is told as the browser would tell it)."""
+    page.evaluate(
+        "hidden => { Object.defineProperty(document, 'hidden', {value: hidden, configurable: true});"
+        " Object.defineProperty(document, 'visibilityState', {value: hidden ? 'hidden' : 'visible',"
+        " configurable: true}); document.dispatchEvent(new Event('visibilitychange')); }",
+        hidden,
+    )
+
+
+def test_eight_tabs_over_http_1_1_do_not_stall_hidden_ones_let_go_of_their_stream(live_server, browser_context):
+    """A browser gives HTTP/1.1 six connections per host and every streaming tab holds one: here
+    eight tabs of one chat are opened one after another, each earlier one going to the
+    background; all load and stream, and once shown again each ends with the stored reply."""
+    server = live_server(DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=30)
+    context = browser_context()
+    tabs = [context.new_page()]
+    start_reply(tabs[0], server.url, "Many tabs", 20)
+    for _ in range(7):
+        set_hidden(tabs[-1], True)
+        tab = context.new_page()
+        tab.goto(tabs[0].url, timeout=5_000)  # a seventh stream would wait for a free connection
+        wait_for_text(tab, 40, timeout=5)
+        tabs.append(tab)
+    for tab in tabs[:-1]:
+        set_hidden(tab, False)
+    for tab in tabs:
+        wait_finished(tab, timeout=30_000)
+    assert stored_reply(server.app, tabs[0]).status == "complete"
+    shown = shown_reply(tabs[0])
+    for n, tab in enumerate(tabs):
+        assert shown_reply(tab) == shown, f"tab {n + 1} shows the stored reply"
+    assert streamed(tabs[-1]) == [shown], "the tab in front streamed it to the end"

@@ -121,6 +121,26 @@
   });
   document.addEventListener("DOMContentLoaded", function () { settle(document); });
 
+  // --- hidden tabs -----------------------------------------------------------------------------
+  // Over HTTP/1.1 a browser opens at most six connections to a host, and each streaming reply
+  // holds one: a hidden tab lets go of its streams (the message is swapped for a copy without
+  // sse-connect, which closes its EventSource) and opens them again, from the cursor, once shown.
+  function swapStream(element, from, to) {
+    var copy = element.cloneNode(true);
+    copy.setAttribute(to, element.getAttribute(from));
+    copy.removeAttribute(from);
+    copy.setAttribute("data-resume", "true");
+    htmx.swap(element, copy.outerHTML, { swapStyle: "outerHTML" });
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    var from = document.hidden ? "sse-connect" : "data-paused-stream";
+    var to = document.hidden ? "data-paused-stream" : "sse-connect";
+    document.querySelectorAll(".message.status-streaming[" + from + "]").forEach(function (element) {
+      swapStream(element, from, to);
+    });
+  });
+
   // --- theme -----------------------------------------------------------------------------------
   // Light or dark follows the system until the person chooses; the choice is a cookie, so the
   // server renders it into <html data-theme> on the next page (no flash, no inline script).
