@@ -1,7 +1,8 @@
 """Take the README's screenshots (docs/screenshots/) in real Chromium: `make screenshots`.
 
 Starts the app on a free port with a private redis-server and a throwaway SQLite database,
-sends a message, and photographs the desktop and mobile chat mid-reply and finished.
+sends a message that asks the demo model for Markdown, and photographs the desktop (light and
+dark) and mobile chat mid-reply (already formatted) and finished, and a code block.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from chat.embedded_redis import start_redis_server, stop_redis_server  # noqa: E
 from helpers.browser import CHROMIUM_ARGS  # noqa: E402  (the flags the browser tests use)
 
 OUT = ROOT / "docs" / "screenshots"
-MESSAGE = "How do resumable streams keep a reply safe when I refresh?"
+MESSAGE = "How do resumable streams keep a reply safe when I refresh? Show me some Markdown."
 
 
 def main() -> None:
@@ -52,7 +53,8 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             for name, options in {
-                "desktop": {"viewport": {"width": 1280, "height": 760}},
+                "desktop": {"viewport": {"width": 1280, "height": 900}, "color_scheme": "light"},
+                "desktop-dark": {"viewport": {"width": 1280, "height": 900}, "color_scheme": "dark"},
                 "mobile": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "device_scale_factor": 2},
             }.items():
                 page = browser.new_context(**options).new_page()
@@ -62,8 +64,8 @@ def main() -> None:
                 # Polled from here: wait_for_function evaluates a string in the page, which the CSP refuses.
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and (
-                    page.evaluate("(document.querySelector('.streaming-text') || {textContent: ''}).textContent.length")
-                    <= 250
+                    page.evaluate("(document.querySelector('.streaming') || {textContent: ''}).textContent.length")
+                    <= 350
                 ):
                     time.sleep(0.05)
                 page.reload()  # resume mid-reply, so the toast is in the picture
@@ -72,6 +74,10 @@ def main() -> None:
                 page.screenshot(path=str(OUT / f"{name}-streaming.png"))
                 page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)
                 page.screenshot(path=str(OUT / f"{name}-finished.png"))
+                if name.startswith("desktop"):
+                    page.locator(".message.assistant .code-block").first.screenshot(
+                        path=str(OUT / f"code-block{name.removeprefix('desktop')}.png")
+                    )
             browser.close()
     finally:
         server.shutdown()
