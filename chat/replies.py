@@ -197,13 +197,9 @@ class Replies:
 
     @staticmethod
     def turn_of(turn: tuple[Message, Message | None]) -> uuid.UUID:
-        """The turn's id, given to its messages now if it had a single version so far."""
-        prompt, answer = turn
-        turn_id = prompt.turn_id or prompt.id
-        for message in (prompt, answer):
-            if message is not None:
-                message.turn_id = turn_id
-        return turn_id
+        """The turn's id: its first message's (store_turn gives it to a turn's messages, in the
+        transaction that stores the new version: nothing is written before the chat is claimed)."""
+        return turn[0].turn_id or turn[0].id
 
     def history(self, chat: Chat | None, text: str, leaving_out: Sequence[uuid.UUID] = ()) -> list[dict[str, str]]:
         """The conversation sent to the model: newest messages that fit the character budget."""
@@ -244,10 +240,11 @@ class Replies:
         turn_id = None
         if revision is not None:
             turn_id = revision.turn_id
-            for message_id in revision.supersede:
-                superseded = db.session.get(Message, message_id)
-                if superseded is not None:
-                    superseded.superseded = True
+            for message_id in revision.left_out:  # the turn's earlier version, and a resent prompt
+                earlier = db.session.get(Message, message_id)
+                if earlier is not None:
+                    earlier.turn_id = turn_id
+                    earlier.superseded = message_id in revision.supersede
         if revision is None or revision.new_message:
             db.session.add(
                 Message(
