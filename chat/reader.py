@@ -82,7 +82,8 @@ class Subscription:
                     return
                 if batch is SHUTTING_DOWN:
                     return  # the response ends without a terminal event: the client resumes elsewhere
-                if self.taken % self.LAG_SAMPLE == 0:  # every other item queued is a Batch
+                # A batch read here after a quiet spell is a plain list: it waited in no queue.
+                if self.taken % self.LAG_SAMPLE == 0 and isinstance(batch, Batch):
                     metrics.READER_LAG.observe(time.monotonic() - batch.at)
                 self.taken += 1
                 last = entry_cursor(self.last)
