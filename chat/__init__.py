@@ -34,6 +34,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_object(Config)
     if config:
         app.config.update(config)
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # A server's connections can drop under the pool (restarts, idle timeouts): test each as
+        # it is taken. A SQLite file's cannot, and the test would cost a query per request.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
     if app.config["PROXY_HOPS"]:
         # X-Forwarded-For/-Proto/-Host from that many proxies in front, and from nobody else.
         hops = app.config["PROXY_HOPS"]

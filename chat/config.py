@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -78,7 +79,7 @@ class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY") or None
     SECRET_KEY_FALLBACKS = [key.strip() for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()]
     SQLALCHEMY_DATABASE_URI = database_url()
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {}  # create_app adds pool_pre_ping for a server
     # Unset means "start an embedded redis-server" (chat/embedded_redis.py).
     REDIS_URL = os.environ.get("REDIS_URL") or None
     REDIS_SERVER_BIN = os.environ.get("REDIS_SERVER_BIN") or None

@@ -8,10 +8,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import update
-
-from .extensions import db
-from .models import MICROS_PER_CREDIT, Chat, Identity, LedgerEntry, LedgerKind, insert_or_ignore
+from .models import (
+    MICROS_PER_CREDIT,
+    Chat,
+    Identity,
+    LedgerEntry,
+    LedgerKind,
+    add_to_balance,
+    insert_or_ignore,
+    insert_rows,
+)
 
 
 def credits_to_micros(credits: float) -> int:
@@ -27,30 +33,25 @@ def charge(
     estimated: bool,
     cost: int,
 ) -> None:
-    """Add the ledger row (unique per `charge_id`) and debit the chat's owner."""
-    db.session.add(
-        LedgerEntry(
-            identity_id=chat.identity_id,
-            kind=LedgerKind.CHARGE,
-            stream_id=charge_id,
-            message_id=message_id,
-            agent_slug=chat.agent_slug,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            usage_estimated=estimated,
-            cost_micros=cost,
-        )
+    """Add the ledger row (unique per `charge_id`: a second charge raises IntegrityError) and
+    debit the chat's owner."""
+    _record(
+        chat.identity_id,
+        cost,
+        kind=LedgerKind.CHARGE,
+        stream_id=charge_id,
+        message_id=message_id,
+        agent_slug=chat.agent_slug,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        usage_estimated=estimated,
     )
-    _move(chat.identity_id, -cost)
 
 
 def grant(identity_id: uuid.UUID, micros: int, key: str, note: str) -> None:
     """Give credits. `key` makes the grant unique: a second grant with it fails the transaction
     (IntegrityError), so a retried request cannot grant twice."""
-    db.session.add(
-        LedgerEntry(identity_id=identity_id, kind=LedgerKind.GRANT, stream_id=key, cost_micros=-micros, note=note)
-    )
-    _move(identity_id, micros)
+    _record(identity_id, -micros, kind=LedgerKind.GRANT, stream_id=key, note=note)
 
 
 def store_guest(identity_id: uuid.UUID, micros: int, created_at: datetime) -> None:
@@ -76,23 +77,11 @@ def transfer_balance(source: Identity, target_id: uuid.UUID, note: str) -> int:
     if amount <= 0:
         return 0
     for identity_id, cost, direction in ((source.id, amount, "out"), (target_id, -amount, "in")):
-        db.session.add(
-            LedgerEntry(
-                identity_id=identity_id,
-                kind=LedgerKind.TRANSFER,
-                stream_id=f"transfer-{direction}-{source.id}",
-                cost_micros=cost,
-                note=note,
-            )
-        )
-        _move(identity_id, -cost)
+        _record(identity_id, cost, kind=LedgerKind.TRANSFER, stream_id=f"transfer-{direction}-{source.id}", note=note)
     return amount
 
 
-def _move(identity_id: uuid.UUID, micros: int) -> None:
-    db.session.execute(
-        update(Identity)
-        .where(Identity.id == identity_id)
-        .values(balance_micros=Identity.balance_micros + micros)
-        .execution_options(synchronize_session=False)
-    )
+def _record(identity_id: uuid.UUID, cost: int, **entry: object) -> None:
+    """The ledger row taking `cost` from the identity's balance, and the balance with it."""
+    insert_rows(LedgerEntry, [{"identity_id": identity_id, "cost_micros": cost, **entry}])
+    add_to_balance(identity_id, -cost)

@@ -29,9 +29,8 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from . import metrics, structured_logs
@@ -43,8 +42,10 @@ from .models import (
     FinishReason,
     Message,
     MessageStatus,
+    finish_streaming,
     reply_and_chat,
     streaming_replies,
+    touch_chat,
     utcnow,
 )
 from .streams import Event, StreamBackend, StreamRef, entry_cursor
@@ -183,6 +184,8 @@ def record_outcome(
     # An agent removed from the config since the reply started is charged nothing, not crashed on.
     cost = agent.cost_micros(prompt_tokens, completion_tokens) if agent else 0
     now = utcnow()
+    # Read before the commit: afterwards each would cost a query to load the expired rows again.
+    chat_id, started_at = str(chat.id), message.created_at
     outcome = StoredReply(
         message_id=message.id,
         status=reason.status,
@@ -194,26 +197,10 @@ def record_outcome(
         content=text,
     )
     try:
-        claimed = (
-            cast(
-                CursorResult,
-                db.session.execute(
-                    update(Message)
-                    .where(Message.id == message.id, Message.status == MessageStatus.STREAMING)
-                    .values(**outcome.columns(), updated_at=now)
-                    .execution_options(synchronize_session=False)
-                ),
-            ).rowcount
-            == 1
-        )
+        claimed = finish_streaming(message.id, **outcome.columns(), updated_at=now)
         if claimed:
             charge(chat, stream_id, message.id, prompt_tokens, completion_tokens, estimated, cost)
-            db.session.execute(
-                update(Chat)
-                .where(Chat.id == chat.id)
-                .values(updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
+            touch_chat(chat.id, now)
         db.session.commit()
     except IntegrityError:  # another finisher's ledger row won the race
         db.session.rollback()
@@ -224,10 +211,10 @@ def record_outcome(
     metrics.REPLIES_FINISHED.labels(reason.value).inc()
     structured_logs.event(
         "reply.finish",
-        chat=str(chat.id),
+        chat=chat_id,
         stream=stream_id,
         outcome=reason.value,
-        seconds=round((now - message.created_at.replace(tzinfo=now.tzinfo)).total_seconds(), 3),
+        seconds=round((now - started_at.replace(tzinfo=now.tzinfo)).total_seconds(), 3),
         completion_tokens=completion_tokens,
     )
     metrics.FINISH_SECONDS.observe(time.monotonic() - started)
@@ -245,8 +232,8 @@ def record_title(
     completion_tokens = usage.completion_tokens if usage.completion_tokens is not None else estimate_tokens(title)
     cost = agent.cost_micros(prompt_tokens, completion_tokens) if agent else 0
     chat.title = title
-    charge(chat, f"title-{chat_id}", message_id, prompt_tokens, completion_tokens, estimated, cost)
     try:
+        charge(chat, f"title-{chat_id}", message_id, prompt_tokens, completion_tokens, estimated, cost)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

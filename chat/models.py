@@ -7,10 +7,10 @@ query is written twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -20,19 +20,24 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     Uuid,
+    bindparam,
     delete,
     false,
     func,
     insert,
     or_,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.dml import Insert
 
 from .extensions import db
 
@@ -334,16 +339,65 @@ def latest_reply(chat_id: uuid.UUID) -> Message | None:
     )
 
 
+# -- every reply's start and finish ---------------------------------------------------------------
+# These run once or twice per reply on the worker's one loop, so they are built once, with their
+# values bound at execution: building a statement costs SQLAlchemy about four times what running a
+# built one does (it works out the statement's cache key anew each time), and an ORM flush more.
+
+
+def table(model: type[Model]) -> Table:
+    return model.__table__  # type: ignore[return-value]
+
+
+REPLY_AND_CHAT = (
+    select(Message, Chat).join(Chat, Chat.id == Message.chat_id).where(Message.stream_id == bindparam("stream_id"))
+)
+NEXT_POSITION = select(func.max(Message.position)).where(Message.chat_id == bindparam("chat_id"))
+# The SET clause comes from the parameters given (column names); the keys below are not columns.
+FINISH_STREAMING = update(table(Message)).where(
+    table(Message).c.id == bindparam("message_key"), table(Message).c.status == MessageStatus.STREAMING
+)
+TOUCH_CHAT = update(table(Chat)).where(table(Chat).c.id == bindparam("chat_key"))
+ADD_TO_BALANCE = (
+    update(table(Identity))
+    .where(table(Identity).c.id == bindparam("identity_key"))
+    .values(balance_micros=table(Identity).c.balance_micros + bindparam("micros"))
+)
+INSERT: dict[type[Model], Insert] = {}
+INSERT_OR_IGNORE: dict[tuple[type[Model], str], Insert] = {}
+
+
 def reply_and_chat(stream_id: str) -> tuple[Message, Chat] | None:
     """The reply of a stream and its chat, in one query (finishing needs both)."""
-    row = db.session.execute(
-        select(Message, Chat).join(Chat, Chat.id == Message.chat_id).where(Message.stream_id == stream_id)
-    ).first()
+    row = db.session.execute(REPLY_AND_CHAT, {"stream_id": stream_id}).first()
     return (row[0], row[1]) if row is not None else None
 
 
 def next_position(chat_id: uuid.UUID) -> int:
-    return (db.session.scalar(select(func.max(Message.position)).where(Message.chat_id == chat_id)) or 0) + 1
+    return (db.session.scalar(NEXT_POSITION, {"chat_id": chat_id}) or 0) + 1
+
+
+def insert_rows(model: type[Model], rows: Sequence[Mapping[str, object]]) -> None:
+    """INSERT rows of `model` (columns left out take their defaults), in the caller's
+    transaction, without the ORM's unit of work: nothing here needs the objects afterwards."""
+    statement = INSERT.get(model)
+    if statement is None:
+        statement = INSERT[model] = insert(table(model))
+    db.session.execute(statement, list(rows))
+
+
+def finish_streaming(message_id: uuid.UUID, **columns: object) -> bool:
+    """Set `columns` of a reply that is still streaming; False when it is not (any more)."""
+    result = db.session.execute(FINISH_STREAMING, {"message_key": message_id, **columns})
+    return cast(CursorResult, result).rowcount == 1
+
+
+def touch_chat(chat_id: uuid.UUID, now: datetime) -> None:
+    db.session.execute(TOUCH_CHAT, {"chat_key": chat_id, "updated_at": now})
+
+
+def add_to_balance(identity_id: uuid.UUID, micros: int) -> None:
+    db.session.execute(ADD_TO_BALANCE, {"identity_key": identity_id, "micros": micros})
 
 
 def current_messages(chat_id: uuid.UUID) -> list[Message]:
@@ -486,15 +540,16 @@ def insert_or_ignore(model: type[Model], **values: object) -> None:
     """INSERT a row unless one with its key exists (a concurrent request added it first), in the
     caller's transaction: `INSERT … ON CONFLICT DO NOTHING` on SQLite and PostgreSQL alike."""
     dialect = db.session.get_bind().dialect.name
-    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    db.session.execute(insert_into(model).values(**values).on_conflict_do_nothing())
+    statement = INSERT_OR_IGNORE.get((model, dialect))
+    if statement is None:
+        insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = INSERT_OR_IGNORE[model, dialect] = insert_into(table(model)).on_conflict_do_nothing()
+    db.session.execute(statement, values)
 
 
-def insert_chat_stream(chat_id: uuid.UUID, stream_id: str) -> ChatStream:
+def insert_chat_stream(chat_id: uuid.UUID, stream_id: str) -> None:
     """Record a stream in the audit table (the caller's transaction commits it)."""
-    row = ChatStream(chat_id=chat_id, stream_id=stream_id)
-    db.session.add(row)
-    return row
+    insert_rows(ChatStream, [{"chat_id": chat_id, "stream_id": stream_id}])
 
 
 def get_recent_stream_id(chat_id: uuid.UUID) -> str | None:

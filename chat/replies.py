@@ -37,10 +37,12 @@ from .models import (
     conversation,
     get_recent_stream_id,
     insert_chat_stream,
+    insert_rows,
     latest_reply,
     newest_messages,
     next_position,
     streaming_message,
+    touch_chat,
     utcnow,
 )
 from .producer import ReplyHandle, start_producer
@@ -224,19 +226,13 @@ class Replies:
         now = utcnow()
         store_guest(identity)
         if chat is None:
-            chat = Chat(
-                id=reply.chat_id,
-                identity_id=identity.id,
-                agent_slug=agent.slug,
-                title=Chat.title_from(text),
-                created_at=now,
-                updated_at=now,
-            )
-            db.session.add(chat)
+            title = Chat.title_from(text)
+            new_chat = {"id": reply.chat_id, "identity_id": identity.id, "agent_slug": agent.slug, "title": title}
+            insert_rows(Chat, [{**new_chat, "created_at": now, "updated_at": now}])
             position = 1  # next_position() of a chat without messages
         else:
             position = next_position(chat.id)
-            chat.updated_at = now
+            touch_chat(chat.id, now)
         turn_id = None
         if revision is not None:
             turn_id = revision.turn_id
@@ -245,32 +241,32 @@ class Replies:
                 if earlier is not None:
                     earlier.turn_id = turn_id
                     earlier.superseded = message_id in revision.supersede
+        # Both messages in one INSERT, so with the same columns (the user's: no stream, no usage).
+        message: dict[str, object] = {
+            "chat_id": reply.chat_id,
+            "turn_id": turn_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        messages = [
+            {
+                **message,
+                "id": reply.message_id,
+                "position": position + 1,
+                "role": MessageRole.ASSISTANT,
+                "content": "",
+                "status": MessageStatus.STREAMING,
+                "stream_id": reply.stream_id,
+                "prompt_tokens": prompt_estimate,
+            }
+        ]
         if revision is None or revision.new_message:
-            db.session.add(
-                Message(
-                    chat_id=chat.id,
-                    position=position,
-                    role=MessageRole.USER,
-                    content=text,
-                    turn_id=turn_id,
-                    created_at=now,
-                )
+            user = {"id": uuid.uuid4(), "position": position, "role": MessageRole.USER, "content": text}
+            messages.insert(
+                0, {**message, **user, "status": MessageStatus.COMPLETE, "stream_id": None, "prompt_tokens": None}
             )
-        db.session.add(
-            Message(
-                id=reply.message_id,
-                chat_id=chat.id,
-                position=position + 1,
-                role=MessageRole.ASSISTANT,
-                content="",
-                status=MessageStatus.STREAMING,
-                stream_id=reply.stream_id,
-                prompt_tokens=prompt_estimate,
-                turn_id=turn_id,
-                created_at=now,
-            )
-        )
-        insert_chat_stream(chat.id, reply.stream_id)
+        insert_rows(Message, messages)
+        insert_chat_stream(reply.chat_id, reply.stream_id)
         db.session.commit()
 
     def interrupt_leftover(self, chat: Chat) -> None:
