@@ -87,6 +87,14 @@ class LocalStreams:
         log = self.logs[ref] = LocalLog()
         return log.add("start", start_data).id
 
+    def claim_and_create(self, ref: StreamRef, start_data: dict, timeout_ms: int) -> str | None:
+        return self.create(ref, start_data) if self.claim_live(ref, timeout_ms) else None
+
+    def abandon(self, ref: StreamRef) -> None:
+        self.release_live(ref)
+        with self.lock:
+            self.logs.pop(ref, None)
+
     def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]:
         """Memory never fails half-way: a delta is new and its id is the next position's."""
         outcomes = []

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from . import metrics, structured_logs
 from .agents import Agent, estimate_tokens
 from .extensions import db
-from .finish import StoredReply, finish_reply, interrupt, record_outcome, stored_reply
+from .finish import StoredReply, finish_reply, interrupt, stored_reply
 from .identity import identity_or_guest, store_guest
 from .models import (
     Chat,
@@ -139,22 +139,22 @@ class Replies:
             admit_new_guest()  # its first message brings its first credits
         reply = ReplyHandle(chat_id, uuid.uuid4().hex, uuid.uuid4())
         try:
-            claimed = backend.claim_live(reply.ref, self.config["PRODUCER_TIMEOUT_MS"])
+            start_id = backend.claim_and_create(reply.ref, reply.start_data, self.config["PRODUCER_TIMEOUT_MS"])
         except redis.RedisError:
             metrics.REDIS_ERRORS.labels("request").inc()
             raise ReplyError(503, STORE_DOWN) from None
-        if not claimed:
+        if start_id is None:
             raise ReplyError(409, CHAT_BUSY)
+        reply = dataclasses.replace(reply, start_id=start_id)
         try:
             self.store_turn(chat, identity, agent, text, reply, prompt_estimate, revision)
-            reply = dataclasses.replace(reply, start_id=backend.create(reply.ref, reply.start_data))
-        except IntegrityError:
+        except BaseException as exc:
             db.session.rollback()
-            backend.release_live(reply.ref)
-            raise ReplyError(409, CHAT_BUSY) from None
-        except redis.RedisError:
-            record_outcome(reply.stream_id, self.agents, FinishReason.ERROR, "", error=STORE_DOWN)
-            raise ReplyError(503, STORE_DOWN) from None
+            with contextlib.suppress(redis.RedisError):  # else its claim and log expire by themselves
+                backend.abandon(reply.ref)
+            if isinstance(exc, IntegrityError):
+                raise ReplyError(409, CHAT_BUSY) from None
+            raise
         start_producer(self.app, self.runtime, reply, agent, history)
         metrics.REPLIES_STARTED.inc()
         structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)

@@ -125,6 +125,25 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
+# Claim the chat for a new reply and start its log, in one round trip (a POST's critical path):
+# nothing is written when another reply holds the chat. Returns the `start` entry's id.
+CLAIM_AND_CREATE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+local id = redis.call('XADD', KEYS[2], '*', 'e', 'start', 'd', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+return id
+"""
+
+# Undo CLAIM_AND_CREATE of a reply that was never stored (its database write failed).
+ABANDON = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[2])
+redis.call('LREM', KEYS[3], 0, ARGV[1])
+"""
+
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -154,6 +173,14 @@ class StreamBackend(Protocol):
 
     def create(self, ref: StreamRef, start_data: dict) -> str:
         """Start the log (and list it as the chat's newest stream); the start event's id."""
+        ...
+
+    def claim_and_create(self, ref: StreamRef, start_data: dict, timeout_ms: int) -> str | None:
+        """`claim_live` then `create`, at once; None (and nothing done) when the chat is taken."""
+        ...
+
+    def abandon(self, ref: StreamRef) -> None:
+        """Undo `claim_and_create` for a reply that was not stored after all."""
         ...
 
     def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]: ...
@@ -212,6 +239,8 @@ class RedisStreams:
         self._heartbeat = client.register_script(HEARTBEAT)
         self._release = client.register_script(RELEASE)
         self._hold = client.register_script(HOLD)
+        self._claim_and_create = client.register_script(CLAIM_AND_CREATE)
+        self._abandon = client.register_script(ABANDON)
         self._scripts = [self._seal, self._end_log, self._heartbeat, self._release, self._hold]
 
     @staticmethod
@@ -282,6 +311,22 @@ class RedisStreams:
             pipe.expire(log_key(ref), self.live_log_ttl_seconds)
             self._queue_stream_id(pipe, ref.chat_id, ref.stream_id)
             return pipe.execute()[0]
+
+    def claim_and_create(self, ref: StreamRef, start_data: dict, timeout_ms: int) -> str | None:
+        keys = [chat_key(ref.chat_id, "live"), log_key(ref), chat_key(ref.chat_id, "streams")]
+        args: list[str | int] = [
+            ref.stream_id,
+            timeout_ms,
+            json.dumps(start_data),
+            self.live_log_ttl_seconds,
+            RECENT_STREAMS_KEPT,
+            self.chat_streams_ttl_seconds,
+        ]
+        return self._claim_and_create(keys=keys, args=args) or None
+
+    def abandon(self, ref: StreamRef) -> None:
+        keys = [chat_key(ref.chat_id, "live"), log_key(ref), chat_key(ref.chat_id, "streams")]
+        self._abandon(keys=keys, args=[ref.stream_id])
 
     def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]:
         """Append each (stream, delta event) with the event's own id, one XADD each, in a single

@@ -27,6 +27,7 @@ from test_streams import (  # noqa: F401
     test_a_retried_append_is_written_once,
     test_a_sealed_log_tells_a_retried_delta_that_landed_from_one_that_did_not,
     test_appending_to_a_log_redis_has_lost_is_refused,
+    test_claim_and_create_starts_one_reply_per_chat_and_abandon_frees_the_chat,
     test_claim_live_is_exclusive_and_expires_without_heartbeat,
     test_sealed_stream_refuses_deltas_and_terminates_once,
     test_seals_and_heartbeats_survive_redis_forgetting_its_scripts,

@@ -77,6 +77,19 @@ def test_claim_live_is_exclusive_and_expires_without_heartbeat(store):
     assert streams.claim_live(second, 300)
 
 
+def test_claim_and_create_starts_one_reply_per_chat_and_abandon_frees_the_chat(store):
+    streams = store()
+    first, second = StreamRef("c", "one"), StreamRef("c", "two")
+    start_id = streams.claim_and_create(first, {"chatId": "c"}, 5000)
+    assert start_id is not None and [e.type for e in streams.read(first)] == ["start"]
+    assert streams.read(first)[0].id == start_id and streams.load_streams("c") == ["one"]
+    assert streams.claim_and_create(second, {}, 5000) is None, "a second reply while one is live"
+    assert not streams.exists(second) and streams.load_streams("c") == ["one"], "and it left nothing behind"
+    streams.abandon(first)  # the first reply's database write failed
+    assert not streams.exists(first) and streams.load_streams("c") == [] and streams.alive([first]) == [False]
+    assert streams.claim_and_create(second, {}, 5000) is not None, "the chat is free at once"
+
+
 def test_logs_are_capped_by_maxlen(store):
     streams = store(maxlen=100)
     ref = StreamRef("c", "s")
