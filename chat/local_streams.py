@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
-from .streams import APPENDED, SEALED, Event, StreamRef, entry_cursor, joined_text
+from .streams import APPENDED, SEALED, Event, LogState, StreamRef, entry_cursor, joined_text
 
 
 class LocalLog:
@@ -55,6 +55,9 @@ class LocalStreams:
 
     def load_streams(self, chat_id: str) -> list[str]:
         return []
+
+    def newest_log(self, chat_id: str) -> LogState | None:
+        return None
 
     def forget_chat(self, chat_id: str, stream_ids: Iterable[str]) -> None:
         with self.lock:

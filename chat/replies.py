@@ -49,7 +49,7 @@ from .producer import ReplyHandle, start_producer
 from .rate_limits import admit_new_guest
 from .refusals import Refused
 from .runtime import Runtime
-from .streams import Event, StreamRef, entry_cursor, joined_text
+from .streams import Event, LogState, StreamRef, entry_cursor, joined_text
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
@@ -321,11 +321,12 @@ class Replies:
             if close:  # the client left: end the subscription now
                 close()
 
-    def follow(self, ref: StreamRef, after: str | None) -> Iterable[Event | None]:
-        """The log from the event after `after`; None items mean "nothing new for a while"."""
+    def follow(self, ref: StreamRef, after: str | None, ended: bool | None = None) -> Iterable[Event | None]:
+        """The log from the event after `after`; None items mean "nothing new for a while".
+        `ended`: whether the log has ended, when the caller knows already."""
         runtime = self.runtime
         after = after or "0-0"
-        if runtime.backend.log_ended(ref):
+        if runtime.backend.log_ended(ref) if ended is None else ended:
             return runtime.backend.read(ref, after)  # finished: one XRANGE, possibly empty
         return runtime.follower.subscribe(ref, after)
 
@@ -348,13 +349,14 @@ class Replies:
         backend = self.runtime.backend
         if backend.shared:
             try:
-                recent = backend.load_streams(str(chat.id))
-                stream_id = recent[0] if recent else get_recent_stream_id(chat.id)
-                ref = StreamRef(str(chat.id), stream_id) if stream_id else None
-                if ref is not None and backend.exists(ref):
-                    return self.follow(ref, cursor)
-                if ref is not None and not backend.alive([ref])[0]:
-                    interrupt(backend, self.agents, ref)  # its log is gone: it cannot go on
+                newest = backend.newest_log(str(chat.id))
+                if newest is None and (stream_id := get_recent_stream_id(chat.id)):  # Redis forgot the list
+                    ref = StreamRef(str(chat.id), stream_id)
+                    newest = LogState(ref, backend.exists(ref), ended=None)
+                if newest is not None and newest.exists:
+                    return self.follow(newest.ref, cursor, newest.ended)
+                if newest is not None and not backend.alive([newest.ref])[0]:
+                    interrupt(backend, self.agents, newest.ref)  # its log is gone: it cannot go on
             except redis.RedisError:
                 raise ReplyError(503, STORE_DOWN) from None
         reply = latest_reply(chat.id)

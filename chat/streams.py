@@ -49,6 +49,16 @@ class StreamRef:
 
 
 @dataclass(frozen=True)
+class LogState:
+    """A reply's log as a reader finds it: whether it still exists, and whether it has ended
+    (None: not asked)."""
+
+    ref: StreamRef
+    exists: bool
+    ended: bool | None
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a reply's log; `data` is the JSON text sent as the SSE `data:`."""
 
@@ -137,6 +147,15 @@ redis.call('EXPIRE', KEYS[3], ARGV[6])
 return id
 """
 
+# The chat's newest log and its state, in one round trip (a resume's path): its stream id, whether
+# the log still exists and whether it has ended. ARGV[1] is the chat's key prefix (chat_key).
+NEWEST_LOG = """
+local id = redis.call('LINDEX', KEYS[1], 0)
+if not id then return false end
+local log = ARGV[1] .. 'stream:' .. id
+return {id, redis.call('EXISTS', log), redis.call('GET', log .. ':state') == 'done' and 1 or 0}
+"""
+
 # Undo CLAIM_AND_CREATE of a reply that was never stored (its database write failed).
 ABANDON = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -162,6 +181,10 @@ class StreamBackend(Protocol):
 
     def append_stream_id(self, chat_id: str, stream_id: str) -> None: ...
     def load_streams(self, chat_id: str) -> list[str]: ...
+    def newest_log(self, chat_id: str) -> LogState | None:
+        """The log of the chat's newest stream (None when the chat lists none)."""
+        ...
+
     def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool: ...
     def release_live(self, ref: StreamRef) -> None: ...
     def alive(self, refs: Sequence[StreamRef]) -> list[bool]: ...
@@ -241,6 +264,7 @@ class RedisStreams:
         self._hold = client.register_script(HOLD)
         self._claim_and_create = client.register_script(CLAIM_AND_CREATE)
         self._abandon = client.register_script(ABANDON)
+        self._newest_log = client.register_script(NEWEST_LOG)
         self._scripts = [self._seal, self._end_log, self._heartbeat, self._release, self._hold]
 
     @staticmethod
@@ -267,6 +291,13 @@ class RedisStreams:
 
     def load_streams(self, chat_id: str) -> list[str]:
         return cast(list[str], self.client.lrange(chat_key(chat_id, "streams"), 0, -1))
+
+    def newest_log(self, chat_id: str) -> LogState | None:
+        found = self._newest_log(keys=[chat_key(chat_id, "streams")], args=[chat_key(chat_id, "")])
+        if not found:
+            return None
+        stream_id, exists, ended = found
+        return LogState(StreamRef(chat_id, stream_id), bool(exists), bool(ended))
 
     # -- the producer's claim on a chat -------------------------------------------------------
     def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool:

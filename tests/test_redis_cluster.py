@@ -29,6 +29,7 @@ from test_streams import (  # noqa: F401
     test_appending_to_a_log_redis_has_lost_is_refused,
     test_claim_and_create_starts_one_reply_per_chat_and_abandon_frees_the_chat,
     test_claim_live_is_exclusive_and_expires_without_heartbeat,
+    test_newest_log_says_which_log_a_resume_follows_and_its_state,
     test_sealed_stream_refuses_deltas_and_terminates_once,
     test_seals_and_heartbeats_survive_redis_forgetting_its_scripts,
 )

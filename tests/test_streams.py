@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import redis
 
-from chat.streams import APPENDED, LOST, SEALED, RedisStreams, StreamRef, chat_key, delta_event, log_key
+from chat.streams import (
+    APPENDED,
+    LOST,
+    SEALED,
+    LogState,
+    RedisStreams,
+    StreamRef,
+    chat_key,
+    delta_event,
+    log_key,
+)
 
 
 def test_append_stream_id_keeps_the_newest_five_newest_first(store):
@@ -88,6 +98,19 @@ def test_claim_and_create_starts_one_reply_per_chat_and_abandon_frees_the_chat(s
     streams.abandon(first)  # the first reply's database write failed
     assert not streams.exists(first) and streams.load_streams("c") == [] and streams.alive([first]) == [False]
     assert streams.claim_and_create(second, {}, 5000) is not None, "the chat is free at once"
+
+
+def test_newest_log_says_which_log_a_resume_follows_and_its_state(store):
+    streams = store()
+    assert streams.newest_log("c") is None, "a chat without streams"
+    older, newer = StreamRef("c", "older"), StreamRef("c", "newer")
+    streams.create(older, {})
+    streams.create(newer, {})
+    assert streams.newest_log("c") == LogState(newer, exists=True, ended=False)
+    streams.end_log(newer, "finish", {"finishReason": "stop"})
+    assert streams.newest_log("c") == LogState(newer, exists=True, ended=True)
+    streams.client.delete(log_key(newer))  # Redis let it expire
+    assert streams.newest_log("c") == LogState(newer, exists=False, ended=True)
 
 
 def test_logs_are_capped_by_maxlen(store):
