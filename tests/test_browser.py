@@ -74,9 +74,12 @@ def test_mobile_layout_reload_mid_reply_resumes_too(server, browser_context):
     assert streamed(page) == [shown_reply(page)]
 
 
-def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(server, browser_context):
+def test_network_drop_mid_reply_reconnects_from_the_cursor_and_completes(live_server, browser_context):
     from helpers.servers import FlakyProxy
 
+    # Long enough (9 s) that the reply is still being written when the network comes back, however
+    # slow the machine: a reply that ended meanwhile is shown from the database, not resumed.
+    server = live_server(**{**SLOW, "DEMO_MODEL_WORDS": 150})
     proxy = FlakyProxy(server.server.server_port)
     try:
         context = browser_context()
