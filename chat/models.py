@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -324,9 +324,24 @@ def streaming_message(chat_id: uuid.UUID) -> Message | None:
     )
 
 
-def streaming_replies(limit: int = 500) -> list[Message]:
-    """Replies still in progress in any chat (the reaper checks their producers)."""
-    return list(db.session.scalars(select(Message).where(Message.status == MessageStatus.STREAMING).limit(limit)))
+class PendingReply(NamedTuple):
+    chat_id: uuid.UUID
+    stream_id: str
+    created_at: datetime
+
+
+STREAMING_REPLIES = (
+    select(Message.chat_id, Message.stream_id, Message.created_at)
+    .where(Message.status == MessageStatus.STREAMING)
+    .limit(bindparam("limit"))
+)
+
+
+def streaming_replies(limit: int = 500) -> list[PendingReply]:
+    """Replies still in progress in any chat (the reaper checks their producers every few
+    seconds: three columns, not whole messages with their text)."""
+    rows = db.session.execute(STREAMING_REPLIES, {"limit": limit})
+    return [PendingReply(chat_id, str(stream_id), created_at) for chat_id, stream_id, created_at in rows]
 
 
 def latest_reply(chat_id: uuid.UUID) -> Message | None:

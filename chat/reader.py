@@ -282,8 +282,8 @@ class StreamHub:
             refs = [ref for ref in self.followers if ref not in self.reaping and ref not in self.local]
         if not refs:
             return
-        for ref, alive in zip(refs, self.store.alive(refs), strict=True):
-            if not alive:
+        for ref, stalled in zip(refs, self.store.stalled(refs), strict=True):
+            if stalled:
                 self.reaping.add(ref)
                 start_daemon(functools.partial(self.hand_over_dead, ref), "durable-chat-interrupt")
 

@@ -314,6 +314,19 @@ class RedisStreams:
                 pipe.get(chat_key(ref.chat_id, "live"))
             return [value == ref.stream_id for value, ref in zip(pipe.execute(), refs, strict=True)]
 
+    def stalled(self, refs: Sequence[StreamRef]) -> list[bool]:
+        """Whether each stream's producer is gone without ending its log: a log that ended a
+        moment ago (its producer let go of the chat) is not one to interrupt."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.get(chat_key(ref.chat_id, "live"))
+                pipe.get(self._state_key(ref, "state"))
+            replies = pipe.execute()
+        return [
+            live != ref.stream_id and state != "done"
+            for ref, live, state in zip(refs, replies[::2], replies[1::2], strict=True)
+        ]
+
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
         """Refresh every producer's liveness in one round trip; returns which were asked to stop."""
         calls = [

@@ -30,6 +30,7 @@ from test_streams import (  # noqa: F401
     test_claim_and_create_starts_one_reply_per_chat_and_abandon_frees_the_chat,
     test_claim_live_is_exclusive_and_expires_without_heartbeat,
     test_newest_log_says_which_log_a_resume_follows_and_its_state,
+    test_only_a_producer_gone_without_ending_its_log_is_stalled,
     test_sealed_stream_refuses_deltas_and_terminates_once,
     test_seals_and_heartbeats_survive_redis_forgetting_its_scripts,
 )

@@ -113,6 +113,16 @@ def test_newest_log_says_which_log_a_resume_follows_and_its_state(store):
     assert streams.newest_log("c") == LogState(newer, exists=False, ended=True)
 
 
+def test_only_a_producer_gone_without_ending_its_log_is_stalled(store):
+    streams = store()
+    working, finished, gone = StreamRef("a", "working"), StreamRef("b", "finished"), StreamRef("c", "gone")
+    for ref in (working, finished, gone):
+        streams.claim_and_create(ref, {}, 5000)
+    streams.end_log(finished, "finish", {"finishReason": "stop"})  # lets go of its chat
+    streams.client.delete(chat_key("c", "live"))  # its heartbeat lapsed
+    assert streams.stalled([working, finished, gone]) == [False, False, True]
+
+
 def test_logs_are_capped_by_maxlen(store):
     streams = store(maxlen=100)
     ref = StreamRef("c", "s")
