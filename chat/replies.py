@@ -124,41 +124,45 @@ class Replies:
         :raise ReplyError: 404 foreign chat, 400 wrong agent, 402 too little credit,
             409 a reply is already live, 503 Redis unreachable. Nothing is stored then.
         """
-        backend = self.runtime.backend
-        identity = identity_or_guest(identity_id)
-        chat = db.session.get(Chat, chat_id)
-        if chat is not None and chat.identity_id != identity.id:
-            raise ReplyError(404, "No chat with that id.")
-        if chat is not None and chat.agent_slug != agent.slug:
-            raise ReplyError(400, f"This chat is with the agent '{chat.agent_slug}', not '{agent.slug}'.")
-        history = self.history(chat, text, revision.left_out if revision else ())
-        prompt_estimate = sum(estimate_tokens(m["content"]) for m in history) + estimate_tokens(agent.system_prompt)
-        if identity.balance_micros <= 0 or identity.balance_micros < agent.cost_micros(prompt_estimate, 0):
-            raise ReplyError(402, f"Not enough credit: your balance is {identity.balance:.4f} credits.")
-        if inspect(identity).transient:
-            admit_new_guest()  # its first message brings its first credits
-        reply = ReplyHandle(chat_id, uuid.uuid4().hex, uuid.uuid4())
-        try:
-            start_id = backend.claim_and_create(reply.ref, reply.start_data, self.config["PRODUCER_TIMEOUT_MS"])
-        except redis.RedisError:
-            metrics.REDIS_ERRORS.labels("request").inc()
-            raise ReplyError(503, STORE_DOWN) from None
-        if start_id is None:
-            raise ReplyError(409, CHAT_BUSY)
-        reply = dataclasses.replace(reply, start_id=start_id)
-        try:
-            self.store_turn(chat, identity, agent, text, reply, prompt_estimate, revision)
-        except BaseException as exc:
-            db.session.rollback()
-            with contextlib.suppress(redis.RedisError):  # else its claim and log expire by themselves
-                backend.abandon(reply.ref)
-            if isinstance(exc, IntegrityError):
-                raise ReplyError(409, CHAT_BUSY) from None
-            raise
-        start_producer(self.app, self.runtime, reply, agent, history)
-        metrics.REPLIES_STARTED.inc()
-        structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)
-        return reply
+        # A few starts at a time: the rest wait their turn, so a burst of messages is answered in
+        # order (the first ones start at once instead of all of them late) and the tokens of
+        # replies already streaming go out between starts instead of after the whole burst.
+        with self.runtime.starting:
+            backend = self.runtime.backend
+            identity = identity_or_guest(identity_id)
+            chat = db.session.get(Chat, chat_id)
+            if chat is not None and chat.identity_id != identity.id:
+                raise ReplyError(404, "No chat with that id.")
+            if chat is not None and chat.agent_slug != agent.slug:
+                raise ReplyError(400, f"This chat is with the agent '{chat.agent_slug}', not '{agent.slug}'.")
+            history = self.history(chat, text, revision.left_out if revision else ())
+            prompt_estimate = sum(estimate_tokens(m["content"]) for m in history) + estimate_tokens(agent.system_prompt)
+            if identity.balance_micros <= 0 or identity.balance_micros < agent.cost_micros(prompt_estimate, 0):
+                raise ReplyError(402, f"Not enough credit: your balance is {identity.balance:.4f} credits.")
+            if inspect(identity).transient:
+                admit_new_guest()  # its first message brings its first credits
+            reply = ReplyHandle(chat_id, uuid.uuid4().hex, uuid.uuid4())
+            try:
+                start_id = backend.claim_and_create(reply.ref, reply.start_data, self.config["PRODUCER_TIMEOUT_MS"])
+            except redis.RedisError:
+                metrics.REDIS_ERRORS.labels("request").inc()
+                raise ReplyError(503, STORE_DOWN) from None
+            if start_id is None:
+                raise ReplyError(409, CHAT_BUSY)
+            reply = dataclasses.replace(reply, start_id=start_id)
+            try:
+                self.store_turn(chat, identity, agent, text, reply, prompt_estimate, revision)
+            except BaseException as exc:
+                db.session.rollback()
+                with contextlib.suppress(redis.RedisError):  # else its claim and log expire by themselves
+                    backend.abandon(reply.ref)
+                if isinstance(exc, IntegrityError):
+                    raise ReplyError(409, CHAT_BUSY) from None
+                raise
+            start_producer(self.app, self.runtime, reply, agent, history)
+            metrics.REPLIES_STARTED.inc()
+            structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)
+            return reply
 
     def regenerate(self, identity_id: uuid.UUID, chat: Chat, agent: Agent) -> ReplyHandle:
         """A new version of the chat's last reply, to the same message; the earlier one is kept.

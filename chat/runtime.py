@@ -27,6 +27,10 @@ from .streams import ClusterRedisStreams, Follower, RedisStreams, StreamBackend,
 
 log = logging.getLogger(__name__)
 
+# Replies being admitted (checked, claimed and stored) at once in a process. Each start holds the
+# worker's loop for a few milliseconds of database work; more at once only interleaves them.
+STARTS_AT_ONCE = 4
+
 
 class Runtime:
     def __init__(self, app: Flask) -> None:
@@ -34,6 +38,7 @@ class Runtime:
         self.app = app
         self.agents: dict[str, Agent] = app.extensions["agents"]
         self.pid = os.getpid()
+        self.starting = threading.BoundedSemaphore(STARTS_AT_ONCE)  # see Replies.start
         self.reaper_interval: float = config["REAPER_INTERVAL_SECONDS"]
         self.max_reply_seconds: int = config["MAX_REPLY_SECONDS"]
         self.hub: StreamHub | None = None
