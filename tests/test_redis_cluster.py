@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
+from redis.crc import key_slot
 
 # The same tests, collected again in this module, so they run against the cluster.
 from test_api import test_stop_ends_the_reply_cancelled_and_keeps_the_partial  # noqa: F401
@@ -64,10 +66,24 @@ def masters_holding(redis_cluster: RedisCluster, pattern: str) -> int:
     return count
 
 
+def chats_on_every_master(redis_cluster: RedisCluster, per_master: int) -> list[str]:
+    """New chat ids, `per_master` of them on each master (random ones miss a master 2% of the time)."""
+    with redis.Redis.from_url(redis_cluster.url) as node:
+        masters = [(first, last) for first, last, *_ in node.execute_command("CLUSTER", "SLOTS")]
+    picked: dict[tuple[int, int], list[str]] = {slots: [] for slots in masters}
+    while any(len(chats) < per_master for chats in picked.values()):
+        chat_id = new_chat_id()
+        slot = key_slot(chat_id.encode())  # a chat's keys are tagged {chat_id}: its slot
+        for (first, last), chats in picked.items():
+            if first <= slot <= last and len(chats) < per_master:
+                chats.append(chat_id)
+    return [chat_id for chats in picked.values() for chat_id in chats]
+
+
 def test_the_cluster_is_detected_and_chats_spread_over_its_masters(app_factory, redis_cluster):
     app = app_factory(DEMO_MODEL_WORDS=5)
     client = app.test_client()
-    chats = [new_chat_id() for _ in range(12)]
+    chats = chats_on_every_master(redis_cluster, 4)
     for chat_id in chats:
         read_events(post_chat(client, chat_id))
     runtime = app.extensions["replies"].runtime
