@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as encode_json_string
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 import hiredis
 import redis
@@ -42,8 +42,10 @@ RECENT_STREAMS_KEPT = 5
 TERMINAL_EVENTS = frozenset({"finish", "error"})
 
 
-@dataclass(frozen=True)
-class StreamRef:
+class StreamRef(NamedTuple):
+    """A reply's log: its chat and its stream. A tuple, so hashing it (it keys every per-reply
+    map the pump and the readers keep, several times per token) runs in C."""
+
     chat_id: str
     stream_id: str
 
