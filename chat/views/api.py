@@ -18,17 +18,17 @@ from .errors import error_response
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def event_stream(source: Iterable[Event | None], retry_ms: int | None = None) -> Iterator[str]:
-    """SSE text for a log; comments keep idle connections open and reveal departed clients.
+def event_stream(source: Iterable[Event | None], retry_ms: int | None = None) -> Iterator[bytes]:
+    """SSE bytes for a log; comments keep idle connections open and reveal departed clients.
 
     Closing this (the client left) closes `source`, which ends its subscription at once.
     """
     events = iter(source)
     try:
         if retry_ms is not None:
-            yield sse.retry(retry_ms)
+            yield sse.retry(retry_ms).encode()
         for event in events:
-            yield sse.comment() if event is None else sse.encode(event.type, event.data, event.id)
+            yield (sse.comment() if event is None else sse.encode(event.type, event.data, event.id)).encode()
     finally:
         close = getattr(events, "close", None)
         if close:
@@ -36,11 +36,15 @@ def event_stream(source: Iterable[Event | None], retry_ms: int | None = None) ->
 
 
 def sse_response(source: Iterable[Event | None], retry_ms: int | None = None) -> Response:
-    return Response(
+    response = Response(
         event_stream(source, retry_ms),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    # The server iterates event_stream's bytes itself (and closes it): no layers of werkzeug's
+    # encoding and closing iterators around every event of every stream.
+    response.direct_passthrough = True
+    return response
 
 
 def parse_chat_id(raw: object) -> uuid.UUID:
