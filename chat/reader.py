@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 STORE_UNAVAILABLE = "The stream store (Redis) is unavailable; reload to see the saved reply."
 STORE_FAILED = object()  # queued to every subscriber when the reader loses Redis
 SHUTTING_DOWN = object()  # queued to every subscriber when this process stops: resume elsewhere
+QUIET = object()  # queued to a subscriber that was handed nothing for a while: time for a keepalive
 
 
 class Batch(list):
@@ -56,6 +57,7 @@ class Subscription:
         self.catch_up = catch_up
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.taken = 0
+        self.fed = False  # handed something since the hub's last keepalive round
 
     def __iter__(self) -> Iterator[Event | None]:
         try:
@@ -66,9 +68,10 @@ class Subscription:
                     if event.terminal:
                         return
             while True:
-                try:
-                    batch = self.queue.get(timeout=self.hub.keepalive_seconds)
-                except queue.Empty:
+                # No timeout here (a timer per wait was ~6% of a busy worker): the hub's keepalive
+                # round queues QUIET to subscribers it handed nothing since its previous round.
+                batch = self.queue.get()
+                if batch is QUIET:
                     if self.hub.store.log_ended(self.ref):
                         # The log ended while we were not looking (a cursor at its very end).
                         batch = self.hub.store.read(self.ref, self.last)
@@ -147,6 +150,18 @@ class StreamHub:
 
     def start(self) -> None:
         self.thread = start_daemon(self.run, "durable-chat-reader")
+        start_daemon(self.keep_alive, "durable-chat-keepalive")
+
+    def keep_alive(self) -> None:
+        """Every half keepalive interval, wake the subscribers that were handed nothing since the
+        previous round: each client hears from its stream at least once per interval."""
+        while not self.stopping.wait(self.keepalive_seconds / 2):
+            with self.lock:
+                subscriptions = [s for group in self.followers.values() for s in group]
+            for subscription in subscriptions:
+                if not subscription.fed:
+                    subscription.queue.put(QUIET)
+                subscription.fed = False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -199,6 +214,7 @@ class StreamHub:
             self.local[ref] = events[-1].id
             batch = Batch(events)
             for subscription in self.followers.get(ref, ()):
+                subscription.fed = True
                 subscription.queue.put(batch)
 
     def produced_elsewhere(self, ref: StreamRef) -> None:
@@ -270,6 +286,7 @@ class StreamHub:
                 batch = Batch(entries)
                 self.cursors[ref] = batch[-1].id
                 for subscription in self.followers[ref]:
+                    subscription.fed = True
                     subscription.queue.put(batch)
                 if batch[-1].terminal:
                     # Subscribers end on the terminal event; stop reading a finished log.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from chat.reader import StreamHub
 from chat.streams import RedisStreams, StreamRef, delta_event
 
@@ -44,3 +48,25 @@ def test_a_follower_that_leaves_is_forgotten(store):
     follower = hub.subscribe(REF, "0-0")
     hub.unsubscribe(follower)
     assert hub.followers == {} and hub.cursors == {}
+
+
+@pytest.mark.timeout(10)  # without keepalive rounds the follower waits forever
+def test_a_follower_hears_a_keepalive_while_its_reply_is_quiet_and_then_the_reply(store):
+    streams = store()
+    start = streams.create(REF, {})
+    hub = StreamHub(
+        streams, block_ms=10, keepalive_seconds=0.2, liveness_seconds=60, outage_seconds=5, on_dead=lambda ref: None
+    )
+    hub.start()
+    try:
+        follower = iter(hub.subscribe(REF, start))
+        began = time.monotonic()
+        assert next(follower) is None, "a keepalive, since nothing was written"
+        assert time.monotonic() - began < 0.5, "within the keepalive interval"
+        streams.append_deltas([(REF, delta_event(start, 1, "a"))])
+        event = next(follower)
+        while event is None:  # another keepalive may come first
+            event = next(follower)
+        assert event.payload() == {"text": "a"}
+    finally:
+        hub.stop()
