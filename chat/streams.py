@@ -138,9 +138,10 @@ return 1
 """
 
 # Claim the chat for a new reply and start its log, in one round trip (a POST's critical path):
-# nothing is written when another reply holds the chat. Returns the `start` entry's id.
+# nothing is written when another reply holds the chat. Returns the `start` entry's id. With no
+# claim timeout (ARGV[2] empty) it only starts the log (`create`).
 CLAIM_AND_CREATE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+if ARGV[2] ~= '' and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 local id = redis.call('XADD', KEYS[2], '*', 'e', 'start', 'd', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('LPUSH', KEYS[3], ARGV[1])
@@ -351,18 +352,17 @@ class RedisStreams:
     # -- the log --------------------------------------------------------------------------------
     def create(self, ref: StreamRef, start_data: dict) -> str:
         """Start the log with its `start` event and make it the chat's newest stream, in one
-        transaction; returns the start event's id."""
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(log_key(ref), {"e": "start", "d": json.dumps(start_data)})
-            pipe.expire(log_key(ref), self.live_log_ttl_seconds)
-            self._queue_stream_id(pipe, ref.chat_id, ref.stream_id)
-            return pipe.execute()[0]
+        script; returns the start event's id."""
+        return cast(str, self._start_log(ref, start_data, ""))
 
     def claim_and_create(self, ref: StreamRef, start_data: dict, timeout_ms: int) -> str | None:
+        return self._start_log(ref, start_data, timeout_ms)
+
+    def _start_log(self, ref: StreamRef, start_data: dict, claim_timeout_ms: int | str) -> str | None:
         keys = [chat_key(ref.chat_id, "live"), log_key(ref), chat_key(ref.chat_id, "streams")]
         args: list[str | int] = [
             ref.stream_id,
-            timeout_ms,
+            claim_timeout_ms,
             json.dumps(start_data),
             self.live_log_ttl_seconds,
             RECENT_STREAMS_KEPT,
