@@ -7,7 +7,7 @@ import time
 import pytest
 
 from chat.models import Message
-from helpers.browser import SLOW, send, shown_reply, streamed, wait_finished, wait_for_text, wait_for_toast
+from helpers.browser import SLOW, frames, send, shown_reply, streamed, wait_finished, wait_for_text, wait_for_toast
 from helpers.chats import latest_reply
 
 pytestmark = pytest.mark.browser
@@ -39,6 +39,10 @@ def test_send_shows_the_streamed_reply_and_it_equals_the_stored_message(server, 
     stored = stored_reply(server.app, page)
     assert stored.status == "complete"
     assert streamed(page) == [shown_reply(page)], "what streamed is exactly the stored reply, rendered"
+    reply_text = " ".join(page.text_content(".message.assistant .content").split())
+    shown = frames(page)
+    assert len(shown) > 10, "the reply appeared word by word"
+    assert all(reply_text.startswith(text) for text in shown), "no moment showed text twice or out of order"
     assert page.inner_text(".message.assistant .markdown strong") == "Helper"  # the final Markdown render
     assert page.evaluate("document.activeElement.id") == "message-input", "focus returns to the composer"
     assert page.evaluate("location.pathname").startswith("/agent/helper/")

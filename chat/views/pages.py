@@ -46,6 +46,7 @@ FAILURE_NOTES = {
 def init_app(app: Flask) -> None:
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.globals["streaming_markdown"] = StreamingMarkdown
+    app.jinja_env.globals["tail_element_id"] = tail_element_id
 
     @app.context_processor
     def page_globals() -> dict[str, Any]:
@@ -264,15 +265,28 @@ def stop(slug: str, chat_id: uuid.UUID):
     return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
 
 
-def browser_events(source: Iterable[Event | None] | None, text_before: str = "") -> Iterator[Event | None]:
-    """The reply log as rendered Markdown: per delta, `block` carries the blocks it finished (the
-    page appends them) and `tail` the open last block (the page replaces it); `done` ends.
+def tail_element_id(stream_id: str) -> str:
+    """The id of a streaming message's open-block element (the template's and the stream's)."""
+    return f"tail-{stream_id}"
+
+
+def browser_events(
+    source: Iterable[Event | None] | None, text_before: str = "", stream_id: str = ""
+) -> Iterator[Event | None]:
+    """The reply log as rendered Markdown, one event per delta: `tail` carries the open last
+    block (the page replaces it); `block` the blocks the delta finished (the page appends them)
+    together with the new tail as an out-of-band swap; `done` ends.
+
+    Block and tail travel in one event because the finished block was shown in the tail until
+    now: as two events, the page showed it twice between them (and kept both if the connection
+    dropped there).
 
     `text_before` is the reply's text up to the cursor the stream starts from: the page shows it
     rendered already, and continuing from it renders exactly what a watcher saw.
     Always ends with `done` (even when there is nothing to follow), because an EventSource that
     gets anything but a 200 stream reconnects forever.
     """
+    tail_id = tail_element_id(stream_id)  # a uuid's hex: nothing to escape
     last_id = "0-0"
     rendered = StreamingMarkdown(text_before)
     events = iter(source or ())
@@ -283,9 +297,9 @@ def browser_events(source: Iterable[Event | None] | None, text_before: str = "")
             elif event.type == "delta":
                 last_id = event.id
                 finished, tail = rendered.feed(json.loads(event.data)["text"])
-                if finished:
-                    yield Event(event.id, "block", finished)
-                if tail is not None:
+                if finished:  # a delta that finishes a block always renders the new tail
+                    yield Event(event.id, "block", f'{finished}<div hx-swap-oob="innerHTML:#{tail_id}">{tail}</div>')
+                elif tail is not None:
                     yield Event(event.id, "tail", tail)
             elif event.terminal:
                 if (tail := rendered.flush()) is not None:
@@ -324,5 +338,6 @@ def stream(slug: str, chat_id: uuid.UUID):
     text_before = replies().text_until(ref, after) if after else ""
     source = replies().follow(ref, after)
     return sse_response(
-        browser_events(replies().while_held(identity_id, hold, source), text_before), retry_ms=RESUME_RETRY_MS
+        browser_events(replies().while_held(identity_id, hold, source), text_before, ref.stream_id),
+        retry_ms=RESUME_RETRY_MS,
     )

@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
 
 # Records the streamed reply (its rendered HTML, copy buttons left out) just before the stored
 # message replaces it, so tests can check what a person watched arrive against what is stored;
-# and every toast shown. `__rendered(el)` is the same reading of any message's content.
+# every text a streaming message showed, as the DOM changed (`frames`); and every toast shown. `__rendered(el)` is the same reading of any message's content.
 CAPTURE_STREAMED = """
 window.__rendered = function (content) {
   var copy = content.cloneNode(true);
@@ -33,7 +33,14 @@ window.__rendered = function (content) {
   return parts.length ? Array.prototype.map.call(parts, function (p) { return p.innerHTML; }).join('') : copy.innerHTML;
 };
 window.__toasts = [];
+window.__frames = [];
 document.addEventListener('DOMContentLoaded', function () {
+  new MutationObserver(function () {
+    document.querySelectorAll('.message.status-streaming .content').forEach(function (content) {
+      var text = content.textContent.replace(/\\s+/g, ' ').trim();
+      if (window.__frames[window.__frames.length - 1] !== text) window.__frames.push(text);
+    });
+  }).observe(document.body, {childList: true, subtree: true, characterData: true});
   var box = document.getElementById('toasts');
   if (!box) return;
   new MutationObserver(function (records) {
@@ -80,6 +87,11 @@ def wait_for_toast(page, words: str, timeout: float = 15.0) -> None:
 def streamed(page) -> list[str]:
     """The HTML of every reply the page streamed, as it stood when its stored message replaced it."""
     return page.evaluate("window.__streamed || []")
+
+
+def frames(page) -> list[str]:
+    """Every text a streaming message showed (whitespace collapsed), after each change of the DOM."""
+    return page.evaluate("window.__frames")
 
 
 def shown_reply(page) -> str:
