@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 
+import redis
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -23,9 +24,12 @@ from .extensions import on_cluster
 from .identity import current_identity_id
 from .refusals import Refused
 
+# No X-RateLimit-* headers on every response: reading a moving window back costs one more Redis
+# script (a binary search, ~10 commands) per limited request. A breach gets `Retry-After` from
+# `retry_after()`, read only then.
 limiter = Limiter(
     key_func=get_remote_address,
-    headers_enabled=True,
+    headers_enabled=False,
     in_memory_fallback_enabled=True,
     key_prefix="limits",
 )
@@ -93,6 +97,17 @@ stream_opens = limiter.limit(
     key_func=caller,
     error_message="Too many streams opened; wait a moment before resuming again.",
 )
+
+
+def retry_after() -> int | None:
+    """Whole seconds until the limit this request breached lets a request through again."""
+    breached = limiter.current_limit
+    if breached is None:
+        return None
+    try:
+        return max(1, math.ceil(breached.reset_at - time.time()))
+    except redis.RedisError:  # the limits storage failed just now: any short wait will do
+        return 1
 
 
 def admit_new_guest() -> None:

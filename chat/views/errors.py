@@ -5,9 +5,11 @@ response ever carries a traceback, a key or a password."""
 from __future__ import annotations
 
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
+from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from .. import rate_limits
 from ..extensions import db
 from ..identity import AuthenticationRequired
 from ..refusals import Refused
@@ -67,6 +69,10 @@ def init_app(app: Flask) -> None:
         if request.method == "GET" and not is_fragment_request():
             return redirect(url_for("account.sign_in", next=request.full_path.rstrip("?")), code=303)
         return answer(401, error.message)
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(error: RateLimitExceeded):
+        return answer(429, error.description or error.name, rate_limits.retry_after())
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
