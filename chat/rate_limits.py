@@ -105,7 +105,7 @@ def retry_after() -> int | None:
     if breached is None:
         return None
     try:
-        return max(1, math.ceil(breached.reset_at - time.time()))
+        return max(1, int(breached.reset_at - time.time()))  # as Flask-Limiter rounds it
     except redis.RedisError:  # the limits storage failed just now: any short wait will do
         return 1
 
