@@ -20,7 +20,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 
-from .extensions import on_cluster
+from .extensions import DRIVER_INFO, on_cluster
 from .identity import current_identity_id
 from .refusals import Refused
 
@@ -41,11 +41,13 @@ def init_app(app: Flask) -> None:
     RESUMABLE_STREAMS there is no Redis to share."""
     url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
     if url and app.config["RESUMABLE_STREAMS"]:
+        options: dict = {"driver_info": DRIVER_INFO}
         if on_cluster(app, url):  # limits' cluster storage: its scheme, the node's address
             scheme, rest = url.split("://", 1)
             url = "redis+cluster://" + rest.split("/", 1)[0]
             if scheme == "rediss":
-                app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"ssl": True})
+                options["ssl"] = True
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", options)
         app.config.setdefault("RATELIMIT_STORAGE_URI", url)
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config.setdefault("RATELIMIT_ENABLED", app.config["RATE_LIMITS_ENABLED"])
