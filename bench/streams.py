@@ -1,6 +1,6 @@
 """Streaming benchmark: many concurrent replies through gunicorn + gevent + a private Redis.
 
-    python bench/streams.py                       # 50 and 200 concurrent streams
+    python bench/streams.py                       # 50, 200 and 500 streams, burst then over 4 s
     python bench/streams.py --streams 500 --workers 2
     python bench/streams.py --app-root /tmp/old   # serve another checkout, for a same-run comparison
 
@@ -452,7 +452,11 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--database-url", help="e.g. postgresql://postgres@127.0.0.1:5432/test (default: SQLite)")
-    parser.add_argument("--ramp-s", default="0", help="comma-separated arrival windows in seconds (0 = burst)")
+    parser.add_argument(
+        "--ramp-s",
+        default="0,4",
+        help="comma-separated arrival windows in seconds (0 = burst; 4 = the chats arrive evenly over 4 s)",
+    )
     parser.add_argument("--app-root", type=Path, default=ROOT, help="serve the app of this checkout")
     parser.add_argument("--no-peer", action="store_true", help="Durable Chat only")
     parser.add_argument("--no-floor", action="store_true", help="without the raw redis-py floor (bench/floor.py)")
