@@ -20,7 +20,7 @@ def newest(paths: list[Path]) -> dict[tuple[str, int], dict]:
     for path in paths:
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            if record.get("ramp_s", 0) == 0 and "lag_p99" in record:
+            if "scenario" not in record and record.get("ramp_s", 0) == 0 and "lag_p99" in record:
                 kept[(record["server"], record["streams"])] = record  # later lines win
     return kept
 

@@ -15,6 +15,11 @@ model paces against deadlines, as a real model's tokens arrive when they arrive)
   writes, the first XADD and the reader) — a burst of POSTs queues here.
 - deltas/s, worker RSS, Redis memory, CPU, and whether every client's text equals the reply.
 
+Then three resume scenarios: every client hangs up at a random token and resumes (--resume-streams);
+a hammer, --hammer clients resuming one chat together ten tokens before its end; and a replay, a
+finished --replay-tokens reply read whole 30 times (a server of its own, whose model writes it at
+once). The peer keeps no finished reply: its replay reads nothing.
+
 Everything (client, gunicorn, Redis) shares this machine's cores: quote medians from one run.
 """
 
@@ -25,10 +30,12 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import signal  # noqa: E402
@@ -38,6 +45,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
@@ -50,6 +58,8 @@ from chat.agents import load_agents  # noqa: E402
 from chat.agents.demo import demo_words  # noqa: E402
 from chat.config import Config  # noqa: E402
 from chat.embedded_redis import free_port, start_redis_server, stop_redis_server  # noqa: E402
+
+NAN = float("nan")
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -211,6 +221,39 @@ def usage(server, redis_url: str) -> tuple[float, float, float]:
     )
 
 
+@contextlib.contextmanager
+def client_gc_off() -> Iterator[None]:
+    """This client's cyclic GC must not run while a run is measured: one collection of its many
+    small objects stalls the reading of every stream at once, and so lands as lag on whichever
+    server is being measured then (it was most of Durable Chat's lag p99 at 50 streams)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def new_chat(port: int, message: str, stop_after: int | None = None) -> tuple[str, str, dict, bool]:
+    """POST `message` to a new chat and read its reply (hanging up after `stop_after` deltas): the
+    chat's id, the caller's cookie, what was read (`sent`: when the POST went) and whether the
+    reply ended."""
+    chat_id = str(uuid.uuid4())
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    reading: dict = {"text": [], "arrivals": [], "id": None, "started": None, "sent": time.time()}
+    body = json.dumps({"chatId": chat_id, "agent": "helper", "message": message})
+    conn.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
+    finished = read_sse(response, reading, stop_after=stop_after)
+    conn.close()
+    return chat_id, cookie, reading, finished
+
+
+def demo_reply(message: str, words: int) -> str:
+    return "".join(demo_words(load_agents(Config.AGENTS_FILE)["helper"], message, words))
+
+
 def one_stream(
     port: int,
     message: str,
@@ -225,16 +268,7 @@ def one_stream(
     seen (with the POST's cookie), recording the time to the resumed stream's first event; the
     text must still come out exact. Token lag is then not recorded (the resume gap is not lag).
     """
-    chat_id = str(uuid.uuid4())
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    sent = time.time()
-    body = json.dumps({"chatId": chat_id, "agent": "helper", "message": message})
-    conn.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
-    cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
-    reading: dict = {"text": [], "arrivals": [], "id": None, "started": None}
-    finished = read_sse(response, reading, stop_after=resume_after)
-    conn.close()
+    chat_id, cookie, reading, finished = new_chat(port, message, stop_after=resume_after)
     if not finished:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         asked = time.time()
@@ -244,10 +278,74 @@ def one_stream(
         conn.close()
         sink["resume_ms"].append(((first_event[0] if first_event else time.time()) - asked) * 1000)
     sink["texts"].append("".join(reading["text"]))
-    sink["start_ms"].append(((reading["started"] or time.time()) - sent) * 1000)
+    sink["start_ms"].append(((reading["started"] or time.time()) - reading["sent"]) * 1000)
     sink["deltas"] += len(reading["text"])
     if resume_after is None:
         sink["token_lag_ms"].extend(token_lags(pieces, reading["arrivals"], delay_ms))
+
+
+def resume_at_once(port: int, chat_id: str, cursor: str | None, cookie: str, clients: int) -> list[tuple[float, str]]:
+    """`clients` GETs of one chat from `cursor`, all at once: each one's time to its first event
+    (ms) and the text it read (a 204 or an error reads as no event and no text)."""
+
+    def resume() -> tuple[float, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        headers = {"Cookie": cookie, **({"Last-Event-ID": cursor} if cursor else {})}
+        asked = time.time()
+        conn.request("GET", f"/api/chat?chatId={chat_id}", headers=headers)
+        response = conn.getresponse()
+        reading: dict = {"text": [], "arrivals": [], "id": None, "started": None}
+        first_event: list[float] = []
+        if response.status == 200:
+            read_sse(response, reading, on_event=lambda: first_event.append(time.time()))
+        conn.close()
+        return ((first_event[0] - asked) * 1000 if first_event else NAN), "".join(reading["text"])
+
+    jobs = [gevent.spawn(resume) for _ in range(clients)]
+    gevent.joinall(jobs, raise_error=True)
+    return [job.value for job in jobs]
+
+
+def hammer(server, words: int, clients: int) -> dict:
+    """One chat whose client hangs up ten tokens before the end; `clients` resume it from there
+    together (a crowd of tabs and devices coming back at once): time to first event, exact texts."""
+    message = "bench hammer"
+    chat_id, cookie, reading, _ = new_chat(server.port, message, stop_after=max(1, words + 1 - 10))
+    with client_gc_off():
+        resumed = resume_at_once(server.port, chat_id, reading["id"], cookie, clients)
+    before = "".join(reading["text"])
+    times = [ms for ms, _ in resumed]
+    return {
+        "scenario": "hammer",
+        "clients": clients,
+        "resume_p50": percentile(times, 50),
+        "resume_p99": percentile(times, 99),
+        "correct": sum(before + text == demo_reply(message, words) for _, text in resumed),
+        "completed": clients,
+    }
+
+
+def replay(server, words: int, times: int) -> dict:
+    """A finished reply of `words` tokens read whole, `times` times one after another: time to its
+    terminal event. A server that keeps no finished reply answers with nothing (not exact)."""
+    message = "bench replay"
+    expected = demo_reply(message, words)
+    chat_id, cookie, _, _ = new_chat(server.port, message)
+    took, exact = [], 0
+    with client_gc_off():
+        for _ in range(times):
+            asked = time.time()
+            [(_first, text)] = resume_at_once(server.port, chat_id, None, cookie, 1)
+            took.append((time.time() - asked) * 1000)
+            exact += text == expected
+    return {
+        "scenario": "replay",
+        "tokens": words + 1,
+        "replay_p50": percentile(took, 50) if exact else NAN,
+        "replay_p99": percentile(took, 99) if exact else NAN,
+        "correct": exact,
+        "completed": times,
+    }
 
 
 def read_sse(response, reading: dict, stop_after: int | None = None, on_event=None) -> bool:
@@ -338,12 +436,7 @@ def run(
     spy = profiled(server, profile_dir, f"{streams}-{'resume' if resume else f'ramp{ramp_s:g}'}")
     if spy is not None:
         time.sleep(1)  # py-spy attaching
-    # The client's own cyclic GC must not run during a measured run: one collection of its many
-    # small objects stalls the reading of every stream at once, and so lands as lag on whichever
-    # server is being measured then (it was most of Durable Chat's lag p99 at 50 streams).
-    gc.collect()
-    gc.disable()
-    try:
+    with client_gc_off():
         cpu_before = usage(server, server.redis_url)
         commands_before = redis_commands(server.redis_url)
         started = time.time()
@@ -363,8 +456,6 @@ def run(
         ]
         gevent.joinall(jobs, raise_error=True)
         elapsed = time.time() - started
-    finally:
-        gc.enable()
     cpu_used = [after - before for before, after in zip(cpu_before, usage(server, server.redis_url), strict=True)]
     cpu = [used / elapsed * 100 for used in cpu_used]
     commands = redis_commands(server.redis_url) - commands_before
@@ -438,7 +529,11 @@ class Floor:
         return {"start_p50": NAN, "start_p99": NAN, "rss_kb_per_stream": NAN, "deltas_per_stream": NAN} | measured
 
 
-NAN = float("nan")
+REPLAYS = 30  # reads of the finished reply in the replay scenario
+RESUME_FIGURES = [
+    ("resume time to first event p50 (ms)", "resume_p50"),
+    ("resume time to first event p99 (ms)", "resume_p99"),
+]
 FIGURES = [
     ("per-token lag p50 (ms)", "lag_p50"),
     ("per-token lag p99 (ms)", "lag_p99"),
@@ -449,6 +544,58 @@ FIGURES = [
     ("RSS per open stream (KB)", "rss_kb_per_stream"),
     ("deltas per stream", "deltas_per_stream"),
 ]
+
+
+def print_rows(rows: list[tuple[str, str]], results: list[dict]) -> None:
+    """One line per figure: each server's value, and the first's ratio to the second's."""
+    for label, key in rows:
+        values = [r[key] for r in results]
+        finite = len(values) > 1 and math.isfinite(values[0]) and math.isfinite(values[1]) and values[1]
+        ratio = f"   {values[0] / values[1]:.2f}x" if finite else ""
+        print(f"  {label:<34}" + "".join(f"{v:>18.1f}" for v in values) + ratio)
+
+
+def report(
+    title: str,
+    columns: list,
+    results: list[dict],
+    rows: list[tuple[str, str]],
+    args: argparse.Namespace,
+    versions: dict,
+    **extra,
+) -> None:
+    """Print one scenario's table (whose texts came out exact, then a line per figure) and append
+    its results to the JSON lines."""
+    exact = ", ".join(f"{s.name} {r['correct']}/{r['completed']}" for s, r in zip(columns, results, strict=True))
+    print(f"\n{title}; exact texts: {exact}")
+    against_peer = len(columns) > 1 and isinstance(columns[1], Peer)
+    print(
+        f"  {'figure':<34}"
+        + "".join(f"{s.name:>18}" for s in columns)
+        + ("   ratio to the peer" if against_peer else "")
+    )
+    print_rows(rows, results)
+    for server, result in zip(columns, results, strict=True):
+        write_json(args.json, args, versions, server, result, **extra)
+
+
+def write_json(path: Path | None, args: argparse.Namespace, versions: dict, server, result: dict, **extra) -> None:
+    if path is None:
+        return
+    with path.open("a") as out:
+        record = {
+            "date": time.strftime("%Y-%m-%d"),
+            "versions": versions,
+            "server": server.name,
+            **extra,
+            "words": args.words,
+            "delay_ms": args.delay_ms,
+            "flush_ms": args.flush_ms,
+            "workers": args.workers,
+            "cores": os.cpu_count(),
+            **result,
+        }
+        out.write(json.dumps(record) + "\n")
 
 
 def main() -> None:
@@ -478,6 +625,12 @@ def main() -> None:
         "--redis-cluster",
         action="store_true",
         help="Durable Chat on a 3-master Redis Cluster (the peer and the floor need one Redis: left out)",
+    )
+    parser.add_argument(
+        "--hammer", type=int, default=100, help="clients resuming one chat together near its end (0: skip)"
+    )
+    parser.add_argument(
+        "--replay-tokens", type=int, default=2000, help="length of the finished reply read whole (0: skip)"
     )
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
     parser.add_argument(
@@ -520,52 +673,33 @@ def main() -> None:
                 columns.append(Floor(redis_url))
                 results.append(columns[-1].measure(level, args.words, args.delay_ms))
             arrivals = "burst" if ramp == 0 else f"over {ramp:g} s"
-            print(
-                f"\n{level} streams, {arrivals}; exact texts: "
-                + ", ".join(f"{s.name} {r['correct']}/{r['completed']}" for s, r in zip(columns, results, strict=True))
-            )
-            print(
-                f"  {'figure':<34}"
-                + "".join(f"{s.name:>18}" for s in columns)
-                + ("   ratio to the peer" if len(servers) > 1 else "")
-            )
-            for label, key in FIGURES:
-                values = [r[key] for r in results]
-                ratio = f"   {values[0] / values[1]:.2f}x" if len(values) > 1 and values[1] else ""
-                print(f"  {label:<34}" + "".join(f"{v:>18.1f}" for v in values) + ratio)
-            if args.json:
-                with args.json.open("a") as out:
-                    for server, result in zip(columns, results, strict=True):
-                        out.write(
-                            json.dumps(
-                                {
-                                    "date": time.strftime("%Y-%m-%d"),
-                                    "versions": versions,
-                                    "server": server.name,
-                                    "ramp_s": ramp,
-                                    "words": args.words,
-                                    "delay_ms": args.delay_ms,
-                                    "flush_ms": args.flush_ms,
-                                    "workers": args.workers,
-                                    "cores": os.cpu_count(),
-                                    **result,
-                                }
-                            )
-                            + "\n"
-                        )
+            report(f"{level} streams, {arrivals}", columns, results, FIGURES, args, versions, ramp_s=ramp)
         for level in [int(n) for n in args.resume_streams.split(",") if n]:
             results = [run(server, level, args.words, args.delay_ms, 0, resume=True) for server in servers]
-            print(
-                f"\n{level} streams, burst, each client hangs up at a random token and resumes; exact texts: "
-                + ", ".join(f"{s.name} {r['correct']}/{r['completed']}" for s, r in zip(servers, results, strict=True))
-            )
-            for label, key in [
-                ("resume time to first event p50 (ms)", "resume_p50"),
-                ("resume time to first event p99 (ms)", "resume_p99"),
-            ]:
-                values = [r[key] for r in results]
-                ratio = f"   {values[0] / values[1]:.2f}x" if len(values) > 1 and values[1] else ""
-                print(f"  {label:<34}" + "".join(f"{v:>18.1f}" for v in values) + ratio)
+            title = f"{level} streams, burst, each client hangs up at a random token and resumes"
+            report(title, servers, results, RESUME_FIGURES, args, versions, scenario="resume")
+        if args.hammer:
+            results = [hammer(server, args.words, args.hammer) for server in servers]
+            title = f"hammer: one chat, {args.hammer} clients resume it together ten tokens before its end"
+            report(title, servers, results, RESUME_FIGURES, args, versions)
+        if args.replay_tokens:
+            # Servers of their own: a reply of this length, made as fast as the model can.
+            replayers: list = [
+                Server(redis_url, 1, args.replay_tokens - 1, 0, args.flush_ms, args.database_url, args.app_root)
+            ]
+            try:
+                if not args.no_peer:
+                    replayers.append(Peer(redis_url, args.replay_tokens - 1, 0))
+                results = [replay(server, args.replay_tokens - 1, REPLAYS) for server in replayers]
+            finally:
+                for server in replayers:
+                    server.stop()
+            title = f"replay: a finished {args.replay_tokens:,}-token reply read whole, {REPLAYS} times"
+            rows = [
+                ("time to the whole reply p50 (ms)", "replay_p50"),
+                ("time to the whole reply p99 (ms)", "replay_p99"),
+            ]
+            report(title, replayers, results, rows, args, versions)
     finally:
         for server in servers:
             server.stop()
