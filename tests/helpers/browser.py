@@ -20,7 +20,8 @@ CHROMIUM_ARGS = [
 
 # Records the streamed reply (its rendered HTML, copy buttons left out) just before the stored
 # message replaces it, so tests can check what a person watched arrive against what is stored;
-# every text a streaming message showed, as the DOM changed (`frames`); and every toast shown. `__rendered(el)` is the same reading of any message's content.
+# every text a streaming message showed, as the DOM changed (`frames`); and every toast shown.
+# `__rendered(el)` is the same reading of any message's content.
 CAPTURE_STREAMED = """
 window.__rendered = function (content) {
   var copy = content.cloneNode(true);
