@@ -82,7 +82,8 @@ def test_in_the_browser_regenerate_switch_versions_and_edit(live_server, page):
     send(page, "Tell me about streams")
     wait_finished(page)
     page.click(".message.assistant form.regenerate button")
-    page.wait_for_selector(".message.assistant.status-streaming")
+    # A 0.6 s reply may be over before a loaded machine shows the page: wait for its outcome.
+    page.wait_for_selector(".message.assistant .versions .version:text('2 / 2')", timeout=20_000)
     wait_finished(page)
     assert page.inner_text(".message.assistant .versions .version") == "2 / 2"
     page.click(".message.assistant .versions a[rel=prev]")
@@ -92,7 +93,7 @@ def test_in_the_browser_regenerate_switch_versions_and_edit(live_server, page):
     page.click(".message.user .edit-message summary")
     page.fill(".message.user .edit-message textarea", "Tell me about cursors instead")
     page.click(".message.user .edit-message button")
-    page.wait_for_selector(".message.assistant.status-streaming")
+    page.wait_for_selector(".message.assistant .versions .version:text('3 / 3')", timeout=20_000)
     wait_finished(page)
     assert page.locator(".message.user").all_inner_texts()[-1].count("cursors instead") == 1
     assert page.inner_text(".message.assistant .versions .version") == "3 / 3"
