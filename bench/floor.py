@@ -96,6 +96,7 @@ def main() -> None:
         lags.extend(offset - best for offset in offsets)
     used = cpu_seconds() - before
     issued = commands(client) - commands_before
+    memory_left = sum(client.memory_usage(key, samples=0) or 0 for key in keys)
     client.delete(*keys)
     ordered = sorted(lags)
     print(
@@ -107,6 +108,7 @@ def main() -> None:
                 "lag_p99": ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))] if ordered else 0,
                 "cpu_us_per_token": used / tokens * 1e6,
                 "redis_cmds_per_1k_tokens": issued / tokens * 1000,
+                "redis_kb_per_1k_tokens": memory_left / 1024 / tokens * 1000,
                 "correct": sum(len(arrivals[key]) == words for key in keys),
                 "completed": streams,
             }

@@ -18,7 +18,8 @@ model paces against deadlines, as a real model's tokens arrive when they arrive)
 Then three resume scenarios: every client hangs up at a random token and resumes (--resume-streams);
 a hammer, --hammer clients resuming one chat together ten tokens before its end; and a replay, a
 finished --replay-tokens reply read whole 30 times (a server of its own, whose model writes it at
-once). The peer keeps no finished reply: its replay reads nothing.
+once). The peer keeps no finished reply: its replay reads nothing. And a crash: --crash-streams
+replies under way when the server is SIGKILLed, every client resuming until its reply ends.
 
 Everything (client, gunicorn, Redis) shares this machine's cores: quote medians from one run.
 """
@@ -30,6 +31,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
@@ -104,6 +106,24 @@ def redis_cpu_seconds(url: str) -> float:
     return sum(info["used_cpu_sys"] + info["used_cpu_user"] for info in redis_info(url, "cpu"))
 
 
+def redis_client(url: str) -> redis.Redis | redis.RedisCluster:
+    with redis.Redis.from_url(url) as node:
+        clustered = node.info("cluster").get("cluster_enabled")
+    return redis.RedisCluster.from_url(url) if clustered else redis.Redis.from_url(url)
+
+
+def redis_keys(url: str) -> set[bytes]:
+    with redis_client(url) as client:
+        return set(client.scan_iter(count=1000))
+
+
+def redis_bytes_of_new_keys(url: str, before: set[bytes]) -> int:
+    """Bytes held by the keys that were not there `before` (MEMORY USAGE): what a run left in
+    Redis, whatever another server's keys did meanwhile (expired, say)."""
+    with redis_client(url) as client:
+        return sum(client.memory_usage(key, samples=0) or 0 for key in redis_keys(url) - before)
+
+
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -168,6 +188,11 @@ class Server:
     def serving_pids(self) -> list[int]:
         return children(self.process.pid)  # the workers (the master only forks and watches)
 
+    def crash(self) -> None:
+        """SIGKILL the workers mid-reply; gunicorn's master, which holds the listening socket, forks new ones."""
+        for pid in self.serving_pids():
+            os.kill(pid, signal.SIGKILL)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(20)
@@ -183,18 +208,30 @@ class Peer:
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=PEER_DIR, check=True)
         self.redis_url = redis_url
         self.port = free_port()
-        env = {
+        self.env = {
             **os.environ,
             "REDIS_URL": redis_url,
             "PORT": str(self.port),
             "DEMO_MODEL_WORDS": str(words),
             "DEMO_MODEL_DELAY_MS": str(delay_ms),
         }
-        self.process = subprocess.Popen(["node", "server.mjs"], cwd=PEER_DIR, env=env, stdout=subprocess.DEVNULL)
+        self.process = self.start()
         wait_healthy(self.port, lambda: True, "the peer")
+
+    def start(self) -> subprocess.Popen:
+        # stderr too: after the crash, every resume logs resumable-stream's "Timeout waiting for ack".
+        return subprocess.Popen(
+            ["node", "server.mjs"], cwd=PEER_DIR, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def serving_pids(self) -> list[int]:
         return [self.process.pid]
+
+    def crash(self) -> None:
+        """SIGKILL the process mid-reply and start another on the same port (what a supervisor does)."""
+        self.process.kill()
+        self.process.wait()
+        self.process = self.start()
 
     def stop(self) -> None:
         self.process.terminate()
@@ -237,17 +274,21 @@ def client_gc_off() -> Iterator[None]:
         gc.enable()
 
 
-def new_chat(port: int, message: str, stop_after: int | None = None) -> tuple[str, str, dict, bool]:
-    """POST `message` to a new chat and read its reply (hanging up after `stop_after` deltas): the
-    chat's id, the caller's cookie, what was read (`sent`: when the POST went) and whether the
-    reply ended."""
-    chat_id = str(uuid.uuid4())
+def new_chat(
+    port: int, message: str, stop_after: int | None = None, chat_id: str | None = None, reading: dict | None = None
+) -> tuple[str, str, dict, bool]:
+    """POST `message` to a new chat and read its reply into `reading` (hanging up after
+    `stop_after` deltas): the chat's id, the caller's cookie, what was read (`sent`: when the POST
+    went) and whether the reply ended."""
+    chat_id = chat_id or str(uuid.uuid4())
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    reading: dict = {"text": [], "arrivals": [], "id": None, "started": None, "sent": time.time()}
+    if reading is None:
+        reading = {"text": [], "arrivals": [], "id": None, "started": None}
+    reading["sent"] = time.time()
     body = json.dumps({"chatId": chat_id, "agent": "helper", "message": message})
     conn.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
     response = conn.getresponse()
-    cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
+    cookie = reading["cookie"] = (response.getheader("Set-Cookie") or "").split(";")[0]
     finished = read_sse(response, reading, stop_after=stop_after)
     conn.close()
     return chat_id, cookie, reading, finished
@@ -289,6 +330,7 @@ def resume(port: int, chat_id: str, cursor: str | None, cookie: str, reading: di
     asked = time.time()
     conn.request("GET", f"/api/chat?chatId={chat_id}", headers=headers)
     response = conn.getresponse()
+    reading["status"] = response.status
     first_event: list[float] = []
     if response.status == 200:
         read_sse(response, reading, on_event=lambda: first_event.append(time.time()))
@@ -352,6 +394,63 @@ def replay(server, words: int, times: int) -> dict:
     }
 
 
+def crash(server, streams: int, words: int, delay_ms: int) -> dict:
+    """`streams` replies under way when the server is SIGKILLed a third of the way through them.
+    Every client comes back with its Last-Event-ID until its reply ends (a terminal event, or an
+    HTTP error that says there is nothing to resume), as a browser's EventSource would: the time
+    from the kill to that end, how each reply ended, and whether it was kept: a new device reading
+    the chat afterwards gets the same text the client ended with, and not nothing."""
+    chats: dict[str, tuple[str, dict]] = {
+        f"bench crash {n}": (str(uuid.uuid4()), {"text": [], "arrivals": [], "id": None, "started": None})
+        for n in range(streams)
+    }
+    killed: list[float] = []
+    deadline = time.time() + words * delay_ms / 1000 + 60
+
+    def one(message: str) -> float:
+        chat_id, reading = chats[message]
+        with contextlib.suppress(http.client.HTTPException, OSError):  # the kill cuts the reply short
+            new_chat(server.port, message, chat_id=chat_id, reading=reading)
+        while "end" not in reading and time.time() < deadline:
+            try:
+                resume(server.port, chat_id, reading["id"], reading.get("cookie", ""), reading)
+            except (http.client.HTTPException, OSError):
+                gevent.sleep(0.1)  # not listening yet (the peer restarting), or cut off again
+                continue
+            if reading["status"] != 200:
+                reading["end"] = f"HTTP {reading['status']}"
+        return (time.time() - killed[0]) * 1000 if killed and "end" in reading else NAN
+
+    with client_gc_off():
+        jobs = [gevent.spawn(one, message) for message in chats]
+        while not all(reading["text"] for _, reading in chats.values()) and time.time() < deadline:
+            gevent.sleep(0.05)
+        gevent.sleep(words * delay_ms / 1000 / 3)
+        killed.append(time.time())
+        server.crash()
+        gevent.joinall(jobs, raise_error=True)
+    ended = [job.value for job in jobs]
+    kept = 0
+    for chat_id, reading in chats.values():
+        again: dict = {"text": [], "arrivals": [], "id": None, "started": None}
+        with contextlib.suppress(http.client.HTTPException, OSError):
+            resume(server.port, chat_id, None, reading.get("cookie", ""), again)
+        kept += bool(again["text"]) and "".join(again["text"]) == "".join(reading["text"])
+    endings = collections.Counter(str(reading.get("end", "none in time")) for _, reading in chats.values())
+    return {
+        "scenario": "crash",
+        "streams": streams,
+        "end_p50": percentile(ended, 50),
+        "end_p99": percentile(ended, 99),
+        "ended": sum(not math.isnan(ms) for ms in ended),
+        "kept": kept,
+        "endings": dict(endings),
+        # No client read a token twice, or one that is not the reply's.
+        "correct": sum(demo_reply(m, words).startswith("".join(r["text"])) for m, (_, r) in chats.items()),
+        "completed": streams,
+    }
+
+
 def read_sse(response, reading: dict, stop_after: int | None = None, on_event=None) -> bool:
     """Read events into `reading` until the terminal one (True) or `stop_after` deltas (False)."""
     event, deltas = None, 0
@@ -373,6 +472,7 @@ def read_sse(response, reading: dict, stop_after: int | None = None, on_event=No
             if stop_after is not None and deltas >= stop_after:
                 return False
         elif line.startswith("data: ") and event in ("finish", "error"):
+            reading["end"] = json.loads(line[6:]).get("finishReason", event)
             return True
     return True
 
@@ -443,6 +543,7 @@ def run(
     with client_gc_off():
         cpu_before = usage(server, server.redis_url)
         commands_before = redis_commands(server.redis_url)
+        keys_before = redis_keys(server.redis_url)
         started = time.time()
         # Arrivals spread evenly over the ramp window (0 = every POST in the same instant).
         jobs = [
@@ -463,6 +564,7 @@ def run(
     cpu_used = [after - before for before, after in zip(cpu_before, usage(server, server.redis_url), strict=True)]
     cpu = [used / elapsed * 100 for used in cpu_used]
     commands = redis_commands(server.redis_url) - commands_before
+    memory_left = redis_bytes_of_new_keys(server.redis_url, keys_before)
     tokens = streams * (words + 1)
     sampler.kill()
     if spy is not None:
@@ -481,6 +583,8 @@ def run(
         "lag_p99": percentile(sink["token_lag_ms"], 99),
         "cpu_us_per_token": cpu_used[0] / tokens * 1e6,
         "redis_cmds_per_1k_tokens": commands / tokens * 1000,
+        # What the run left in Redis (replies kept for resuming, until STREAM_TTL_SECONDS).
+        "redis_kb_per_1k_tokens": memory_left / 1024 / tokens * 1000,
         "rss_kb_per_stream": (max(peak_rss) - idle_rss) * 1024 / streams,
         "start_p50": statistics.median(sink["start_ms"]),
         "start_p99": percentile(sink["start_ms"], 99),
@@ -545,6 +649,7 @@ FIGURES = [
     ("POST time to start p99 (ms)", "start_p99"),
     ("server CPU per token (us)", "cpu_us_per_token"),
     ("Redis commands per 1,000 tokens", "redis_cmds_per_1k_tokens"),
+    ("Redis memory per 1,000 tokens (KB)", "redis_kb_per_1k_tokens"),
     ("RSS per open stream (KB)", "rss_kb_per_stream"),
     ("deltas per stream", "deltas_per_stream"),
 ]
@@ -636,6 +741,9 @@ def main() -> None:
     parser.add_argument(
         "--replay-tokens", type=int, default=2000, help="length of the finished reply read whole (0: skip)"
     )
+    parser.add_argument(
+        "--crash-streams", type=int, default=50, help="replies under way when the server is SIGKILLed (0: skip)"
+    )
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
     parser.add_argument(
         "--profile", type=Path, help="write a py-spy flame graph of the worker per run into this folder"
@@ -686,6 +794,18 @@ def main() -> None:
             results = [hammer(server, args.words, args.hammer) for server in servers]
             title = f"hammer: one chat, {args.hammer} clients resume it together ten tokens before its end"
             report(title, servers, results, RESUME_FIGURES, args, versions)
+        if args.crash_streams:
+            results = [crash(server, args.crash_streams, args.words, args.delay_ms) for server in servers]
+            title = f"crash: {args.crash_streams} replies under way, the server SIGKILLed a third of the way in"
+            rows = [
+                ("time from the kill to the end p50 (ms)", "end_p50"),
+                ("time from the kill to the end p99 (ms)", "end_p99"),
+                ("replies that ended", "ended"),
+                ("replies kept for a new device", "kept"),
+            ]
+            report(title, servers, results, rows, args, versions)
+            for server, result in zip(servers, results, strict=True):
+                print(f"  {server.name} replies ended: {result['endings']}")
         if args.replay_tokens:
             # Servers of their own: a reply of this length, made as fast as the model can.
             replayers: list = [
