@@ -22,6 +22,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections import deque  # noqa: E402
+from typing import cast  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
@@ -73,7 +74,9 @@ def main() -> None:
         while len(finished) < streams:
             reply = reader_client.xread({k: v for k, v in cursors.items() if k not in finished}, count=500, block=1000)
             now = time.time()
-            for key, entries in reply.items() if isinstance(reply, dict) else reply or []:
+            # RESP2 answers a list of [key, entries], RESP3 a dict.
+            by_key = cast(dict[str, list], reply).items() if isinstance(reply, dict) else cast(list, reply or [])
+            for key, entries in by_key:
                 for entry_id, fields in entries:
                     cursors[key] = entry_id
                     indexes = [int(i) for i in fields["t"].split(",")]
@@ -89,14 +92,14 @@ def main() -> None:
     gevent.killall(workers)
     elapsed = time.time() - started
     tokens = streams * words
-    lags = []
+    lags: list[float] = []
     for key in keys:
         offsets = [at * 1000 - index * delay_ms for at, index in arrivals[key]]
         best = min(offsets, default=0.0)
         lags.extend(offset - best for offset in offsets)
     used = cpu_seconds() - before
     issued = commands(client) - commands_before
-    memory_left = sum(client.memory_usage(key, samples=0) or 0 for key in keys)
+    memory_left = sum(cast(int | None, client.memory_usage(key, samples=0)) or 0 for key in keys)
     client.delete(*keys)
     ordered = sorted(lags)
     print(
@@ -117,7 +120,7 @@ def main() -> None:
 
 
 def commands(client: redis.Redis) -> int:
-    stats = client.info("commandstats")
+    stats = cast(dict, client.info("commandstats"))
     return sum(value["calls"] for key, value in stats.items() if key != "cmdstat_info")
 
 

@@ -49,6 +49,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import cast  # noqa: E402
 
 import gevent  # noqa: E402
 import redis  # noqa: E402
@@ -610,7 +611,7 @@ def software_versions(redis_url: str) -> dict[str, str]:
         "gunicorn": gunicorn.__version__,
         "gevent": gevent_module.__version__,
         "redis-py": redis.__version__,
-        "redis-server": redis.Redis.from_url(redis_url).info("server")["redis_version"],
+        "redis-server": cast(dict, redis.Redis.from_url(redis_url).info("server"))["redis_version"],
         "node": node,
         "resumable-stream": peer_lock["node_modules/resumable-stream"]["version"],
     }
@@ -760,7 +761,7 @@ def main() -> None:
     else:
         redis_url, redis_process = start_redis_server(tmp)
         stop_redis = functools.partial(stop_redis_server, redis_process)
-    servers = [
+    servers: list[Server | Peer] = [
         Server(redis_url, args.workers, args.words, args.delay_ms, args.flush_ms, args.database_url, args.app_root)
     ]
     try:
