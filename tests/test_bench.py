@@ -1,0 +1,44 @@
+"""`make bench` keeps working: bench/streams.py at a tiny scale, every scenario, Durable Chat only
+(the peer needs Node; the numbers themselves are the benchmark's business, not a test's)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_bench_scenario_runs_and_every_client_reads_the_exact_reply(tmp_path):
+    results = tmp_path / "results.jsonl"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "streams.py"),
+        *("--streams", "3", "--ramp-s", "0", "--words", "30", "--delay-ms", "20"),
+        *("--resume-streams", "3", "--hammer", "3", "--replay-tokens", "50", "--crash-streams", "3"),
+        *("--no-peer", "--no-floor", "--json", str(results)),
+    ]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    by_scenario = {record.get("scenario", "streams"): record for record in records}
+    assert set(by_scenario) == {"streams", "resume", "hammer", "crash", "replay"}
+    for record in records:
+        assert record["server"] == "Durable Chat"
+        assert record["correct"] == record["completed"] > 0, record
+    streamed = by_scenario["streams"]
+    # The reply's header and 30 words, one delta each unless the pump coalesced some under load.
+    assert 20 <= streamed["deltas_per_stream"] <= 31
+    assert streamed["redis_kb_per_1k_tokens"] > 0  # the replies stay in Redis for resuming
+    # SIGKILLed mid-reply: every reply still ends, as interrupted, and a new device reads it.
+    crash = by_scenario["crash"]
+    assert crash["ended"] == crash["kept"] == 3
+    assert crash["endings"] == {"interrupted": 3}
+    assert "crash: 3 replies under way" in run.stdout
