@@ -599,20 +599,27 @@ def run(
     }
 
 
+def node_version() -> str:
+    """Node's version, "none" where it is not installed (a run with --no-peer needs none)."""
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        return "none"
+
+
 def software_versions(redis_url: str) -> dict[str, str]:
     """What was measured, for the JSON lines: Python, gunicorn, gevent, redis-py, Redis, Node, the peer's library."""
     import gevent as gevent_module
     import gunicorn
 
     peer_lock = json.loads((PEER_DIR / "package-lock.json").read_text())["packages"]
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "python": sys.version.split()[0],
         "gunicorn": gunicorn.__version__,
         "gevent": gevent_module.__version__,
         "redis-py": redis.__version__,
         "redis-server": cast(dict, redis.Redis.from_url(redis_url).info("server"))["redis_version"],
-        "node": node,
+        "node": node_version(),
         "resumable-stream": peer_lock["node_modules/resumable-stream"]["version"],
     }
 
@@ -768,11 +775,11 @@ def main() -> None:
         if not args.no_peer:
             servers.append(Peer(redis_url, args.words, args.delay_ms))
         database = "PostgreSQL" if args.database_url else "SQLite"
+        peer = "none" if args.no_peer else f"one Node {node_version()} process"
         print(
             f"{time.strftime('%Y-%m-%d')}: {args.words} words/reply, one every {args.delay_ms} ms; Durable Chat: "
             f"gunicorn -k gevent, {args.workers} worker(s), {database}, STREAM_FLUSH_MS={args.flush_ms}; peer: "
-            f"one Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()} "
-            f"process; one redis-server; {os.cpu_count()} cores shared by client, servers and Redis"
+            f"{peer}; one redis-server; {os.cpu_count()} cores shared by client, servers and Redis"
         )
         versions = software_versions(redis_url)
         levels = [int(n) for n in args.streams.split(",")]
