@@ -579,7 +579,7 @@ def run(
         "deltas_per_s": sink["deltas"] / elapsed,
         "deltas_per_stream": sink["deltas"] / max(1, len(sink["texts"])),
         "lag_p50": statistics.median(sink["token_lag_ms"]) if sink["token_lag_ms"] else float("nan"),
-        "resume_p50": statistics.median(sink["resume_ms"]) if sink["resume_ms"] else float("nan"),
+        "resume_p50": percentile(sink["resume_ms"], 50),
         "resume_p99": percentile(sink["resume_ms"], 99),
         "lag_p99": percentile(sink["token_lag_ms"], 99),
         "cpu_us_per_token": cpu_used[0] / tokens * 1e6,
