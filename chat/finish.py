@@ -27,7 +27,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -112,11 +112,14 @@ def finish_reply(
     usage: Usage | None = None,
     error: str | None = None,
     text: str | None = None,
+    on_ended: Callable[[Event], None] | None = None,
 ) -> StoredReply | None:
     """Seal, record and end the reply of `ref`; safe to call again (it returns what is stored).
 
     `text` is the producer's own record of what reached the log; anyone else seals the log first
     so that the text read from it is final. The log decides the text, never a client.
+    `on_ended` gets the terminal entry when this call wrote it (the producer hands it to the
+    readers in its process at once).
     """
     log_exists = True
     if text is None:
@@ -126,7 +129,9 @@ def finish_reply(
         text = backend.read_text(ref) if log_exists else None
     stored = record_outcome(ref.stream_id, agents, reason, text, usage, error)
     if stored is not None and log_exists:  # no stub log: resumers then get the stored reply
-        backend.end_log(ref, *stored.terminal_event)
+        ended = backend.end_log(ref, *stored.terminal_event)
+        if ended is not None and on_ended is not None:
+            on_ended(ended)
     return stored
 
 

@@ -114,17 +114,17 @@ class LocalStreams:
         if ref in self.logs:
             self.logs[ref].sealed = True
 
-    def end_log(self, ref: StreamRef, event: str, data: dict) -> bool:
+    def end_log(self, ref: StreamRef, event: str, data: dict) -> Event | None:
         with self.lock:
             log = self.logs.get(ref)
             if log is None or log.done:
-                return False
+                return None
             log.sealed = True
-            log.add(event, data)
+            entry = log.add(event, data)
             # Readers already following keep their reference; nobody new can find a finished log.
             del self.logs[ref]
             self.release_live(ref)
-            return True
+            return entry
 
     def log_ended(self, ref: StreamRef) -> bool:
         return ref not in self.logs

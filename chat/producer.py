@@ -6,6 +6,7 @@ on when every browser has left, and ends with the text that reached its log.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -106,15 +107,30 @@ def generate_and_finish(
     elif state.interrupted:
         reason, usage, error = FinishReason.INTERRUPTED, None, None
     pump.drain(state)
+    stored = None
     try:
         if state.failure is not None:
             finish_without_log(runtime, reply, usage, state.text)
         elif not state.sealed:  # sealed: somebody else (a stop) is finishing it
-            stored = finish_reply(runtime.backend, runtime.agents, reply.ref, reason, usage, error, text=state.text)
-            if stored is not None and stored.status == MessageStatus.COMPLETE and len(history) == 1:
-                title_chat(runtime, reply, agent, history[0]["content"], stored.content)
+            stored = finish_reply(
+                runtime.backend,
+                runtime.agents,
+                reply.ref,
+                reason,
+                usage,
+                error,
+                text=state.text,
+                on_ended=functools.partial(pump.ended, state),
+            )
     except Exception:
         log.exception("could not finish %s", reply.ref)
+    finally:
+        pump.hand_over(state)  # before the title: readers here must not wait for a model call
+    if stored is not None and stored.status == MessageStatus.COMPLETE and len(history) == 1:
+        try:
+            title_chat(runtime, reply, agent, history[0]["content"], stored.content)
+        except Exception:
+            log.exception("could not title chat %s", reply.chat_id)
 
 
 def title_chat(runtime: Runtime, reply: ReplyHandle, agent: Agent, question: str, answer: str) -> None:

@@ -189,12 +189,21 @@ class Pump:
             self.wakeup.set()
 
     def drain(self, state: ProducerState, timeout: float = 30.0) -> None:
-        """Wait until everything `state` produced has been written (or refused). Whatever is
-        added to its log after this (its terminal event) readers here read from Redis."""
+        """Wait until everything `state` produced has been written (or refused)."""
         state.finishing = True
         self.ready.append(state)
         self.wakeup.set()
         state.drained.wait(timeout)
+
+    def ended(self, state: ProducerState, terminal: Event) -> None:
+        """The producer wrote its log's terminal event: readers here get it now, not through a
+        round trip of the XREAD (which a log would otherwise join just for its last entry)."""
+        if self.fanout is not None:
+            self.fanout.deliver(state.ref, [terminal])
+
+    def hand_over(self, state: ProducerState) -> None:
+        """The producer is done with its log: whatever is added to it from now on (a terminal
+        event somebody else wrote) readers here read from Redis."""
         if self.fanout is not None:
             self.fanout.produced_elsewhere(state.ref)
 

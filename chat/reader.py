@@ -5,9 +5,10 @@ one StreamHub reads all followed logs in a single XREAD BLOCK and hands each new
 subscriptions' queues. It also notices producers that stopped heart-beating.
 
 A log whose producer runs in this process is not read at all while it writes: the pump hands
-each delta over as soon as Redis has stored it (`deliver`). Once the producer stops writing
-(`produced_elsewhere`), the log joins the XREAD from the last delta handed over, which brings its
-terminal event, whoever writes it.
+each delta over as soon as Redis has stored it (`deliver`), and its terminal event when the
+producer writes that too. Should somebody else end the log (a stop from another process), the
+producer hands it over (`produced_elsewhere`) and the log joins the XREAD from the last delta
+handed over, which brings the terminal event.
 """
 
 from __future__ import annotations
@@ -211,9 +212,15 @@ class StreamHub:
         with self.lock:
             if ref not in self.local:
                 return
-            self.local[ref] = events[-1].id
             batch = Batch(events)
-            for subscription in self.followers.get(ref, ()):
+            followers = self.followers.get(ref, set())
+            if batch[-1].terminal:
+                # The log is finished: its followers end on this, and nothing is left for the XREAD.
+                del self.local[ref]
+                followers = self.followers.pop(ref, set())
+            else:
+                self.local[ref] = batch[-1].id
+            for subscription in followers:
                 subscription.fed = True
                 subscription.queue.put(batch)
 

@@ -211,7 +211,7 @@ class StreamBackend(Protocol):
 
     def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]: ...
     def seal(self, ref: StreamRef) -> None: ...
-    def end_log(self, ref: StreamRef, event: str, data: dict) -> bool: ...
+    def end_log(self, ref: StreamRef, event: str, data: dict) -> Event | None: ...
     def log_ended(self, ref: StreamRef) -> bool: ...
     def exists(self, ref: StreamRef) -> bool: ...
     def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]: ...
@@ -446,9 +446,10 @@ class RedisStreams:
         """Refuse further deltas, so the text read next is the reply's final text."""
         self._seal(keys=[log_key(ref), self._state_key(ref, "state")], args=[self.live_log_ttl_seconds, SEALED_SEQ])
 
-    def end_log(self, ref: StreamRef, event: str, data: dict) -> bool:
-        """Append the terminal event unless one exists; True when this call wrote it."""
-        result = self._end_log(
+    def end_log(self, ref: StreamRef, event: str, data: dict) -> Event | None:
+        """Append the terminal event unless one exists; the entry, when this call wrote it."""
+        payload = json.dumps(data)
+        entry_id = self._end_log(
             keys=[
                 log_key(ref),
                 self._state_key(ref, "state"),
@@ -456,9 +457,9 @@ class RedisStreams:
                 self._state_key(ref, "cancel"),
                 self._state_key(ref, "events"),
             ],
-            args=[self.maxlen, event, json.dumps(data), self.ttl_seconds, ref.stream_id, self.publishes],
+            args=[self.maxlen, event, payload, self.ttl_seconds, ref.stream_id, self.publishes],
         )
-        return bool(result)
+        return Event(cast(str, entry_id), event, payload) if entry_id else None
 
     def log_ended(self, ref: StreamRef) -> bool:
         return self.client.get(self._state_key(ref, "state")) == "done"

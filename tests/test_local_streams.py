@@ -42,8 +42,9 @@ def test_a_sealed_log_refuses_deltas_and_ends_once():
     logs.claim_live(REF, 1000)
     logs.seal(REF)
     assert logs.append_deltas([(REF, delta_event(start, 1, "too late"))]) == [SEALED]
-    assert logs.end_log(REF, "finish", {}) is True
-    assert logs.end_log(REF, "finish", {}) is False
+    ended = logs.end_log(REF, "finish", {})
+    assert ended is not None and ended.type == "finish"
+    assert logs.end_log(REF, "finish", {}) is None
     assert logs.log_ended(REF) and not logs.alive([REF])[0]
 
 

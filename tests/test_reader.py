@@ -41,6 +41,22 @@ def test_the_terminal_event_ends_the_following_of_a_stream(store):
     assert [e.type for e in follower if e is not None] == ["start", "finish"]
 
 
+def test_a_local_reply_s_terminal_event_reaches_its_followers_without_the_xread(store):
+    streams = store()
+    start = streams.create(REF, {})
+    hub = hub_over(streams)
+    hub.produced_here(REF, start)
+    follower = hub.subscribe(REF, start)
+    streams.append_deltas([(REF, delta_event(start, 1, "a"))])
+    hub.deliver(REF, [streams.read(REF)[-1]])
+    ended = streams.end_log(REF, "finish", {"finishReason": "stop"})
+    assert ended is not None
+    hub.deliver(REF, [ended])
+    hub.produced_elsewhere(REF)  # the producer hands over: nothing is left to read
+    assert hub.followers == {} and hub.cursors == {} and hub.local == {}
+    assert [e.type for e in follower if e is not None] == ["delta", "finish"]
+
+
 def test_a_follower_that_leaves_is_forgotten(store):
     streams = store()
     streams.create(REF, {})

@@ -60,10 +60,11 @@ def test_sealed_stream_refuses_deltas_and_terminates_once(store):
     assert streams.append_deltas([(ref, delta_event(first, 1, "kept"))]) == [APPENDED]
     streams.seal(ref)
     assert streams.append_deltas([(ref, delta_event(first, 2, "refused"))]) == [SEALED]
-    assert streams.end_log(ref, "finish", {"finishReason": "stop"})
-    assert not streams.end_log(ref, "finish", {"finishReason": "interrupted"})
+    ended = streams.end_log(ref, "finish", {"finishReason": "stop"})
+    assert streams.end_log(ref, "finish", {"finishReason": "interrupted"}) is None
     events = streams.read(ref)
     assert [e.type for e in events] == ["start", "delta", "finish"]
+    assert ended == events[-1], "what end_log returns is the entry the log holds"
     assert events[-1].payload()["finishReason"] == "stop"
     assert streams.claim_live(StreamRef("c", "next"), 5000), "terminating frees the chat for the next reply"
     assert 0 < streams.client.ttl(log_key(ref)) <= 60, "a finished log expires after the retention TTL"
