@@ -86,11 +86,10 @@ def cpu_seconds(pid: int) -> float:
 
 def redis_info(url: str, section: str) -> list[dict]:
     """INFO `section` of the Redis at `url`, or of every master when it is a cluster's node."""
-    with redis.Redis.from_url(url) as node:
-        if not node.info("cluster").get("cluster_enabled"):
-            return [node.info(section)]
-    with redis.RedisCluster.from_url(url) as cluster:
-        return [cluster.get_redis_connection(master).info(section) for master in cluster.get_primaries()]
+    with redis_client(url) as client:
+        if isinstance(client, redis.RedisCluster):
+            return [cast(dict, client.get_redis_connection(master).info(section)) for master in client.get_primaries()]
+        return [cast(dict, client.info(section))]
 
 
 def redis_commands(url: str) -> int:
@@ -108,6 +107,7 @@ def redis_cpu_seconds(url: str) -> float:
 
 
 def redis_client(url: str) -> redis.Redis | redis.RedisCluster:
+    """A client for the Redis at `url`: a cluster's when that node is one."""
     with redis.Redis.from_url(url) as node:
         clustered = node.info("cluster").get("cluster_enabled")
     return redis.RedisCluster.from_url(url) if clustered else redis.Redis.from_url(url)
@@ -122,7 +122,8 @@ def redis_bytes_of_new_keys(url: str, before: set[bytes]) -> int:
     """Bytes held by the keys that were not there `before` (MEMORY USAGE): what a run left in
     Redis, whatever another server's keys did meanwhile (expired, say)."""
     with redis_client(url) as client:
-        return sum(client.memory_usage(key, samples=0) or 0 for key in redis_keys(url) - before)
+        new_keys = set(client.scan_iter(count=1000)) - before
+        return sum(client.memory_usage(key, samples=0) or 0 for key in new_keys)
 
 
 def children(pid: int) -> list[int]:
@@ -275,6 +276,11 @@ def client_gc_off() -> Iterator[None]:
         gc.enable()
 
 
+def new_reading() -> dict:
+    """What a client read of one reply: its deltas' text, their arrivals, the last event id."""
+    return {"text": [], "arrivals": [], "id": None, "started": None}
+
+
 def new_chat(
     port: int, message: str, stop_after: int | None = None, chat_id: str | None = None, reading: dict | None = None
 ) -> tuple[str, str, dict, bool]:
@@ -284,7 +290,7 @@ def new_chat(
     chat_id = chat_id or str(uuid.uuid4())
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     if reading is None:
-        reading = {"text": [], "arrivals": [], "id": None, "started": None}
+        reading = new_reading()
     reading["sent"] = time.time()
     body = json.dumps({"chatId": chat_id, "agent": "helper", "message": message})
     conn.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
@@ -344,7 +350,7 @@ def resume_at_once(port: int, chat_id: str, cursor: str | None, cookie: str, cli
     (ms, NaN for none) and the text it read."""
 
     def one() -> tuple[float, str]:
-        reading: dict = {"text": [], "arrivals": [], "id": None, "started": None}
+        reading = new_reading()
         return resume(port, chat_id, cursor, cookie, reading), "".join(reading["text"])
 
     jobs = [gevent.spawn(one) for _ in range(clients)]
@@ -402,8 +408,7 @@ def crash(server, streams: int, words: int, delay_ms: int) -> dict:
     from the kill to that end, how each reply ended, and whether it was kept: a new device reading
     the chat afterwards gets the same text the client ended with, and not nothing."""
     chats: dict[str, tuple[str, dict]] = {
-        f"bench crash {n}": (str(uuid.uuid4()), {"text": [], "arrivals": [], "id": None, "started": None})
-        for n in range(streams)
+        f"bench crash {n}": (str(uuid.uuid4()), new_reading()) for n in range(streams)
     }
     killed: list[float] = []
     deadline = time.time() + words * delay_ms / 1000 + 60
@@ -433,7 +438,7 @@ def crash(server, streams: int, words: int, delay_ms: int) -> dict:
     ended = [job.value for job in jobs]
     kept = 0
     for chat_id, reading in chats.values():
-        again: dict = {"text": [], "arrivals": [], "id": None, "started": None}
+        again = new_reading()
         with contextlib.suppress(http.client.HTTPException, OSError):
             resume(server.port, chat_id, None, reading.get("cookie", ""), again)
         kept += bool(again["text"]) and "".join(again["text"]) == "".join(reading["text"])
