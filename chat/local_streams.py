@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
-from .streams import APPENDED, SEALED, Event, LogState, StreamRef, entry_cursor, joined_text
+from .streams import APPENDED, SEALED, Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 
 
 class LocalLog:
@@ -56,8 +56,11 @@ class LocalStreams:
     def load_streams(self, chat_id: str) -> list[str]:
         return []
 
-    def newest_log(self, chat_id: str) -> LogState | None:
+    def newest_log(self, chat_id: str, after: str | None = None) -> LogState | None:
         return None
+
+    def hold_and_find_newest(self, hold: Hold, chat_id: str, after: str) -> tuple[bool, LogState | None]:
+        return self.hold_stream(hold), None
 
     def forget_chat(self, chat_id: str, stream_ids: Iterable[str]) -> None:
         with self.lock:
@@ -140,13 +143,13 @@ class LocalStreams:
     def read_text(self, ref: StreamRef) -> str:
         return joined_text(self.read(ref))
 
-    def hold_stream(self, owner: str, hold_id: str, cap: int, ttl_ms: int) -> bool:
+    def hold_stream(self, hold: Hold) -> bool:
         """This process's open streams only: without Redis nothing else is counted."""
         with self.lock:
-            holds = self.holds.setdefault(owner, set())
-            if len(holds) >= cap:
+            holds = self.holds.setdefault(hold.owner, set())
+            if len(holds) >= hold.cap:
                 return False
-            holds.add(hold_id)
+            holds.add(hold.hold_id)
             return True
 
     def refresh_hold(self, owner: str, hold_id: str, ttl_ms: int) -> None:

@@ -49,7 +49,7 @@ from .producer import ReplyHandle, start_producer
 from .rate_limits import admit_new_guest
 from .refusals import Refused
 from .runtime import Runtime
-from .streams import Event, LogState, StreamRef, entry_cursor, joined_text
+from .streams import Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
@@ -316,23 +316,23 @@ class Replies:
     # -- reading ------------------------------------------------------------------------------
     def follow_started(self, reply: ReplyHandle) -> Iterator[Event | None]:
         """The reply this request just started: its start event at once, then the log after it."""
-        rest = self.runtime.follower.subscribe(reply.ref, reply.start_id)
-        try:
-            yield reply.start_event
-            yield from rest
-        finally:
-            close = getattr(rest, "close", None)
-            if close:  # the client left: end the subscription now
-                close()
+        return continued([reply.start_event], self.runtime.follower.subscribe(reply.ref, reply.start_id))
 
-    def follow(self, ref: StreamRef, after: str | None, ended: bool | None = None) -> Iterable[Event | None]:
+    def follow(
+        self, ref: StreamRef, after: str | None, ended: bool | None = None, read: list[Event] | None = None
+    ) -> Iterable[Event | None]:
         """The log from the event after `after`; None items mean "nothing new for a while".
-        `ended`: whether the log has ended, when the caller knows already."""
+        `ended`: whether the log has ended, and `read`: its entries after `after`, when the caller
+        has them already (then only what comes later is asked for)."""
         runtime = self.runtime
         after = after or "0-0"
         if runtime.backend.log_ended(ref) if ended is None else ended:
-            return runtime.backend.read(ref, after)  # finished: one XRANGE, possibly empty
-        return runtime.follower.subscribe(ref, after)
+            return runtime.backend.read(ref, after) if read is None else read  # finished: possibly empty
+        if not read:
+            return runtime.follower.subscribe(ref, after)
+        if read[-1].terminal:
+            return read
+        return continued(read, runtime.follower.subscribe(ref, read[-1].id))
 
     def live_log(self, chat: Chat) -> StreamRef | None:
         """The log of the chat's pending reply, if this process can read it (the browser stream)."""
@@ -345,20 +345,41 @@ class Replies:
         except redis.RedisError:
             return None
 
-    def resume(self, chat: Chat, cursor: str | None) -> Iterable[Event | None] | None:
-        """What GET /api/chat streams: the newest live or recent log, else the stored reply.
+    def resume(self, identity_id: uuid.UUID, chat: Chat, cursor: str | None) -> HeldStream | None:
+        """What GET /api/chat streams, holding one of the caller's open-stream places: the newest
+        live or recent log, else the stored reply. None when the chat has neither (204).
 
-        Returns None when the chat has neither (204).
+        The place, the newest log and its entries after `cursor` take one round trip to Redis.
+
+        :raise ReplyError: 429 when the caller holds every place, 503 when Redis is unreachable.
         """
+        hold = self.new_hold(identity_id)
+        try:
+            held, newest = self.runtime.backend.hold_and_find_newest(hold, str(chat.id), cursor or "0-0")
+        except redis.RedisError:
+            raise ReplyError(503, STORE_DOWN) from None
+        if not held:
+            raise ReplyError(429, TOO_MANY_STREAMS, retry_after=self.config["SSE_KEEPALIVE_SECONDS"])
+        try:
+            source = self.resume_source(chat, cursor, newest)
+        except BaseException:
+            self.release_stream(identity_id, hold.hold_id)
+            raise
+        if source is None:
+            self.release_stream(identity_id, hold.hold_id)
+            return None
+        return self.while_held(identity_id, hold.hold_id, source)
+
+    def resume_source(self, chat: Chat, cursor: str | None, newest: LogState | None) -> Iterable[Event | None] | None:
+        """The events a resume sends, given the chat's newest log as Redis listed it."""
         backend = self.runtime.backend
         if backend.shared:
             try:
-                newest = backend.newest_log(str(chat.id))
                 if newest is None and (stream_id := get_recent_stream_id(chat.id)):  # Redis forgot the list
                     ref = StreamRef(str(chat.id), stream_id)
                     newest = LogState(ref, backend.exists(ref), ended=None)
                 if newest is not None and newest.exists:
-                    return self.follow(newest.ref, cursor, newest.ended)
+                    return self.follow(newest.ref, cursor, newest.ended, newest.events)
                 if newest is not None and not backend.alive([newest.ref])[0]:
                     interrupt(backend, self.agents, newest.ref)  # its log is gone: it cannot go on
             except redis.RedisError:
@@ -395,16 +416,17 @@ class Replies:
 
         :raise ReplyError: 429 when the caller holds them all, 503 when Redis is unreachable.
         """
-        hold_id = uuid.uuid4().hex
+        hold = self.new_hold(identity_id)
         try:
-            held = self.runtime.backend.hold_stream(
-                str(identity_id), hold_id, self.config["STREAMS_PER_IDENTITY"], self.hold_ttl_ms
-            )
+            held = self.runtime.backend.hold_stream(hold)
         except redis.RedisError:
             raise ReplyError(503, STORE_DOWN) from None
         if not held:
             raise ReplyError(429, TOO_MANY_STREAMS, retry_after=self.config["SSE_KEEPALIVE_SECONDS"])
-        return hold_id
+        return hold.hold_id
+
+    def new_hold(self, identity_id: uuid.UUID) -> Hold:
+        return Hold(str(identity_id), uuid.uuid4().hex, self.config["STREAMS_PER_IDENTITY"], self.hold_ttl_ms)
 
     def release_stream(self, identity_id: uuid.UUID, hold_id: str) -> None:
         try:
@@ -462,6 +484,18 @@ class HeldStream:
         if close:
             close()
         self.service.release_stream(self.identity_id, self.hold_id)
+
+
+def continued(first: Iterable[Event | None], rest: Iterable[Event | None]) -> Iterator[Event | None]:
+    """`first`, then `rest` (a subscription, already following): closing this (the client left)
+    ends the subscription at once, even before it was reached."""
+    try:
+        yield from first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close:
+            close()
 
 
 def replies() -> Replies:

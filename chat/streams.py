@@ -58,6 +58,18 @@ class LogState:
     ref: StreamRef
     exists: bool
     ended: bool | None
+    events: list[Event] | None = None  # its entries after the cursor asked for (None: not read)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One of an identity's `cap` open-stream places, asked for: it lapses after `ttl_ms`
+    unless refreshed, so a dead process's places free themselves."""
+
+    owner: str
+    hold_id: str
+    cap: int
+    ttl_ms: int
 
 
 @dataclass(frozen=True)
@@ -151,12 +163,16 @@ return id
 """
 
 # The chat's newest log and its state, in one round trip (a resume's path): its stream id, whether
-# the log still exists and whether it has ended. ARGV[1] is the chat's key prefix (chat_key).
+# the log still exists, whether it has ended and, when ARGV[2] is a cursor, the log's entries after
+# it (what the resuming client reads first). ARGV[1] is the chat's key prefix (chat_key).
 NEWEST_LOG = """
 local id = redis.call('LINDEX', KEYS[1], 0)
 if not id then return false end
 local log = ARGV[1] .. 'stream:' .. id
-return {id, redis.call('EXISTS', log), redis.call('GET', log .. ':state') == 'done' and 1 or 0}
+local exists = redis.call('EXISTS', log)
+local ended = redis.call('GET', log .. ':state') == 'done' and 1 or 0
+if exists == 0 or ARGV[2] == '' then return {id, exists, ended} end
+return {id, exists, ended, redis.call('XRANGE', log, '(' .. ARGV[2], '+')}
 """
 
 # Undo CLAIM_AND_CREATE of a reply that was never stored (its database write failed).
@@ -184,8 +200,13 @@ class StreamBackend(Protocol):
 
     def append_stream_id(self, chat_id: str, stream_id: str) -> None: ...
     def load_streams(self, chat_id: str) -> list[str]: ...
-    def newest_log(self, chat_id: str) -> LogState | None:
-        """The log of the chat's newest stream (None when the chat lists none)."""
+    def newest_log(self, chat_id: str, after: str | None = None) -> LogState | None:
+        """The log of the chat's newest stream (None when the chat lists none), with its entries
+        after `after` when that is given and the log exists."""
+        ...
+
+    def hold_and_find_newest(self, hold: Hold, chat_id: str, after: str) -> tuple[bool, LogState | None]:
+        """`hold_stream` and, when the place is taken, `newest_log` (a resume's first step)."""
         ...
 
     def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool: ...
@@ -216,7 +237,7 @@ class StreamBackend(Protocol):
     def exists(self, ref: StreamRef) -> bool: ...
     def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]: ...
     def read_text(self, ref: StreamRef) -> str: ...
-    def hold_stream(self, owner: str, hold_id: str, cap: int, ttl_ms: int) -> bool: ...
+    def hold_stream(self, hold: Hold) -> bool: ...
     def refresh_hold(self, owner: str, hold_id: str, ttl_ms: int) -> None: ...
     def release_hold(self, owner: str, hold_id: str) -> None: ...
 
@@ -268,7 +289,7 @@ class RedisStreams:
         self._claim_and_create = client.register_script(CLAIM_AND_CREATE)
         self._abandon = client.register_script(ABANDON)
         self._newest_log = client.register_script(NEWEST_LOG)
-        self._scripts = [self._seal, self._end_log, self._heartbeat, self._release, self._hold]
+        self._scripts = [self._seal, self._end_log, self._heartbeat, self._release, self._hold, self._newest_log]
 
     @staticmethod
     def _raw_reader(client: redis.Redis) -> redis.Redis:
@@ -295,12 +316,39 @@ class RedisStreams:
     def load_streams(self, chat_id: str) -> list[str]:
         return cast(list[str], self.client.lrange(chat_key(chat_id, "streams"), 0, -1))
 
-    def newest_log(self, chat_id: str) -> LogState | None:
-        found = self._newest_log(keys=[chat_key(chat_id, "streams")], args=[chat_key(chat_id, "")])
+    def newest_log(self, chat_id: str, after: str | None = None) -> LogState | None:
+        return self._log_state(chat_id, self._newest_log(*self._newest_log_call(chat_id, after)))
+
+    def _newest_log_call(self, chat_id: str, after: str | None) -> tuple[list[str], list[str]]:
+        return [chat_key(chat_id, "streams")], [chat_key(chat_id, ""), after or ""]
+
+    @staticmethod
+    def _log_state(chat_id: str, found: list | None) -> LogState | None:
         if not found:
             return None
-        stream_id, exists, ended = found
-        return LogState(StreamRef(chat_id, stream_id), bool(exists), bool(ended))
+        stream_id, exists, ended, *read = found
+        events = [to_event(entry_id, fields) for entry_id, fields in read[0]] if read else None
+        return LogState(StreamRef(chat_id, stream_id), bool(exists), bool(ended), events)
+
+    def hold_and_find_newest(self, hold: Hold, chat_id: str, after: str) -> tuple[bool, LogState | None]:
+        """Both scripts in one round trip on a pooled connection: a request that waits for
+        Redis waits one turn of a loop that every stream of the process shares, so each round
+        trip it saves comes off its first event (and a resume's catch-up is read here too)."""
+        keys, args = self._newest_log_call(chat_id, after)
+        calls = [self._script_call(self._hold, *self._hold_call(hold)), self._script_call(self._newest_log, keys, args)]
+        connection = self.client.connection_pool.get_connection()
+        try:
+            replies = exchange(connection, calls)
+            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+                self._load_scripts()
+                replies = exchange(connection, calls)  # taking the same place twice is harmless
+        finally:
+            self.client.connection_pool.release(connection)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        held, found = replies
+        return bool(held), self._log_state(chat_id, found) if held else None
 
     # -- the producer's claim on a chat -------------------------------------------------------
     def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool:
@@ -412,10 +460,17 @@ class RedisStreams:
         with self._writer_lock:
             replies = self._send(commands)
             if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-                for script in self._scripts:
-                    self.client.script_load(script.script)
+                self._load_scripts()
                 replies = self._send(commands)
             return replies
+
+    def _load_scripts(self) -> None:
+        for script in self._scripts:
+            self.client.script_load(script.script)
+
+    @staticmethod
+    def _script_call(script: Script, keys: Sequence[str], args: Sequence[str | int]) -> tuple:
+        return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _send(self, commands: list[tuple]) -> list:
         return exchange(self._writer_for(""), commands)
@@ -436,7 +491,7 @@ class RedisStreams:
     def _run_script(self, script: Script, calls: list[tuple[list, list]]) -> list:
         """Run `script` once per (keys, args) in one write (redis-py's pipelined scripts send
         SCRIPT EXISTS before every pipeline, and a cluster's pipelines refuse EVALSHA)."""
-        replies = self._write([("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls])
+        replies = self._write([self._script_call(script, keys, args) for keys, args in calls])
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -507,10 +562,14 @@ class RedisStreams:
             pipe.execute()
 
     # -- open streams per identity ---------------------------------------------------------------
-    def hold_stream(self, owner: str, hold_id: str, cap: int, ttl_ms: int) -> bool:
-        """Take one of `owner`'s `cap` open-stream places for `ttl_ms` (refreshed while open)."""
+    def hold_stream(self, hold: Hold) -> bool:
+        """Take one of the owner's open-stream places (refreshed while its stream is open)."""
+        keys, args = self._hold_call(hold)
+        return bool(self._hold(keys=keys, args=args))
+
+    def _hold_call(self, hold: Hold) -> tuple[list[str], list[str | int]]:
         now = int(time.time() * 1000)
-        return bool(self._hold(keys=[self._holds_key(owner)], args=[now, cap, now + ttl_ms, hold_id, ttl_ms]))
+        return [self._holds_key(hold.owner)], [now, hold.cap, now + hold.ttl_ms, hold.hold_id, hold.ttl_ms]
 
     def refresh_hold(self, owner: str, hold_id: str, ttl_ms: int) -> None:
         key = self._holds_key(owner)
@@ -556,6 +615,11 @@ class ClusterRedisStreams(RedisStreams):
     def _delta_command(self, ref: StreamRef, event: Event) -> tuple:
         keys = (log_key(ref), self._state_key(ref, "events"))
         return ("EVALSHA", self._append_publish.sha, 2, *keys, self.maxlen, event.id, event.data)
+
+    def hold_and_find_newest(self, hold: Hold, chat_id: str, after: str) -> tuple[bool, LogState | None]:
+        """One after the other: the identity's places and the chat's keys live on different slots."""
+        held = self.hold_stream(hold)
+        return held, self.newest_log(chat_id, after) if held else None
 
     def _send(self, commands: list[tuple]) -> list:
         """One write per master, all sent before any reply is read; replies in command order.

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from chat.reader import StreamHub
+from chat.replies import continued
 from chat.streams import RedisStreams, StreamRef, delta_event
 
 REF = StreamRef("c", "s")
@@ -55,6 +56,25 @@ def test_a_local_reply_s_terminal_event_reaches_its_followers_without_the_xread(
     hub.produced_elsewhere(REF)  # the producer hands over: nothing is left to read
     assert hub.followers == {} and hub.cursors == {} and hub.local == {}
     assert [e.type for e in follower if e is not None] == ["delta", "finish"]
+
+
+def test_a_resume_whose_read_the_pump_overtook_gets_every_entry_once(store):
+    """A resume reads what it missed, then follows from there (Replies.follow): a delta the pump
+    handed over in between (written after the read) is read again, not lost, and none comes twice."""
+    streams = store()
+    start = streams.create(REF, {})
+    hub = hub_over(streams)
+    hub.produced_here(REF, start)
+    streams.append_deltas([(REF, delta_event(start, 1, "a "))])
+    read = streams.read(REF, start)  # the resume's read: "a "
+    streams.append_deltas([(REF, delta_event(start, 2, "b "))])
+    hub.deliver(REF, [streams.read(REF)[-1]])  # before the resume followed: nobody to hand it to
+    source = continued(read, hub.subscribe(REF, read[-1].id))
+    ended = streams.end_log(REF, "finish", {"finishReason": "stop"})
+    assert ended is not None
+    hub.deliver(REF, [ended])
+    events = [e for e in source if e is not None]
+    assert [(e.type, e.payload().get("text")) for e in events] == [("delta", "a "), ("delta", "b "), ("finish", None)]
 
 
 def test_a_follower_that_leaves_is_forgotten(store):

@@ -9,6 +9,7 @@ from chat.streams import (
     APPENDED,
     LOST,
     SEALED,
+    Hold,
     LogState,
     RedisStreams,
     StreamRef,
@@ -112,6 +113,25 @@ def test_newest_log_says_which_log_a_resume_follows_and_its_state(store):
     assert streams.newest_log("c") == LogState(newer, exists=True, ended=True)
     streams.client.delete(log_key(newer))  # Redis let it expire
     assert streams.newest_log("c") == LogState(newer, exists=False, ended=True)
+
+
+def test_a_resume_takes_its_place_and_reads_what_it_missed_at_once(store):
+    """One round trip gives a resuming client its open-stream place, the chat's newest log and the
+    entries after its cursor; a caller holding every place gets neither."""
+    streams = store()
+    ref = StreamRef("r", "s")
+    start = streams.create(ref, {})
+    streams.append_deltas([(ref, delta_event(start, n, f"w{n} ")) for n in (1, 2, 3)])
+    one, two = Hold("guest", "one", 1, 60_000), Hold("guest", "two", 1, 60_000)
+    held, newest = streams.hold_and_find_newest(one, "r", f"{start[:-2]}-1")
+    assert held and newest is not None and (newest.ref, newest.exists, newest.ended) == (ref, True, False)
+    assert newest.events == streams.read(ref, f"{start[:-2]}-1") and len(newest.events) == 2
+    assert streams.hold_and_find_newest(two, "r", "0-0") == (False, None), "every place is held"
+    streams.release_hold("guest", "one")
+    streams.end_log(ref, "finish", {"finishReason": "stop"})
+    held, newest = streams.hold_and_find_newest(two, "r", streams.read(ref)[-1].id)
+    assert held and newest is not None and newest.ended and newest.events == [], "a cursor at the very end"
+    assert streams.hold_and_find_newest(Hold("other", "x", 1, 60_000), "none", "0-0") == (True, None)
 
 
 def test_only_a_producer_gone_without_ending_its_log_is_stalled(store):
@@ -241,6 +261,9 @@ def test_seals_and_heartbeats_survive_redis_forgetting_its_scripts(store):
     streams.seal(ref)
     assert streams.append_deltas([(ref, delta_event(first, 2, "b"))]) == [SEALED]
     assert streams.read_text(ref) == "a"
+    streams.client.script_flush()
+    held, newest = streams.hold_and_find_newest(Hold("f", "h", 1, 5000), "f", "0-0")
+    assert held and newest is not None and [e.type for e in newest.events or []] == ["start", "delta"]
 
 
 def test_a_sealed_log_tells_a_retried_delta_that_landed_from_one_that_did_not(store):

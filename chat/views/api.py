@@ -113,19 +113,13 @@ def get_chat():
     chat = owned_chat(chat_id, identity_id)
     if chat is None:
         raise ReplyError(404, "No chat with that id.")
-    hold = replies().hold_stream(identity_id)
     if cursor:
         metrics.RESUMES.inc()
         structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
-    try:
-        source = replies().resume(chat, cursor)
-    except BaseException:
-        replies().release_stream(identity_id, hold)
-        raise
+    source = replies().resume(identity_id, chat, cursor)
     if source is None:
-        replies().release_stream(identity_id, hold)
         return Response(status=204)
-    return sse_response(replies().while_held(identity_id, hold, source))
+    return sse_response(source)
 
 
 @bp.post("/chat/stop")
