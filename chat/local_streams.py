@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
+from .client_socket import ClientSocket
 from .streams import APPENDED, SEALED, Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 
 
@@ -159,8 +160,9 @@ class LocalStreams:
         with self.lock:
             self.holds.get(owner, set()).discard(hold_id)
 
-    def subscribe(self, ref: StreamRef, after: str) -> Iterator[Event | None]:
-        """Follow the log until its terminal event; None means "nothing new for a while"."""
+    def subscribe(self, ref: StreamRef, after: str, client: ClientSocket | None = None) -> Iterator[Event | None]:
+        """Follow the log until its terminal event; None means "nothing new for a while".
+        (Every entry goes through the response: `client` is not written to here.)"""
         log = self.logs.get(ref)
         if log is None:
             return

@@ -9,6 +9,9 @@ each delta over as soon as Redis has stored it (`deliver`), and its terminal eve
 producer writes that too. Should somebody else end the log (a stop from another process), the
 producer hands it over (`produced_elsewhere`) and the log joins the XREAD from the last delta
 handed over, which brings the terminal event.
+
+A subscription whose response is idle is not woken for a delta at all: its bytes are written to
+the client's socket right here (chat/client_socket.py), encoded once for every such follower.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import redis
 
-from . import metrics
+from . import metrics, sse
 from .background import start_daemon
+from .client_socket import ClientSocket, chunk
 from .streams import Event, RedisStreams, StreamRef, entry_cursor
 
 log = logging.getLogger(__name__)
@@ -39,11 +44,25 @@ QUIET = object()  # queued to a subscriber that was handed nothing for a while: 
 class Batch(list):
     """Entries handed to subscribers together, stamped with when (for the reader-lag metric)."""
 
-    __slots__ = ("at",)
+    __slots__ = ("at", "_wire")
 
     def __init__(self, events: Iterable[Event]) -> None:
         super().__init__(events)
         self.at = time.monotonic()
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The entries as the SSE response sends them, one HTTP chunk; encoded once."""
+        if self._wire is None:
+            self._wire = chunk("".join(sse.encode(e.type, e.data, e.id) for e in self).encode())
+        return self._wire
+
+
+class Unsent(NamedTuple):
+    """The rest of a write the hub began on a client's socket, for the response to finish."""
+
+    data: bytes
 
 
 class Subscription:
@@ -51,14 +70,19 @@ class Subscription:
 
     LAG_SAMPLE = 32  # observe the reader lag of the first batch, then of one in this many
 
-    def __init__(self, hub: StreamHub, ref: StreamRef, after: str, catch_up: bool) -> None:
+    def __init__(
+        self, hub: StreamHub, ref: StreamRef, after: str, catch_up: bool, client: ClientSocket | None = None
+    ) -> None:
         self.hub = hub
         self.ref = ref
         self.last = after
         self.catch_up = catch_up
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.taken = 0
-        self.fed = False  # handed something since the hub's last keepalive round
+        self.fed = False  # handed something through the queue since the hub's last keepalive round
+        self.client = client
+        self.written = False  # the response has written something: its headers are out
+        self.idle = False  # waiting for entries with its last write complete: the hub may write for it
 
     def __iter__(self) -> Iterator[Event | None]:
         try:
@@ -66,12 +90,19 @@ class Subscription:
                 for event in self.hub.store.read(self.ref, self.last):
                     self.last = event.id
                     yield event
+                    self.written = True
                     if event.terminal:
                         return
             while True:
                 # No timeout here (a timer per wait was ~6% of a busy worker): the hub's keepalive
                 # round queues QUIET to subscribers it handed nothing since its previous round.
+                self.idle = self.written and self.client is not None
                 batch = self.queue.get()
+                self.idle = False
+                if isinstance(batch, Unsent):
+                    assert self.client is not None, "only a client's socket leaves a write unfinished"
+                    self.client.send_all(batch.data)
+                    continue
                 if batch is QUIET:
                     if self.hub.store.log_ended(self.ref):
                         # The log ended while we were not looking (a cursor at its very end).
@@ -80,6 +111,7 @@ class Subscription:
                             return
                     else:
                         yield None
+                        self.written = True
                         continue
                 if batch is STORE_FAILED:
                     yield self.failure_event()
@@ -97,6 +129,7 @@ class Subscription:
                         continue  # already delivered by the catch-up read
                     self.last, last = event.id, cursor
                     yield event
+                    self.written = True
                     if event.terminal:
                         return
         except redis.RedisError:
@@ -106,7 +139,29 @@ class Subscription:
 
     def close(self) -> None:
         """Stop following (the client left); safe to call more than once."""
+        self.idle = False
         self.hub.unsubscribe(self)
+
+    def hand(self, batch: Batch) -> None:
+        """Pass entries on: written to the client's socket while the response is idle (nothing
+        queued, nothing being written), queued for the response otherwise — always in order.
+        The last entry is always queued (the response ends on it), and so is a batch that repeats
+        entries a catch-up read delivered (the response drops those)."""
+        if self.idle and not batch[-1].terminal and self.queue.empty() and batch[0].cursor > entry_cursor(self.last):
+            assert self.client is not None, "idle only with a client's socket"
+            data = batch.wire
+            try:
+                sent = self.client.try_send(data)
+            except OSError:  # the client is gone: the response learns it from its own write
+                self.client = None
+            else:
+                self.last = batch[-1].id
+                if sent < len(data):
+                    self.idle = False
+                    self.queue.put(Unsent(data[sent:]))
+                return
+        self.fed = True
+        self.queue.put(batch)
 
     def failure_event(self) -> Event:
         # Carries the last id delivered, so resuming from it continues exactly where this stopped.
@@ -168,7 +223,7 @@ class StreamHub:
         self.stopping.set()
         self.has_work.set()
 
-    def subscribe(self, ref: StreamRef, after: str) -> Subscription:
+    def subscribe(self, ref: StreamRef, after: str, client: ClientSocket | None = None) -> Subscription:
         with self.lock:
             followed = ref in self.followers
             local_cursor = self.local.get(ref)
@@ -176,7 +231,7 @@ class StreamHub:
                 behind = entry_cursor(after) < entry_cursor(local_cursor)
             else:
                 behind = followed and entry_cursor(after) < entry_cursor(self.cursors.get(ref, after))
-            subscription = Subscription(self, ref, after, catch_up=behind)
+            subscription = Subscription(self, ref, after, catch_up=behind, client=client)
             if not followed:
                 self.followers[ref] = set()
                 if local_cursor is None:
@@ -221,8 +276,7 @@ class StreamHub:
             else:
                 self.local[ref] = batch[-1].id
             for subscription in followers:
-                subscription.fed = True
-                subscription.queue.put(batch)
+                subscription.hand(batch)
 
     def produced_elsewhere(self, ref: StreamRef) -> None:
         """The pump writes no more to `ref`: its followers go on through the XREAD."""
@@ -293,8 +347,7 @@ class StreamHub:
                 batch = Batch(entries)
                 self.cursors[ref] = batch[-1].id
                 for subscription in self.followers[ref]:
-                    subscription.fed = True
-                    subscription.queue.put(batch)
+                    subscription.hand(batch)
                 if batch[-1].terminal:
                     # Subscribers end on the terminal event; stop reading a finished log.
                     del self.followers[ref]

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import metrics, structured_logs
 from .agents import Agent, estimate_tokens
+from .client_socket import ClientSocket
 from .extensions import db
 from .finish import StoredReply, finish_reply, interrupt, stored_reply
 from .identity import identity_or_guest, store_guest
@@ -314,12 +315,18 @@ class Replies:
         db.session.commit()
 
     # -- reading ------------------------------------------------------------------------------
-    def follow_started(self, reply: ReplyHandle) -> Iterator[Event | None]:
-        """The reply this request just started: its start event at once, then the log after it."""
-        return continued([reply.start_event], self.runtime.follower.subscribe(reply.ref, reply.start_id))
+    def follow_started(self, reply: ReplyHandle, client: ClientSocket | None = None) -> Iterator[Event | None]:
+        """The reply this request just started: its start event at once, then the log after it.
+        `client`: the response's socket, when entries may be written to it directly."""
+        return continued([reply.start_event], self.runtime.follower.subscribe(reply.ref, reply.start_id, client))
 
     def follow(
-        self, ref: StreamRef, after: str | None, ended: bool | None = None, read: list[Event] | None = None
+        self,
+        ref: StreamRef,
+        after: str | None,
+        ended: bool | None = None,
+        read: list[Event] | None = None,
+        client: ClientSocket | None = None,
     ) -> Iterable[Event | None]:
         """The log from the event after `after`; None items mean "nothing new for a while".
         `ended`: whether the log has ended, and `read`: its entries after `after`, when the caller
@@ -329,10 +336,10 @@ class Replies:
         if runtime.backend.log_ended(ref) if ended is None else ended:
             return runtime.backend.read(ref, after) if read is None else read  # finished: possibly empty
         if not read:
-            return runtime.follower.subscribe(ref, after)
+            return runtime.follower.subscribe(ref, after, client)
         if read[-1].terminal:
             return read
-        return continued(read, runtime.follower.subscribe(ref, read[-1].id))
+        return continued(read, runtime.follower.subscribe(ref, read[-1].id, client))
 
     def live_log(self, chat: Chat) -> StreamRef | None:
         """The log of the chat's pending reply, if this process can read it (the browser stream)."""
@@ -345,7 +352,9 @@ class Replies:
         except redis.RedisError:
             return None
 
-    def resume(self, identity_id: uuid.UUID, chat: Chat, cursor: str | None) -> HeldStream | None:
+    def resume(
+        self, identity_id: uuid.UUID, chat: Chat, cursor: str | None, client: ClientSocket | None = None
+    ) -> HeldStream | None:
         """What GET /api/chat streams, holding one of the caller's open-stream places: the newest
         live or recent log, else the stored reply. None when the chat has neither (204).
 
@@ -361,7 +370,7 @@ class Replies:
         if not held:
             raise ReplyError(429, TOO_MANY_STREAMS, retry_after=self.config["SSE_KEEPALIVE_SECONDS"])
         try:
-            source = self.resume_source(chat, cursor, newest)
+            source = self.resume_source(chat, cursor, newest, client)
         except BaseException:
             self.release_stream(identity_id, hold.hold_id)
             raise
@@ -370,7 +379,9 @@ class Replies:
             return None
         return self.while_held(identity_id, hold.hold_id, source)
 
-    def resume_source(self, chat: Chat, cursor: str | None, newest: LogState | None) -> Iterable[Event | None] | None:
+    def resume_source(
+        self, chat: Chat, cursor: str | None, newest: LogState | None, client: ClientSocket | None = None
+    ) -> Iterable[Event | None] | None:
         """The events a resume sends, given the chat's newest log as Redis listed it."""
         backend = self.runtime.backend
         if backend.shared:
@@ -379,7 +390,7 @@ class Replies:
                     ref = StreamRef(str(chat.id), stream_id)
                     newest = LogState(ref, backend.exists(ref), ended=None)
                 if newest is not None and newest.exists:
-                    return self.follow(newest.ref, cursor, newest.ended, newest.events)
+                    return self.follow(newest.ref, cursor, newest.ended, newest.events, client)
                 if newest is not None and not backend.alive([newest.ref])[0]:
                     interrupt(backend, self.agents, newest.ref)  # its log is gone: it cannot go on
             except redis.RedisError:

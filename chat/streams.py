@@ -32,11 +32,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as encode_json_string
-from typing import NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
 import hiredis
 import redis
 from redis.commands.core import Script
+
+if TYPE_CHECKING:
+    from .client_socket import ClientSocket
 
 RECENT_STREAMS_KEPT = 5
 TERMINAL_EVENTS = frozenset({"finish", "error"})
@@ -247,7 +250,9 @@ class Follower(Protocol):
     until the terminal event; None items mean "nothing new for a while" (a keepalive is due).
     StreamHub (chat/reader.py) for Redis, LocalStreams for memory."""
 
-    def subscribe(self, ref: StreamRef, after: str) -> Iterable[Event | None]: ...
+    def subscribe(self, ref: StreamRef, after: str, client: ClientSocket | None = None) -> Iterable[Event | None]:
+        """`client`: the response's socket, when entries may be written to it directly."""
+        ...
 
 
 def chat_key(chat_id: str, suffix: str) -> str:

@@ -4,6 +4,7 @@ stores the rest `interrupted` with their text, billed once. Real gunicorn, real 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -16,7 +17,7 @@ from test_gunicorn import holds_socket, post_raw, raw_lines
 from chat.models import LedgerEntry, LedgerKind
 from helpers.chats import new_chat_id, reply_in_database, wait_for
 from helpers.gunicorn import Gunicorn, worker_pids
-from helpers.sse import parse_sse, read_events
+from helpers.sse import parse_sse, response_lines
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +47,15 @@ def started_reply(server: Gunicorn, chat_id: str):
 
 
 def read_to_the_end(post, events, resume):
-    """The rest of the POST's stream, then resumes from the last id seen until a terminal event."""
+    """The rest of the POST's stream, then resumes from the last id seen until a terminal event;
+    a resume cut short (it reached a worker as that one stopped) is resumed again, as a browser's
+    EventSource does."""
     for event in parse_sse(raw_lines(post)):
         events.append(event)
     while events[-1].event not in ("finish", "error"):
-        tail = read_events(resume(events[-1].id))
-        events.extend(tail.events)
+        with contextlib.suppress(requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            for event in parse_sse(response_lines(resume(events[-1].id))):
+                events.append(event)
     return "".join(e.json()["text"] for e in events if e.event == "delta"), events[-1]
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from flask import Blueprint, Response, current_app, request
 
 from .. import metrics, rate_limits, sse, structured_logs
+from ..client_socket import ClientSocket
 from ..identity import current_identity_id
 from ..models import owned_chat
 from ..replies import ReplyError, replies
@@ -101,7 +102,8 @@ def post_chat():
     except BaseException:
         replies().release_stream(identity_id, hold)
         raise
-    return sse_response(replies().while_held(identity_id, hold, replies().follow_started(handle)))
+    client = ClientSocket.of(request.environ)
+    return sse_response(replies().while_held(identity_id, hold, replies().follow_started(handle, client)))
 
 
 @bp.get("/chat")
@@ -116,7 +118,7 @@ def get_chat():
     if cursor:
         metrics.RESUMES.inc()
         structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
-    source = replies().resume(identity_id, chat, cursor)
+    source = replies().resume(identity_id, chat, cursor, ClientSocket.of(request.environ))
     if source is None:
         return Response(status=204)
     return sse_response(source)
