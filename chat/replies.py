@@ -367,8 +367,7 @@ class Replies:
             held, newest = self.runtime.backend.hold_and_find_newest(hold, str(chat.id), cursor or "0-0")
         except redis.RedisError:
             raise ReplyError(503, STORE_DOWN) from None
-        if not held:
-            raise ReplyError(429, TOO_MANY_STREAMS, retry_after=self.config["SSE_KEEPALIVE_SECONDS"])
+        self.refuse_unless_held(held)
         try:
             source = self.resume_source(chat, cursor, newest, client)
         except BaseException:
@@ -432,12 +431,16 @@ class Replies:
             held = self.runtime.backend.hold_stream(hold)
         except redis.RedisError:
             raise ReplyError(503, STORE_DOWN) from None
-        if not held:
-            raise ReplyError(429, TOO_MANY_STREAMS, retry_after=self.config["SSE_KEEPALIVE_SECONDS"])
+        self.refuse_unless_held(held)
         return hold.hold_id
 
     def new_hold(self, identity_id: uuid.UUID) -> Hold:
         return Hold(str(identity_id), uuid.uuid4().hex, self.config["STREAMS_PER_IDENTITY"], self.hold_ttl_ms)
+
+    def refuse_unless_held(self, held: bool) -> None:
+        """:raise ReplyError: 429 when the caller held every open-stream place already."""
+        if not held:
+            raise ReplyError(429, TOO_MANY_STREAMS, retry_after=self.config["SSE_KEEPALIVE_SECONDS"])
 
     def release_stream(self, identity_id: uuid.UUID, hold_id: str) -> None:
         try:

@@ -175,6 +175,46 @@ def test_a_burst_of_new_guests_on_one_worker_all_get_their_replies(gunicorn_serv
     assert outcomes == ["finish"] * 40
 
 
+def test_a_client_that_hangs_up_mid_reply_frees_its_stream_place_at_once(gunicorn_server):
+    """Entries reach an idle response's socket without waking the response (chat/client_socket.py);
+    a client that hangs up is still noticed within a few tokens, and its open-stream place frees:
+    with one place per identity, the same guest can follow the reply again right away."""
+    server = gunicorn_server(workers=1, STREAMS_PER_IDENTITY="1", DEMO_MODEL_WORDS="400", DEMO_MODEL_DELAY_MS="20")
+    chat_id = new_chat_id()
+    connection, post, _port, cookie = post_raw(server.url, chat_id, "hang up")
+    seen = []
+    for event in parse_sse(raw_lines(post)):
+        seen.append(event)
+        if len(seen) == 10:
+            break
+    name, value = cookie.split("=", 1)
+
+    def follow() -> requests.Response:
+        return requests.get(
+            f"{server.url}/api/chat",
+            params={"chatId": chat_id},
+            cookies={name: value},
+            headers={"Last-Event-ID": seen[-1].id},
+            stream=True,
+            timeout=20,
+        )
+
+    held = follow()
+    assert held.status_code == 429, "the POST's stream holds the one place"
+    held.close()
+    post.close()
+    connection.close()  # the tab is closed mid-reply
+    deadline = time.monotonic() + 3
+    while (again := follow()).status_code == 429 and time.monotonic() < deadline:
+        again.close()
+        time.sleep(0.05)
+    assert again.status_code == 200, "the place freed within a few tokens of the hang-up"
+    rest = read_events(again)
+    assert rest.terminal is not None and rest.terminal.event == "finish"
+    ms, seq = seen[-1].id.split("-")
+    assert rest.events[0].id == f"{ms}-{int(seq) + 1}", "it went on right after the last event seen"
+
+
 def test_metrics_add_up_over_every_worker_whichever_answers_the_scrape(gunicorn_server):
     url = gunicorn_server(DEMO_MODEL_WORDS="10", DEMO_MODEL_DELAY_MS="5").url
     for n in range(4):
