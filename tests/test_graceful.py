@@ -12,7 +12,7 @@ import signal
 import pytest
 import requests
 from sqlalchemy import create_engine, func, select
-from test_gunicorn import holds_socket, post_raw, raw_lines
+from test_gunicorn import first_events, holds_socket, post_raw, raw_lines, resume_request
 
 from chat.models import LedgerEntry, LedgerKind
 from helpers.chats import new_chat_id, reply_in_database, wait_for
@@ -25,23 +25,11 @@ pytestmark = pytest.mark.slow
 def started_reply(server: Gunicorn, chat_id: str):
     """POST a reply and read its first events; returns them, the worker producing it and a resume()."""
     connection, post, local_port, cookie = post_raw(server.url, chat_id, "deploy me")
-    events = []
-    for event in parse_sse(raw_lines(post)):
-        events.append(event)
-        if len(events) == 5:
-            break
+    events = first_events(post, 5)
     producer = next(pid for pid in worker_pids(server.process.pid) if holds_socket(pid, local_port))
-    name, value = cookie.split("=", 1)
 
     def resume(after: str) -> requests.Response:
-        return requests.get(
-            f"{server.url}/api/chat",
-            params={"chatId": chat_id},
-            cookies={name: value},
-            headers={"Last-Event-ID": after},
-            stream=True,
-            timeout=60,
-        )
+        return resume_request(server.url, chat_id, cookie, after, timeout=60)
 
     return connection, post, events, producer, resume
 

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, select
 from chat.models import Message
 from helpers.chats import new_chat_id
 from helpers.gunicorn import worker_pids
-from helpers.sse import parse_sse, read_events
+from helpers.sse import SseEvent, parse_sse, read_events
 
 pytestmark = pytest.mark.slow
 
@@ -51,27 +51,38 @@ def raw_lines(response: http.client.HTTPResponse):
         yield line.decode().rstrip("\n")
 
 
+def first_events(post: http.client.HTTPResponse, count: int) -> list[SseEvent]:
+    """The first `count` events of a stream (the rest is left unread)."""
+    events = []
+    for event in parse_sse(raw_lines(post)):
+        events.append(event)
+        if len(events) == count:
+            break
+    return events
+
+
+def resume_request(url: str, chat_id: str, cookie: str, after: str, timeout: float = 30) -> requests.Response:
+    """GET /api/chat as the POST's client (with its cookie), from the event after `after`, streamed."""
+    name, value = cookie.split("=", 1)
+    return requests.get(
+        f"{url}/api/chat",
+        params={"chatId": chat_id},
+        cookies={name: value},
+        headers={"Last-Event-ID": after},
+        stream=True,
+        timeout=timeout,
+    )
+
+
 def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish(gunicorn, database):
     url, master = gunicorn
     chat_id = new_chat_id()
     connection, post, local_port, cookie = post_raw(url, chat_id, "die")
-    events = []
-    for event in parse_sse(raw_lines(post)):
-        events.append(event)
-        if len(events) == 6:
-            break
+    events = first_events(post, 6)
     victim = next(pid for pid in worker_pids(master.pid) if holds_socket(pid, local_port))
-    name, value = cookie.split("=", 1)
 
     def resume() -> requests.Response:
-        return requests.get(
-            f"{url}/api/chat",
-            params={"chatId": chat_id},
-            cookies={name: value},
-            headers={"Last-Event-ID": events[-1].id},
-            stream=True,
-            timeout=30,
-        )
+        return resume_request(url, chat_id, cookie, events[-1].id)
 
     # Readers on connections of their own; some land on the worker that will survive.
     followers = [resume() for _ in range(4)]
@@ -108,7 +119,7 @@ def test_sigkilled_producer_ends_interrupted_within_the_bound_and_readers_finish
     again = requests.post(
         f"{url}/api/chat",
         json={"chatId": chat_id, "agent": "helper", "message": "again"},
-        cookies={name: value},
+        cookies=dict([cookie.split("=", 1)]),
         stream=True,
         timeout=30,
     )
@@ -182,22 +193,10 @@ def test_a_client_that_hangs_up_mid_reply_frees_its_stream_place_at_once(gunicor
     server = gunicorn_server(workers=1, STREAMS_PER_IDENTITY="1", DEMO_MODEL_WORDS="400", DEMO_MODEL_DELAY_MS="20")
     chat_id = new_chat_id()
     connection, post, _port, cookie = post_raw(server.url, chat_id, "hang up")
-    seen = []
-    for event in parse_sse(raw_lines(post)):
-        seen.append(event)
-        if len(seen) == 10:
-            break
-    name, value = cookie.split("=", 1)
+    seen = first_events(post, 10)
 
     def follow() -> requests.Response:
-        return requests.get(
-            f"{server.url}/api/chat",
-            params={"chatId": chat_id},
-            cookies={name: value},
-            headers={"Last-Event-ID": seen[-1].id},
-            stream=True,
-            timeout=20,
-        )
+        return resume_request(server.url, chat_id, cookie, seen[-1].id)
 
     held = follow()
     assert held.status_code == 429, "the POST's stream holds the one place"
