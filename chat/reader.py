@@ -146,7 +146,8 @@ class Subscription:
         """Pass entries on: written to the client's socket while the response is idle (nothing
         queued, nothing being written), queued for the response otherwise — always in order.
         The last entry is always queued (the response ends on it), and so is a batch that repeats
-        entries a catch-up read delivered (the response drops those)."""
+        entries the client has (after a catch-up read; a subscription is first idle only once it
+        has yielded, by which time that is the only way): the response drops those."""
         if self.idle and not batch[-1].terminal and self.queue.empty() and batch[0].cursor > entry_cursor(self.last):
             assert self.client is not None, "idle only with a client's socket"
             data = batch.wire

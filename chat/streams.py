@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as encode_json_string
 from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
@@ -342,17 +342,10 @@ class RedisStreams:
         keys, args = self._newest_log_call(chat_id, after)
         calls = [self._script_call(self._hold, *self._hold_call(hold)), self._script_call(self._newest_log, keys, args)]
         connection = self.client.connection_pool.get_connection()
-        try:
-            replies = exchange(connection, calls)
-            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-                self._load_scripts()
-                replies = exchange(connection, calls)  # taking the same place twice is harmless
+        try:  # taking the same place twice (scripts loaded, all sent again) is harmless
+            held, found = raise_errors(self._with_scripts(lambda: exchange(connection, calls)))
         finally:
             self.client.connection_pool.release(connection)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        held, found = replies
         return bool(held), self._log_state(chat_id, found) if held else None
 
     # -- the producer's claim on a chat -------------------------------------------------------
@@ -463,15 +456,16 @@ class RedisStreams:
         loaded and the whole write sent again: everything written this way is safe to send twice.
         """
         with self._writer_lock:
-            replies = self._send(commands)
-            if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-                self._load_scripts()
-                replies = self._send(commands)
-            return replies
+            return self._with_scripts(lambda: self._send(commands))
 
-    def _load_scripts(self) -> None:
-        for script in self._scripts:
-            self.client.script_load(script.script)
+    def _with_scripts(self, send: Callable[[], list]) -> list:
+        """`send()`'s replies; when Redis lacks a script, all are loaded and `send()` runs again."""
+        replies = send()
+        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+            for script in self._scripts:
+                self.client.script_load(script.script)
+            replies = send()
+        return replies
 
     @staticmethod
     def _script_call(script: Script, keys: Sequence[str], args: Sequence[str | int]) -> tuple:
@@ -496,11 +490,7 @@ class RedisStreams:
     def _run_script(self, script: Script, calls: list[tuple[list, list]]) -> list:
         """Run `script` once per (keys, args) in one write (redis-py's pipelined scripts send
         SCRIPT EXISTS before every pipeline, and a cluster's pipelines refuse EVALSHA)."""
-        replies = self._write([self._script_call(script, keys, args) for keys, args in calls])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return raise_errors(self._write([self._script_call(script, keys, args) for keys, args in calls]))
 
     def seal(self, ref: StreamRef) -> None:
         """Refuse further deltas, so the text read next is the reply's final text."""
@@ -726,6 +716,14 @@ def exchange(connection: redis.connection.ConnectionInterface, commands: list[tu
     except BaseException:
         connection.disconnect()
         raise
+
+
+def raise_errors(replies: list) -> list:
+    """`replies`, unless one of them is an error: then that is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 # A stream entry as Redis sends it (decoded): its id and its fields as [name, value, name, value]

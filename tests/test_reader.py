@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import gevent
 import gevent.queue
@@ -15,7 +15,7 @@ from chat import reader, sse
 from chat.client_socket import ClientSocket, chunk
 from chat.reader import StreamHub
 from chat.replies import continued
-from chat.streams import RedisStreams, StreamRef, delta_event
+from chat.streams import Event, RedisStreams, StreamRef, delta_event
 from helpers.sse import SseEvent, parse_sse
 
 REF = StreamRef("c", "s")
@@ -102,7 +102,7 @@ class Served:
     writing each item as one chunk, to a socket that holds little, read by a client that can
     stop reading."""
 
-    def __init__(self, subscribe: Callable[[ClientSocket], reader.Subscription]) -> None:
+    def __init__(self, subscribe: Callable[[ClientSocket], Iterable[Event | None]]) -> None:
         self.server_side, self.client_side = gevent.socket.socketpair()
         self.server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         self.subscription = subscribe(ClientSocket(self.server_side))
@@ -176,6 +176,26 @@ def test_a_direct_write_never_repeats_what_a_catch_up_read_sent(store, monkeypat
     gevent.sleep(0.01)
     streams.append_deltas([(REF, delta_event(start, 4, "w4 "))])
     hub.step()  # reads the second, third and fourth delta
+    gevent.sleep(0.01)
+    streams.end_log(REF, "finish", {"finishReason": "stop"})
+    hub.step()
+    assert [e.json().get("text") for e in served.events()] == ["w1 ", "w2 ", "w3 ", "w4 ", None]
+
+
+def test_a_direct_write_never_repeats_what_a_resume_read_before_it_followed(store, monkeypatch):
+    """A resume that read up to the third delta follows from there while the XREAD is still at
+    the first: the next read brings the second and third again, and the client gets neither twice."""
+    monkeypatch.setattr(reader, "queue", gevent.queue)
+    streams = store()
+    start = streams.create(REF, {})
+    streams.append_deltas([(REF, delta_event(start, n, f"w{n} ")) for n in (1, 2, 3)])
+    hub = hub_over(streams)
+    hub.subscribe(REF, f"{start[:-2]}-1")  # another client keeps the XREAD at the first delta
+    read = streams.read(REF, start)  # the resume's own read
+    served = Served(lambda client: continued(read, hub.subscribe(REF, read[-1].id, client)))
+    gevent.sleep(0.01)
+    streams.append_deltas([(REF, delta_event(start, 4, "w4 "))])
+    hub.step()
     gevent.sleep(0.01)
     streams.end_log(REF, "finish", {"finishReason": "stop"})
     hub.step()
