@@ -163,39 +163,28 @@ def test_an_idle_response_is_written_to_directly_in_order_even_when_its_socket_i
     assert len(served.written_by_response) > 2, "a full socket left the rest, and what came meanwhile, to the response"
 
 
-def test_a_direct_write_never_repeats_what_a_catch_up_read_sent(store, monkeypatch):
-    """A follower joining behind the XREAD's cursor reads up to the log's end itself; the next
-    read brings some of those entries again, and the client must not get them twice."""
+@pytest.mark.parametrize("joining", ["with a catch-up read", "after a resume's own read"])
+def test_a_client_joining_behind_the_xread_gets_no_entry_twice(store, monkeypatch, joining):
+    """A client that has the first three deltas (it caught up itself, or a resume read them
+    before following) follows while the XREAD is still at the first: the next read brings the
+    second and third again, and the client must get neither twice — written directly or not."""
     monkeypatch.setattr(reader, "queue", gevent.queue)
     streams = store()
     start = streams.create(REF, {})
     streams.append_deltas([(REF, delta_event(start, n, f"w{n} ")) for n in (1, 2, 3)])
     hub = hub_over(streams)
     hub.subscribe(REF, f"{start[:-2]}-1")  # another client keeps the XREAD at the first delta
-    served = Served(lambda client: hub.subscribe(REF, start, client))  # catches up to the third
+    read = streams.read(REF, start)
+
+    def follow(client: ClientSocket) -> Iterable[Event | None]:
+        if joining == "with a catch-up read":
+            return hub.subscribe(REF, start, client)
+        return continued(read, hub.subscribe(REF, read[-1].id, client))
+
+    served = Served(follow)
     gevent.sleep(0.01)
     streams.append_deltas([(REF, delta_event(start, 4, "w4 "))])
     hub.step()  # reads the second, third and fourth delta
-    gevent.sleep(0.01)
-    streams.end_log(REF, "finish", {"finishReason": "stop"})
-    hub.step()
-    assert [e.json().get("text") for e in served.events()] == ["w1 ", "w2 ", "w3 ", "w4 ", None]
-
-
-def test_a_direct_write_never_repeats_what_a_resume_read_before_it_followed(store, monkeypatch):
-    """A resume that read up to the third delta follows from there while the XREAD is still at
-    the first: the next read brings the second and third again, and the client gets neither twice."""
-    monkeypatch.setattr(reader, "queue", gevent.queue)
-    streams = store()
-    start = streams.create(REF, {})
-    streams.append_deltas([(REF, delta_event(start, n, f"w{n} ")) for n in (1, 2, 3)])
-    hub = hub_over(streams)
-    hub.subscribe(REF, f"{start[:-2]}-1")  # another client keeps the XREAD at the first delta
-    read = streams.read(REF, start)  # the resume's own read
-    served = Served(lambda client: continued(read, hub.subscribe(REF, read[-1].id, client)))
-    gevent.sleep(0.01)
-    streams.append_deltas([(REF, delta_event(start, 4, "w4 "))])
-    hub.step()
     gevent.sleep(0.01)
     streams.end_log(REF, "finish", {"finishReason": "stop"})
     hub.step()
