@@ -21,6 +21,11 @@ finished --replay-tokens reply read whole 30 times (a server of its own, whose m
 once). The peer keeps no finished reply: its replay reads nothing. And a crash: --crash-streams
 replies under way when the server is SIGKILLed, every client resuming until its reply ends.
 
+Beside Durable Chat and the peer, the burst and ramp scenarios serve a "Flask floor"
+(bench/flask_floor.py): the demo reply from a bare Flask view under the same gunicorn gevent worker,
+with no Redis and no database — what the decided stack costs by itself — and, in bursts, the raw
+redis-py floor (bench/floor.py).
+
 Everything (client, gunicorn, Redis) shares this machine's cores: quote medians from one run.
 """
 
@@ -234,6 +239,36 @@ class Peer:
         self.process.kill()
         self.process.wait()
         self.process = self.start()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+class FlaskFloor:
+    """The decided stack by itself (bench/flask_floor.py): Flask under one gunicorn gevent
+    worker streaming the demo reply, without Redis, a database or anything durable."""
+
+    name = "Flask floor"
+
+    def __init__(self, redis_url: str, words: int, delay_ms: int) -> None:
+        self.redis_url = redis_url  # not used by it: run() reads Redis's counters around every column
+        self.port = free_port()
+        env = {**os.environ, "DEMO_MODEL_WORDS": str(words), "DEMO_MODEL_DELAY_MS": str(delay_ms)}
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "4000"),
+                *("-b", f"127.0.0.1:{self.port}", "--access-logfile", "/dev/null", "bench.flask_floor:app"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_healthy(self.port, lambda: len(children(self.process.pid)) == 1, "the Flask floor")
+
+    def serving_pids(self) -> list[int]:
+        return children(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -739,6 +774,9 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="Durable Chat only")
     parser.add_argument("--no-floor", action="store_true", help="without the raw redis-py floor (bench/floor.py)")
     parser.add_argument(
+        "--no-flask-floor", action="store_true", help="without the bare Flask + gunicorn floor (bench/flask_floor.py)"
+    )
+    parser.add_argument(
         "--resume-streams",
         default="200,500",
         help="levels of the resume scenario: each client hangs up at a random token and resumes",
@@ -769,16 +807,19 @@ def main() -> None:
 
         cluster = RedisCluster(tmp)
         redis_url, stop_redis = cluster.url, cluster.stop
-        args.no_peer = args.no_floor = True
+        args.no_peer = args.no_floor = args.no_flask_floor = True
     else:
         redis_url, redis_process = start_redis_server(tmp)
         stop_redis = functools.partial(stop_redis_server, redis_process)
     servers: list[Server | Peer] = [
         Server(redis_url, args.workers, args.words, args.delay_ms, args.flush_ms, args.database_url, args.app_root)
     ]
+    stack_floor: FlaskFloor | None = None
     try:
         if not args.no_peer:
             servers.append(Peer(redis_url, args.words, args.delay_ms))
+        if not args.no_flask_floor:
+            stack_floor = FlaskFloor(redis_url, args.words, args.delay_ms)
         database = "PostgreSQL" if args.database_url else "SQLite"
         peer = "none" if args.no_peer else f"one Node {node_version()} process"
         print(
@@ -794,6 +835,9 @@ def main() -> None:
                 run(server, level, args.words, args.delay_ms, ramp, profile_dir=args.profile) for server in servers
             ]
             columns: list = list(servers)
+            if stack_floor is not None:
+                columns.append(stack_floor)
+                results.append(run(stack_floor, level, args.words, args.delay_ms, ramp))
             if not args.no_floor and ramp == 0:
                 columns.append(Floor(redis_url))
                 results.append(columns[-1].measure(level, args.words, args.delay_ms))
@@ -838,8 +882,9 @@ def main() -> None:
             ]
             report(title, replayers, results, rows, args, versions)
     finally:
-        for server in servers:
-            server.stop()
+        running: list[Server | Peer | FlaskFloor] = [*servers, *([stack_floor] if stack_floor else [])]
+        for process in running:
+            process.stop()
         stop_redis()
 
 
