@@ -17,6 +17,20 @@ def start_daemon(target: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
+def spawn_daemon(target: Callable[[], None], name: str) -> None:
+    """start_daemon without waiting for the thread to start. Under gevent, Thread.start waits
+    for the new greenlet's first run, a turn of the loop that every stream shares; a POST that
+    starts its reply's producer does not need to wait for it (its pump registration is done)."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        import gevent
+
+        gevent.spawn(target)
+    else:
+        start_daemon(target, name)
+
+
 def off_loop(work: Callable[..., T], *args: object) -> T:
     """Run CPU-heavy work that releases the GIL (scrypt: tens of milliseconds) in a real thread
     under gevent, so the worker's streams keep flowing meanwhile; directly elsewhere."""

@@ -97,6 +97,10 @@ class LocalStreams:
     def claim_and_create(self, ref: StreamRef, start_data: dict, timeout_ms: int) -> str | None:
         return self.create(ref, start_data) if self.claim_live(ref, timeout_ms) else None
 
+    def hold_and_claim(self, hold: Hold, ref: StreamRef, start_data: dict, timeout_ms: int) -> tuple[bool, str | None]:
+        held = self.hold_stream(hold)
+        return held, self.claim_and_create(ref, start_data, timeout_ms) if held else None
+
     def abandon(self, ref: StreamRef) -> None:
         self.release_live(ref)
         with self.lock:

@@ -17,7 +17,7 @@ import redis
 from flask import Flask
 
 from .agents import Agent, Completion, ProviderError, generate, suggest_title
-from .background import start_daemon
+from .background import spawn_daemon
 from .finish import Usage, finish_reply, keep_provisional_text, record_title
 from .models import FinishReason, MessageStatus
 from .pump import ProducerState
@@ -57,7 +57,7 @@ def start_producer(
     """Register the reply with the pump now (so readers that follow it from this moment are fed
     by the pump), then generate in the background."""
     state = runtime.pump.register(reply.ref, reply.start_id)
-    start_daemon(lambda: produce(app, runtime, state, reply, agent, history), "durable-chat-producer")
+    spawn_daemon(lambda: produce(app, runtime, state, reply, agent, history), "durable-chat-producer")
 
 
 def produce(

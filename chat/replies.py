@@ -117,13 +117,22 @@ class Replies:
 
     # -- starting a reply ---------------------------------------------------------------------
     def start(
-        self, identity_id: uuid.UUID, chat_id: uuid.UUID, agent: Agent, text: str, revision: Revision | None = None
+        self,
+        identity_id: uuid.UUID,
+        chat_id: uuid.UUID,
+        agent: Agent,
+        text: str,
+        revision: Revision | None = None,
+        hold: Hold | None = None,
     ) -> ReplyHandle:
         """Store the user's message, claim the chat and start generating in the background.
-        With a `revision`, the reply is a new version of the chat's last turn instead.
+        With a `revision`, the reply is a new version of the chat's last turn instead. With a
+        `hold`, the caller's open-stream place for following the reply is taken in the claim's
+        round trip (releasing it, whatever happens, is the caller's).
 
-        :raise ReplyError: 404 foreign chat, 400 wrong agent, 402 too little credit,
-            409 a reply is already live, 503 Redis unreachable. Nothing is stored then.
+        :raise ReplyError: 404 foreign chat, 400 wrong agent, 402 too little credit, 429 no
+            open-stream place left, 409 a reply is already live, 503 Redis unreachable.
+            Nothing is stored then.
         """
         # A few starts at a time: the rest wait their turn, so a burst of messages is answered in
         # order (the first ones start at once instead of all of them late) and the tokens of
@@ -143,8 +152,13 @@ class Replies:
             if inspect(identity).transient:
                 admit_new_guest()  # its first message brings its first credits
             reply = ReplyHandle(chat_id, uuid.uuid4().hex, uuid.uuid4())
+            timeout_ms = self.config["PRODUCER_TIMEOUT_MS"]
             try:
-                start_id = backend.claim_and_create(reply.ref, reply.start_data, self.config["PRODUCER_TIMEOUT_MS"])
+                if hold is None:
+                    start_id = backend.claim_and_create(reply.ref, reply.start_data, timeout_ms)
+                else:
+                    held, start_id = backend.hold_and_claim(hold, reply.ref, reply.start_data, timeout_ms)
+                    self.refuse_unless_held(held)
             except redis.RedisError:
                 metrics.REDIS_ERRORS.labels("request").inc()
                 raise ReplyError(503, STORE_DOWN) from None
@@ -160,10 +174,10 @@ class Replies:
                 if isinstance(exc, IntegrityError):
                     raise ReplyError(409, CHAT_BUSY) from None
                 raise
-            start_producer(self.app, self.runtime, reply, agent, history)
-            metrics.REPLIES_STARTED.inc()
-            structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)
-            return reply
+        start_producer(self.app, self.runtime, reply, agent, history)
+        metrics.REPLIES_STARTED.inc()
+        structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)
+        return reply
 
     def regenerate(self, identity_id: uuid.UUID, chat: Chat, agent: Agent) -> ReplyHandle:
         """A new version of the chat's last reply, to the same message; the earlier one is kept.

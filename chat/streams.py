@@ -26,6 +26,7 @@ Longer than most modules on purpose: it is the one place that owns the Redis str
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -229,6 +230,11 @@ class StreamBackend(Protocol):
         """`claim_live` then `create`, at once; None (and nothing done) when the chat is taken."""
         ...
 
+    def hold_and_claim(self, hold: Hold, ref: StreamRef, start_data: dict, timeout_ms: int) -> tuple[bool, str | None]:
+        """`hold_stream` and, when the place is taken, `claim_and_create` (a POST's first step):
+        whether the place was taken, and the start event's id."""
+        ...
+
     def abandon(self, ref: StreamRef) -> None:
         """Undo `claim_and_create` for a reply that was not stored after all."""
         ...
@@ -294,7 +300,10 @@ class RedisStreams:
         self._claim_and_create = client.register_script(CLAIM_AND_CREATE)
         self._abandon = client.register_script(ABANDON)
         self._newest_log = client.register_script(NEWEST_LOG)
-        self._scripts = [self._seal, self._end_log, self._heartbeat, self._release, self._hold, self._newest_log]
+        self._scripts = [
+            *(self._seal, self._end_log, self._heartbeat, self._release),
+            *(self._hold, self._newest_log, self._claim_and_create),
+        ]
 
     @staticmethod
     def _raw_reader(client: redis.Redis) -> redis.Redis:
@@ -341,12 +350,27 @@ class RedisStreams:
         trip it saves comes off its first event (and a resume's catch-up is read here too)."""
         keys, args = self._newest_log_call(chat_id, after)
         calls = [self._script_call(self._hold, *self._hold_call(hold)), self._script_call(self._newest_log, keys, args)]
+        held, found = self._pooled_exchange(calls)
+        return bool(held), self._log_state(chat_id, found) if held else None
+
+    def hold_and_claim(self, hold: Hold, ref: StreamRef, start_data: dict, timeout_ms: int) -> tuple[bool, str | None]:
+        """Both scripts in one round trip (see hold_and_find_newest). Both run: when the place
+        was refused (the caller holds them all, rare), the claim is undone."""
+        claim = self._script_call(self._claim_and_create, *self._start_log_call(ref, start_data, timeout_ms))
+        held, start_id = self._pooled_exchange([self._script_call(self._hold, *self._hold_call(hold)), claim])
+        if not held:
+            if start_id:
+                self.abandon(ref)
+            return False, None
+        return True, start_id or None
+
+    def _pooled_exchange(self, calls: list[tuple]) -> list:
+        """`calls` in one write on a pooled connection, their replies; an error reply is raised."""
         connection = self.client.connection_pool.get_connection()
-        try:  # taking the same place twice (scripts loaded, all sent again) is harmless
-            held, found = raise_errors(self._with_scripts(lambda: exchange(connection, calls)))
+        try:
+            return raise_errors(self._with_scripts(functools.partial(exchange, connection), calls))
         finally:
             self.client.connection_pool.release(connection)
-        return bool(held), self._log_state(chat_id, found) if held else None
 
     # -- the producer's claim on a chat -------------------------------------------------------
     def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool:
@@ -405,6 +429,12 @@ class RedisStreams:
         return self._start_log(ref, start_data, timeout_ms)
 
     def _start_log(self, ref: StreamRef, start_data: dict, claim_timeout_ms: int | str) -> str | None:
+        keys, args = self._start_log_call(ref, start_data, claim_timeout_ms)
+        return self._claim_and_create(keys=keys, args=args) or None
+
+    def _start_log_call(
+        self, ref: StreamRef, start_data: dict, claim_timeout_ms: int | str
+    ) -> tuple[list[str], list[str | int]]:
         keys = [chat_key(ref.chat_id, "live"), log_key(ref), chat_key(ref.chat_id, "streams")]
         args: list[str | int] = [
             ref.stream_id,
@@ -414,7 +444,7 @@ class RedisStreams:
             RECENT_STREAMS_KEPT,
             self.chat_streams_ttl_seconds,
         ]
-        return self._claim_and_create(keys=keys, args=args) or None
+        return keys, args
 
     def abandon(self, ref: StreamRef) -> None:
         keys = [chat_key(ref.chat_id, "live"), log_key(ref), chat_key(ref.chat_id, "streams")]
@@ -453,18 +483,22 @@ class RedisStreams:
         connection, and the pump sends the same deltas again.
 
         Scripts go as EVALSHA; one that Redis lacks (first use, a restart, SCRIPT FLUSH) is
-        loaded and the whole write sent again: everything written this way is safe to send twice.
+        loaded and sent again (see _with_scripts).
         """
         with self._writer_lock:
-            return self._with_scripts(lambda: self._send(commands))
+            return self._with_scripts(self._send, commands)
 
-    def _with_scripts(self, send: Callable[[], list]) -> list:
-        """`send()`'s replies; when Redis lacks a script, all are loaded and `send()` runs again."""
-        replies = send()
-        if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+    def _with_scripts(self, send: Callable[[list[tuple]], list], commands: list[tuple]) -> list:
+        """`send(commands)`'s replies; when Redis lacks a script, all are loaded and the
+        commands it refused are sent again (only those: the others ran, and a claim that ran
+        would refuse its second run)."""
+        replies = send(commands)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if missing:
             for script in self._scripts:
                 self.client.script_load(script.script)
-            replies = send()
+            for i, reply in zip(missing, send([commands[i] for i in missing]), strict=True):
+                replies[i] = reply
         return replies
 
     @staticmethod
@@ -615,6 +649,11 @@ class ClusterRedisStreams(RedisStreams):
         """One after the other: the identity's places and the chat's keys live on different slots."""
         held = self.hold_stream(hold)
         return held, self.newest_log(chat_id, after) if held else None
+
+    def hold_and_claim(self, hold: Hold, ref: StreamRef, start_data: dict, timeout_ms: int) -> tuple[bool, str | None]:
+        """One after the other, for the same reason."""
+        held = self.hold_stream(hold)
+        return held, self.claim_and_create(ref, start_data, timeout_ms) if held else None
 
     def _send(self, commands: list[tuple]) -> list:
         """One write per master, all sent before any reply is read; replies in command order.

@@ -26,6 +26,7 @@ from test_resume import (  # noqa: F401
     test_second_tab_joining_mid_reply_ends_with_the_same_text,
 )
 from test_streams import (  # noqa: F401
+    test_a_post_whose_place_is_refused_leaves_its_chat_free,
     test_a_resume_takes_its_place_and_reads_what_it_missed_at_once,
     test_a_retried_append_is_written_once,
     test_a_sealed_log_tells_a_retried_delta_that_landed_from_one_that_did_not,

@@ -266,6 +266,28 @@ def test_seals_and_heartbeats_survive_redis_forgetting_its_scripts(store):
     assert held and newest is not None and [e.type for e in newest.events or []] == ["start", "delta"]
 
 
+def test_a_post_whose_place_is_refused_leaves_its_chat_free(store):
+    """The place and the claim go in one round trip: a refused place undoes the claim."""
+    streams = store()
+    assert streams.hold_stream(Hold("owner", "first", 1, 5000))
+    ref = StreamRef("busy-owner", "s")
+    assert streams.hold_and_claim(Hold("owner", "second", 1, 5000), ref, {}, 5000) == (False, None)
+    assert not streams.exists(ref) and streams.load_streams("busy-owner") == []
+    assert streams.claim_live(ref, 5000), "nobody holds the chat"
+
+
+def test_a_post_claims_its_chat_once_when_redis_knows_only_some_scripts(store):
+    """After SCRIPT FLUSH, the claim's script loaded again alone (a page's start): the place's
+    script is refused, and only it is sent again — a second claim would refuse the chat."""
+    streams = store()
+    streams.client.script_flush()
+    streams.create(StreamRef("other", "s"), {})  # redis-py loads this one script by itself
+    ref = StreamRef("post", "s")
+    held, start_id = streams.hold_and_claim(Hold("owner", "h", 1, 5000), ref, {"chatId": "post"}, 5000)
+    assert held and start_id is not None
+    assert [(e.id, e.type) for e in streams.read(ref)] == [(start_id, "start")]
+
+
 def test_a_sealed_log_tells_a_retried_delta_that_landed_from_one_that_did_not(store):
     """A write retried after its round trip failed is refused by its id either way; the log says
     whether the first try landed (keep it) or the seal came first (the producer must stop)."""

@@ -96,14 +96,14 @@ def post_chat():
         raise ReplyError(404, f"Unknown agent {body.get('agent')!r}.")
     text = parse_message(body.get("message"))
     identity_id = current_identity_id()
-    hold = replies().hold_stream(identity_id)
+    hold = replies().new_hold(identity_id)
     try:
-        handle = replies().start(identity_id, chat_id, agent, text)
+        handle = replies().start(identity_id, chat_id, agent, text, hold=hold)
     except BaseException:
-        replies().release_stream(identity_id, hold)
+        replies().release_stream(identity_id, hold.hold_id)
         raise
     client = ClientSocket.of(request.environ)
-    return sse_response(replies().while_held(identity_id, hold, replies().follow_started(handle, client)))
+    return sse_response(replies().while_held(identity_id, hold.hold_id, replies().follow_started(handle, client)))
 
 
 @bp.get("/chat")
