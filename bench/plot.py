@@ -3,8 +3,9 @@
     python bench/plot.py OUT.png RESULTS.jsonl [MORE.jsonl …]
 
 The newest burst measurement of each (server, streams) pair is drawn: p50 and p99 per server,
-Durable Chat against resumable-stream and the raw redis-py floor. matplotlib is installed into
-the running environment on first use (it is needed here only, not by the app or the tests).
+Durable Chat against resumable-stream, the Flask floor and the raw redis-py floor. matplotlib is
+installed into the running environment on first use (it is needed here only, not by the app or
+the tests).
 """
 
 from __future__ import annotations
