@@ -64,8 +64,11 @@ def is_cluster(url: str) -> bool:
 
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'durable-chat.sqlite3'}"
-    # Hosted providers hand out postgres:// URLs; SQLAlchemy wants the psycopg 3 dialect named.
+    return sqlalchemy_url(os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'durable-chat.sqlite3'}")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Hosted providers hand out postgres:// URLs; SQLAlchemy wants the psycopg 3 dialect named."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]

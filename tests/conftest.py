@@ -12,17 +12,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IllegalStateChangeError
 from sqlalchemy.orm import close_all_sessions
 
 from chat import create_app
-from chat.config import database_url, is_cluster
+from chat.config import is_cluster
 from chat.embedded_redis import start_redis_server, stop_redis_server
 from chat.extensions import db
 from chat.streams import ClusterRedisStreams, RedisStreams
 from helpers.apps import make_app, wipe
 from helpers.browser import CAPTURE_STREAMED, CHROMIUM, CHROMIUM_ARGS
+from helpers.databases import create_private_database, drop_private_database, server_url
 from helpers.fake_openai import FakeOpenAI
 from helpers.gunicorn import Gunicorn
 from helpers.servers import LiveServer
@@ -65,17 +65,13 @@ def store(redis_url) -> Iterator[Callable[..., RedisStreams]]:
 
 
 @pytest.fixture(scope="session")
-def database(tmp_path_factory) -> str:
-    """A database migrated from empty with the project's Alembic revisions."""
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        os.environ["DATABASE_URL"] = url
-        url = database_url()
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
+def database(tmp_path_factory) -> Iterator[str]:
+    """A database of this session's own, migrated from empty with the project's Alembic
+    revisions: a SQLite file, or a new database on TEST_DATABASE_URL's server (dropped after)."""
+    server = server_url()
+    if server:
+        url = create_private_database(server, "test")
+        os.environ["DATABASE_URL"] = url  # what processes the tests start connect to
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "RESUMABLE_STREAMS": False, "REAPER_INTERVAL_SECONDS": 0})
@@ -84,7 +80,9 @@ def database(tmp_path_factory) -> str:
     with app.app_context():
         upgrade()
         db.engine.dispose()
-    return url
+    yield url
+    if server:
+        drop_private_database(server, url)
 
 
 @pytest.fixture

@@ -2,51 +2,34 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect
 from sqlalchemy.orm import close_all_sessions
 
 from chat import create_app
-from chat.config import database_url
 from chat.extensions import db
+from helpers.databases import create_private_database, drop_private_database, server_url
 
 TABLES = {"identities", "chats", "messages", "chat_streams", "ledger_entries", "alembic_version"}
 
 
-def fresh_database(tmp_path) -> str:
-    """An empty database: a new SQLite file, or a new schema-less PostgreSQL database."""
-    url = os.environ.get("TEST_DATABASE_URL")
-    if not url:
-        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
-    os.environ["DATABASE_URL"] = url
-    base = database_url()
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS durable_chat_migrations"))
-        conn.execute(text("CREATE DATABASE durable_chat_migrations"))
-    admin.dispose()
-    return base.rsplit("/", 1)[0] + "/durable_chat_migrations"
-
-
 @pytest.fixture
 def empty_app(tmp_path):
+    """An app on an empty database: a new SQLite file, or a new PostgreSQL database."""
+    server = server_url()
+    url = create_private_database(server, "migrations") if server else f"sqlite:///{tmp_path / 'empty.sqlite3'}"
     app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": fresh_database(tmp_path),
-            "RESUMABLE_STREAMS": False,
-            "REAPER_INTERVAL_SECONDS": 0,
-            "SECRET_KEY": "x",
-        }
+        {"SQLALCHEMY_DATABASE_URI": url, "RESUMABLE_STREAMS": False, "REAPER_INTERVAL_SECONDS": 0, "SECRET_KEY": "x"}
     )
     yield app
     close_all_sessions()
     with app.app_context():
         db.engine.dispose()
+    if server:
+        drop_private_database(server, url)
 
 
 def test_upgrade_from_empty_creates_every_table_and_matches_the_models(empty_app):
