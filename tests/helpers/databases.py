@@ -22,16 +22,18 @@ def server_url() -> str | None:
 def create_private_database(server: str, purpose: str) -> str:
     """A new, empty database named for `purpose` and this process; its URL."""
     name = f"durable_chat_{purpose}_{os.getpid()}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     return make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_private_database(server: str, url: str) -> None:
+    administer(server, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+def administer(server: str, *statements: str) -> None:
+    """Run statements that cannot run in a transaction (CREATE/DROP DATABASE) on `server`."""
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+        for statement in statements:
+            conn.execute(text(statement))
     admin.dispose()
