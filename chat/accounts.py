@@ -1,10 +1,10 @@
 """Accounts: sign up, sign in (taking the guest's chats and balance along), sign out everywhere,
 passwords and personal API tokens. The views and `flask users …` call these; they commit.
 
-A guest who signs up *becomes* the account (its row gains an email and a password hash), so its
-chats, live replies and balance stay where they are. A guest who signs in to an existing account
-is merged into it: one conditional UPDATE marks the guest merged, and only the request whose
-UPDATE matched moves the chats and the balance, so a double submit merges exactly once.
+A guest who signs up or signs in is merged into the account: one conditional UPDATE marks the
+guest merged, and only the request whose UPDATE matched moves the chats and the balance, so a
+double submit merges exactly once. An account never takes a guest's id: whoever still holds the
+guest's cookie holds a merged guest that owns nothing (chat/identity.py starts them afresh).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from . import credits
 from .background import off_loop
 from .extensions import db
 from .identity import token_hash
-from .models import ApiToken, Chat, Identity, account_by_email, utcnow
+from .models import ApiToken, Chat, Identity, account_by_email, insert_or_ignore, utcnow
 from .refusals import Refused
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -51,45 +51,38 @@ def checked_password(raw: str) -> str:
 
 
 def sign_up(email: str, password: str, guest_id: uuid.UUID | None) -> Identity:
-    """Make the caller's guest (or a fresh identity) an account with the sign-up grant.
+    """A new account with the sign-up grant; the caller's guest chats and balance move into it.
+
+    The account gets an id of its own, never the guest's: a copy of the guest's cookie (taken on a
+    shared computer, or planted before sign-up) then names a merged guest that owns nothing.
 
     :raise AccountError: 400 bad email or password, 409 the email already has an account.
     """
     email, password = normalized_email(email), checked_password(password)
     password_hash = off_loop(generate_password_hash, password)
-    identity_id = guest_id or uuid.uuid4()
+    account_id = uuid.uuid4()
     try:
-        upgraded = cast_rowcount(
-            db.session.execute(
-                update(Identity)
-                .where(Identity.id == identity_id, Identity.email.is_(None), Identity.merged_into.is_(None))
-                .values(email=email, password_hash=password_hash)
-            )
-        )
-        if not upgraded:
-            existing = db.session.get(Identity, identity_id)
-            if existing is not None and existing.email == email:
-                db.session.rollback()
-                return same_sign_up_again(existing, password)
-            if existing is not None:  # this browser's guest was merged into an account before
-                identity_id = uuid.uuid4()
-            db.session.add(Identity(id=identity_id, email=email, password_hash=password_hash, balance_micros=0))
-            db.session.flush()
+        db.session.add(Identity(id=account_id, email=email, password_hash=password_hash, balance_micros=0))
+        db.session.flush()
         grant = credits.credits_to_micros(current_app.config["SIGNUP_CREDIT_GRANT"])
-        credits.grant(identity_id, grant, f"grant-signup-{identity_id}", "Sign-up credits")
+        credits.grant(account_id, grant, f"grant-signup-{account_id}", "Sign-up credits")
+        if guest_id is not None:
+            move_guest(guest_id, account_id)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         existing = account_by_email(email)
-        if existing is not None and existing.id == identity_id:
-            return same_sign_up_again(existing, password)
-        raise AccountError(409, "An account with that email already exists. Sign in instead.") from None
-    return db.session.get_one(Identity, identity_id)
+        if existing is None:
+            raise
+        return same_sign_up_again(existing, password, guest_id)
+    return db.session.get_one(Identity, account_id)
 
 
-def same_sign_up_again(account: Identity, password: str) -> Identity:
-    """The sign-up form sent twice: the first submit made this very account, granted once."""
-    if not password_matches(account, password):
+def same_sign_up_again(account: Identity, password: str, guest_id: uuid.UUID | None) -> Identity:
+    """The sign-up form sent twice from one browser: its first submit made this very account
+    (and merged this guest into it, granted once); the same password signs in to it."""
+    guest = db.session.get(Identity, guest_id) if guest_id is not None else None
+    if guest is None or guest.merged_into != account.id or not password_matches(account, password):
         raise AccountError(409, "An account with that email already exists. Sign in instead.")
     return account
 
@@ -120,7 +113,15 @@ def unused_hash() -> str:
 
 
 def merge_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
-    """Move a guest's chats and balance into the account; True if this call did it."""
+    """Move a guest's chats and balance into the account and commit; True if this call did it."""
+    claimed = move_guest(guest_id, account_id)
+    db.session.commit()
+    return claimed
+
+
+def move_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+    """`merge_guest` in the caller's transaction. The guest is marked merged by one conditional
+    UPDATE; only the call whose UPDATE matched moves anything, so a double submit moves once."""
     claimed = cast_rowcount(
         db.session.execute(
             update(Identity)
@@ -128,6 +129,10 @@ def merge_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
             .values(merged_into=account_id)
         )
     )
+    if not claimed and db.session.get(Identity, guest_id) is None:
+        # A guest that never sent a message has no row: one is kept, merged, so that its id is
+        # never a guest again and a second submit of the same form is known for what it is.
+        insert_or_ignore(Identity, id=guest_id, balance_micros=0, merged_into=account_id, created_at=utcnow())
     if claimed:
         db.session.execute(
             update(Chat)
@@ -136,8 +141,7 @@ def merge_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
             .execution_options(synchronize_session=False)
         )
         guest = db.session.get_one(Identity, guest_id, populate_existing=True)
-        credits.transfer_balance(guest, account_id, "Guest credits brought along at sign-in")
-    db.session.commit()
+        credits.transfer_balance(guest, account_id, "Guest credits brought along")
     return claimed
 
 

@@ -101,8 +101,21 @@ def new_guest_session() -> uuid.UUID:
 def current_identity() -> Identity | None:
     """The caller's row (None until a guest's first message creates it), loaded once per request."""
     if "identity" not in g:
-        g.identity = db.session.get(Identity, current_identity_id())
+        identity = db.session.get(Identity, current_identity_id())
+        if identity is not None and identity.merged_into is not None:
+            renew_guest()
+            identity = None
+        g.identity = identity
     return g.identity
+
+
+def renew_guest() -> uuid.UUID:
+    """A new guest for a session whose guest was merged into an account: a copy of a cookie from
+    before that sign-up or sign-in (the browser that signed in holds a fresh session). It owns
+    nothing, so it is given a new start instead of a guest nobody can use."""
+    g.pop("identity", None)
+    g.identity_id = new_guest_session()
+    return g.identity_id
 
 
 def identity_or_guest(identity_id: uuid.UUID) -> Identity:
@@ -113,9 +126,13 @@ def identity_or_guest(identity_id: uuid.UUID) -> Identity:
     the Redis round trips that follow would stall every other request of the worker.
     """
     identity = db.session.get(Identity, identity_id)
+    if identity is not None and identity.merged_into is not None:
+        identity, identity_id = None, renew_guest()
     if identity is None:
         grant = current_app.config["GUEST_CREDIT_GRANT"] * MICROS_PER_CREDIT
-        identity = Identity(id=identity_id, balance_micros=grant, created_at=utcnow())
+        identity = Identity(
+            id=identity_id, balance_micros=grant, reserved_micros=0, live_replies=0, created_at=utcnow()
+        )
     return identity
 
 

@@ -18,6 +18,14 @@ def actions(client) -> AccountActions:
     return AccountActions(client)
 
 
+def identity(app, identity_id):
+    from chat.extensions import db
+    from chat.models import Identity
+
+    with app.app_context():
+        return db.session.get(Identity, identity_id)
+
+
 def balance_is_its_ledger(app, identity_id) -> int:
     """The identity's balance, after checking it equals what its ledger adds up to."""
     from chat.extensions import db
@@ -41,7 +49,8 @@ def test_signing_up_keeps_the_guests_chats_and_balance_and_adds_the_grant(app, c
     ada = account(app, "ada@example.com")
     expected = (app.config["GUEST_CREDIT_GRANT"] + app.config["SIGNUP_CREDIT_GRANT"]) * MICROS_PER_CREDIT
     assert balance_is_its_ledger(app, ada.id) == expected - sum(c.cost_micros for c in charges(app))
-    assert charge.identity_id == ada.id
+    guest = identity(app, charge.identity_id)
+    assert guest.merged_into == ada.id and guest.id != ada.id, "the guest's charge stays its own; the guest is merged"
 
 
 def test_a_double_submitted_sign_up_makes_one_account_with_one_grant(app, client, actions):
@@ -55,7 +64,8 @@ def test_a_double_submitted_sign_up_makes_one_account_with_one_grant(app, client
     assert results == [303, 303], "the second submit signs in to the account the first one made"
     ada = account(app, "ada@example.com")
     grants = [row.note for row in ledger_rows(app, ada.id, LedgerKind.GRANT)]
-    assert sorted(grants) == ["Guest credits", "Sign-up credits"]
+    assert grants == ["Sign-up credits"]
+    assert len(ledger_rows(app, ada.id, LedgerKind.TRANSFER)) == 1, "the guest's credits moved in once"
     balance_is_its_ledger(app, ada.id)
 
 
