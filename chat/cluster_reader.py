@@ -82,7 +82,11 @@ class ClusterStreamHub(StreamHub):
         with self.lock:
             cursor = self.cursors.get(ref)
         if cursor is not None:
-            events = self.store.read(ref, cursor)
+            try:
+                events = self.store.read(ref, cursor)
+            except redis.ResponseError:  # this log's cursor, not the node: only its clients end
+                self.refuse(ref)
+                return
             if events:
                 self.dispatch({ref: cursor}, {ref: events})
 

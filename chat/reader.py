@@ -36,7 +36,9 @@ from .streams import Event, RedisStreams, StreamRef, entry_cursor
 log = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE = "The stream store (Redis) is unavailable; reload to see the saved reply."
+CURSOR_REFUSED = "This reply cannot be read from that position; reload the page to see it."
 STORE_FAILED = object()  # queued to every subscriber when the reader loses Redis
+REFUSED = object()  # queued to the subscribers of a log whose read Redis refuses (not the others)
 SHUTTING_DOWN = object()  # queued to every subscriber when this process stops: resume elsewhere
 QUIET = object()  # queued to a subscriber that was handed nothing for a while: time for a keepalive
 
@@ -116,6 +118,9 @@ class Subscription:
                 if batch is STORE_FAILED:
                     yield self.failure_event()
                     return
+                if batch is REFUSED:
+                    yield self.failure_event(CURSOR_REFUSED)
+                    return
                 if batch is SHUTTING_DOWN:
                     return  # the response ends without a terminal event: the client resumes elsewhere
                 # A batch read here after a quiet spell is a plain list: it waited in no queue.
@@ -132,6 +137,8 @@ class Subscription:
                     self.written = True
                     if event.terminal:
                         return
+        except redis.ResponseError:  # this client's own catch-up read was refused
+            yield self.failure_event(CURSOR_REFUSED)
         except redis.RedisError:
             yield self.failure_event()
         finally:
@@ -164,9 +171,9 @@ class Subscription:
         self.fed = True
         self.queue.put(batch)
 
-    def failure_event(self) -> Event:
+    def failure_event(self, message: str = STORE_UNAVAILABLE) -> Event:
         # Carries the last id delivered, so resuming from it continues exactly where this stopped.
-        return Event(self.last, "error", json.dumps({"message": STORE_UNAVAILABLE}))
+        return Event(self.last, "error", json.dumps({"message": message}))
 
 
 class StreamHub:
@@ -302,6 +309,12 @@ class StreamHub:
             try:
                 self.step()
                 self.failing_since = None
+            except redis.ResponseError as exc:
+                # Redis answered, and refused the read: one log's cursor, not an outage. Its
+                # clients are told; everyone else's read goes on at the next turn.
+                metrics.REDIS_ERRORS.labels("reader").inc()
+                log.warning("reader: Redis refused the read: %s", exc)
+                self.isolate_refused()
             except redis.RedisError as exc:
                 # Clients wait out a short outage; past the producers' timeout they are told.
                 now = time.monotonic()
@@ -328,6 +341,24 @@ class StreamHub:
             self.wake_cursor = woken
         self.dispatch(cursors, events)
         self.check_liveness_when_due()
+
+    def isolate_refused(self) -> None:
+        """Read each followed log alone from its cursor; end the followers of those Redis refuses."""
+        with self.lock:
+            cursors = dict(self.cursors)
+        for ref, cursor in cursors.items():
+            try:
+                self.store.read(ref, cursor, count=1)
+            except redis.ResponseError:
+                self.refuse(ref)
+
+    def refuse(self, ref: StreamRef) -> None:
+        """Stop reading `ref` (Redis refuses its cursor); its followers end with an error event."""
+        with self.lock:
+            followers = self.followers.pop(ref, set())
+            self.cursors.pop(ref, None)
+        for subscription in followers:
+            subscription.queue.put(REFUSED)
 
     def check_liveness_when_due(self) -> None:
         if time.monotonic() >= self.next_liveness:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 
 EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+# Redis stream ids are two unsigned 64-bit integers: a larger part is refused by Redis, and in
+# the reader's shared XREAD that would refuse every client's read at once. (The largest id is
+# refused too: no range starts after it.)
+MAX_ID_PART = 2**64 - 1
 
 
 def encode(event: str, data: str, event_id: str | None = None) -> str:
@@ -37,8 +41,10 @@ def parse_event_id(raw: str | None) -> tuple[int, int] | None:
     raw = raw.strip()
     if not EVENT_ID.match(raw):
         raise ValueError(f"Last-Event-ID {raw[:40]!r} is not an event id this server sent")
-    ms, seq = raw.split("-")
-    return int(ms), int(seq)
+    ms, seq = (int(part) for part in raw.split("-"))
+    if ms > MAX_ID_PART or seq > MAX_ID_PART or (ms, seq) == (MAX_ID_PART, MAX_ID_PART):  # nothing follows it
+        raise ValueError(f"Last-Event-ID {raw[:40]!r} is not an event id this server sent")
+    return ms, seq
 
 
 def format_event_id(cursor: tuple[int, int]) -> str:
