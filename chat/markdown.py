@@ -6,8 +6,12 @@ Raw HTML in a reply is shown as text, never run.
 
 from __future__ import annotations
 
+import functools
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import nh3
 from markdown_it import MarkdownIt
@@ -95,7 +99,9 @@ ALLOWED_ATTRIBUTES = {
 }
 
 
+@functools.lru_cache(maxsize=256)
 def render_markdown(text: str) -> Markup:
+    """A finished message's HTML. Cached: a chat page shows the same messages at every visit."""
     return sanitised(parser.render(text))
 
 
@@ -126,6 +132,48 @@ def open_fence(tokens: Sequence[Token], lines: Sequence[str]) -> bool:
     return not (closing.startswith(fence.markup) and closing.strip(fence.markup[0]) == "")
 
 
+class Rendered(NamedTuple):
+    """What one `feed` produced and the state it left: the same for every watcher that fed the
+    same text from the same state, so one render serves them all."""
+
+    finished: str
+    tail: str | None
+    done: int
+    rendered_up_to: int
+
+
+class SharedRenders:
+    """Per process: each stream's renders by (entry id, state before), and the CPU each stream's
+    Markdown has cost. Twenty tabs watching one reply render each delta once, not twenty times,
+    and a reply whose Markdown is pathological (thousands of `[`) stops costing the loop once it
+    has used its budget: its open block is shown as escaped text from then on."""
+
+    def __init__(self, budget_seconds: float, size: int = 2048) -> None:
+        self.budget_seconds = budget_seconds
+        self.size = size
+        self.renders: OrderedDict[tuple, Rendered] = OrderedDict()
+        self.spent: OrderedDict[str, float] = OrderedDict()
+
+    def get(self, key: tuple) -> Rendered | None:
+        return self.renders.get(key)
+
+    def put(self, key: tuple, rendered: Rendered) -> None:
+        self.renders[key] = rendered
+        if len(self.renders) > self.size:
+            self.renders.popitem(last=False)
+
+    def charge(self, stream: str, seconds: float) -> None:
+        self.spent[stream] = self.spent.pop(stream, 0.0) + seconds
+        if len(self.spent) > self.size:
+            self.spent.popitem(last=False)
+
+    def over_budget(self, stream: str) -> bool:
+        return self.spent.get(stream, 0.0) >= self.budget_seconds
+
+
+SHARED = SharedRenders(budget_seconds=1.0)
+
+
 class StreamingMarkdown:
     """A reply's Markdown rendered while it grows, block by block.
 
@@ -141,22 +189,45 @@ class StreamingMarkdown:
     LONG_BLOCK = 4096
     GROWTH = 32
 
-    def __init__(self, text: str = "") -> None:
+    def __init__(self, text: str = "", stream: str | None = None, shared: SharedRenders = SHARED) -> None:
+        """`stream` names the reply: its renders are shared and its CPU budgeted (see SharedRenders)."""
         self.text = ""
         self.done = 0  # characters of `text` rendered as finished blocks
         self.finished: list[str] = []  # their HTML, in order
         self.tail = Markup("")
         self.rendered_up_to = 0  # length of `text` when the tail was last rendered
+        self.stream = stream
+        self.shared = shared
         self.feed(text)
 
-    def feed(self, delta: str) -> tuple[str, str | None]:
-        """Add `delta`; returns the HTML of the blocks it finished ("" if none) and of the tail
-        (None: not rendered again this time, see LONG_BLOCK; `flush` renders it)."""
+    def feed(self, delta: str, entry_id: str | None = None) -> tuple[str, str | None]:
+        """Add `delta` (the log entry `entry_id`, when it is one); returns the HTML of the blocks
+        it finished ("" if none) and of the tail (None: not rendered again this time, see
+        LONG_BLOCK; `flush` renders it)."""
+        key = None
+        if self.stream is not None and entry_id is not None:
+            key = (self.stream, entry_id, len(self.text), self.done, self.rendered_up_to)
+            if (known := self.shared.get(key)) is not None:
+                return self.adopt(delta, known)
         self.text += delta
         open_length = len(self.text) - self.done
         if open_length > self.LONG_BLOCK and len(self.text) - self.rendered_up_to < open_length // self.GROWTH:
-            return "", None
-        return self.render()
+            finished, tail = "", None
+        else:
+            finished, tail = self.render()
+        if key is not None:
+            self.shared.put(key, Rendered(finished, tail, self.done, self.rendered_up_to))
+        return finished, tail
+
+    def adopt(self, delta: str, known: Rendered) -> tuple[str, str | None]:
+        """Take another watcher's render of the same entry from the same state."""
+        self.text += delta
+        if known.finished:
+            self.finished.append(known.finished)
+        if known.tail is not None:
+            self.tail = Markup(known.tail)
+        self.done, self.rendered_up_to = known.done, known.rendered_up_to
+        return known.finished, known.tail
 
     def flush(self) -> str | None:
         """The tail's HTML if text arrived since it was last rendered (the reply has ended)."""
@@ -165,6 +236,17 @@ class StreamingMarkdown:
     def render(self) -> tuple[str, str]:
         self.rendered_up_to = len(self.text)
         open_part = self.text[self.done :]
+        if self.stream is not None and self.shared.over_budget(self.stream):
+            self.tail = plain_text(open_part)
+            return "", str(self.tail)
+        started = time.perf_counter()
+        try:
+            return self.render_markdown(open_part)
+        finally:
+            if self.stream is not None:
+                self.shared.charge(self.stream, time.perf_counter() - started)
+
+    def render_markdown(self, open_part: str) -> tuple[str, str]:
         tokens = parser.parse(open_part)
         lines = LINE.findall(open_part)
         starts = [(index, token.map[0]) for index, token in enumerate(tokens) if token.level == 0 and token.map]
@@ -182,3 +264,11 @@ class StreamingMarkdown:
     @property
     def finished_html(self) -> Markup:
         return Markup("".join(self.finished))
+
+
+def plain_text(text: str) -> Markup:
+    """Text shown as it is, escaped, line breaks kept: what a reply's open block becomes once its
+    Markdown has used up its CPU budget (the finished message is rendered in full once)."""
+    return (
+        Markup('<p class="plain">') + Markup("<br>\n").join(escape(line) for line in text.split("\n")) + Markup("</p>")
+    )

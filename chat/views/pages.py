@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
 
-from .. import metrics, rate_limits, sse, structured_logs
+from .. import markdown, metrics, rate_limits, sse, structured_logs
 from ..agents import Agent
 from ..extensions import db
 from ..identity import AuthenticationRequired, current_identity, current_identity_id
@@ -21,7 +21,7 @@ from ..models import (
     Message,
     MessageRole,
     MessageStatus,
-    current_messages,
+    messages_page,
     newest_messages,
     owned_chat,
     prompt_before,
@@ -44,6 +44,7 @@ FAILURE_NOTES = {
 
 
 def init_app(app: Flask) -> None:
+    markdown.SHARED.budget_seconds = app.config["MARKDOWN_CPU_BUDGET_MS"] / 1000
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.globals["streaming_markdown"] = StreamingMarkdown
     app.jinja_env.globals["tail_element_id"] = tail_element_id
@@ -110,11 +111,16 @@ def chat_page(
     status: int = 200,
     draft: str = "",
     shown_version: tuple[uuid.UUID, int] | None = None,
+    before: int | None = None,
 ) -> tuple[str, int]:
-    messages = current_messages(chat.id) if chat else []
-    pending = bool(messages) and messages[-1].is_pending
+    """The chat page: its newest messages, or with `before` (a position) the ones before it."""
+    limit = current_app.config["CHAT_PAGE_MESSAGES"]
+    messages, earlier = messages_page(chat.id, limit, before) if chat else ([], None)
+    newest = before is None
+    pending = newest and bool(messages) and messages[-1].is_pending
     views = [message_view(m) for m in messages]
-    with_turn_controls(views, shown_version)
+    if newest:
+        with_turn_controls(views, shown_version)
     return render_template(
         "pages/chat.html",
         agent=agent,
@@ -125,6 +131,8 @@ def chat_page(
         pending=pending,
         error=error,
         draft=draft,
+        earlier=earlier,
+        newest=newest,
     ), status
 
 
@@ -171,14 +179,18 @@ def new_chat(slug: str):
 
 @bp.get("/agent/<slug>/<uuid:chat_id>")
 def show_chat(slug: str, chat_id: uuid.UUID):
-    """The chat; `?turn=<id>&version=<n>` shows the n-th version of a turn instead of its latest."""
+    """The chat; `?turn=<id>&version=<n>` shows the n-th version of a turn instead of its latest,
+    `?before=<position>` the messages before that one (a long chat is shown a page at a time)."""
     agent = agent_or_404(slug)
     turn, version = request.args.get("turn"), request.args.get("version", type=int)
     try:
         shown = (uuid.UUID(turn), version) if turn and version else None
     except ValueError:
         shown = None
-    return chat_page(agent, chat_or_404(agent, chat_id), chat_id, shown_version=shown)
+    before = request.args.get("before", type=int)
+    if before is not None and not 1 <= before <= 2**31:
+        abort(400, description="`before` must be a message position (a whole number from 1).")
+    return chat_page(agent, chat_or_404(agent, chat_id), chat_id, shown_version=shown, before=before)
 
 
 @bp.post("/agent/<slug>/<uuid:chat_id>/regenerate")
@@ -288,7 +300,7 @@ def browser_events(
     """
     tail_id = tail_element_id(stream_id)  # a uuid's hex: nothing to escape
     last_id = "0-0"
-    rendered = StreamingMarkdown(text_before)
+    rendered = StreamingMarkdown(text_before, stream=stream_id or None)
     events = iter(source or ())
     try:
         for event in events:
@@ -296,7 +308,7 @@ def browser_events(
                 yield None
             elif event.type == "delta":
                 last_id = event.id
-                finished, tail = rendered.feed(json.loads(event.data)["text"])
+                finished, tail = rendered.feed(json.loads(event.data)["text"], event.id)
                 if finished:  # a delta that finishes a block always renders the new tail
                     yield Event(event.id, "block", f'{finished}<div hx-swap-oob="innerHTML:#{tail_id}">{tail}</div>')
                 elif tail is not None:
@@ -324,7 +336,7 @@ def stream(slug: str, chat_id: uuid.UUID):
     except ValueError:
         cursor = None
     ref = replies().live_log(chat)
-    if ref is None:
+    if ref is None or not rate_limits.page_stream_allowed():
         return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
     identity_id = current_identity_id()
     try:
