@@ -5,7 +5,7 @@ The words, each meaning one thing everywhere in this code:
 - **seal** (`StreamBackend.seal`): the log accepts no more deltas, so the text read from it next is
   the reply's final text.
 - **record** (`record_outcome`): the message leaves `streaming` with its text, status, usage and
-  cost, and its ledger row is written, in one transaction. The first caller's conditional UPDATE
+  cost, its ledger row is written and its credit reservation given back, in one transaction. The first caller's conditional UPDATE
   matches; every later caller's matches no row and gets back what the first one stored. The
   ledger row is unique per stream, so a charge can be neither doubled nor lost.
 - **end** (`StreamBackend.end_log`): the terminal event (`finish` or `error`, telling the recorded
@@ -43,6 +43,7 @@ from .models import (
     Message,
     MessageStatus,
     finish_streaming,
+    release_credit,
     reply_and_chat,
     streaming_replies,
     touch_chat,
@@ -205,6 +206,8 @@ def record_outcome(
         claimed = finish_streaming(message.id, **outcome.columns(), updated_at=now)
         if claimed:
             charge(chat, stream_id, message.id, prompt_tokens, completion_tokens, estimated, cost)
+            if message.reserved_by is not None:
+                release_credit(message.reserved_by, message.reserved_micros or 0)
             touch_chat(chat.id, now)
         db.session.commit()
     except IntegrityError:  # another finisher's ledger row won the race

@@ -107,6 +107,10 @@ class Identity(Model):
     is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     # Part of every session's user id: raising it signs the account out everywhere.
     session_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Credit held by replies being written (their prompt plus max_tokens, at most what was
+    # available), and how many: what a new reply may spend is balance - reserved.
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    live_replies: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # A guest that signed in to an account: its chats and balance moved there, once.
     merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"))
 
@@ -115,6 +119,11 @@ class Identity(Model):
     @property
     def balance(self) -> float:
         return self.balance_micros / MICROS_PER_CREDIT
+
+    @property
+    def available_micros(self) -> int:
+        """What a new reply may spend: the balance less what live replies hold."""
+        return self.balance_micros - self.reserved_micros
 
     # -- Flask-Login -------------------------------------------------------------------------
     @property
@@ -186,6 +195,9 @@ class Message(Model):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_micros: Mapped[int | None] = mapped_column(BigInteger)
+    # A reply's credit reservation and the identity holding it, given back when it is finished.
+    reserved_micros: Mapped[int | None] = mapped_column(BigInteger)
+    reserved_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # Versions of a turn (regenerate, edit and resend): every version's messages carry the turn's
     # first user message id; an earlier version is superseded (kept, shown on request only, never
     # sent to the model). None: a turn with one version.
@@ -300,7 +312,13 @@ def chats_page(identity_id: uuid.UUID, page: int, query: str = "") -> tuple[list
     statement = select(Chat).where(Chat.identity_id == identity_id)
     if query:
         pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        in_messages = select(Message.chat_id).where(Message.content.ilike(pattern, escape="\\"))
+        # Only the caller's own chats' messages are read: a search costs what the caller has
+        # written, not what every user has (the messages are found through ix_messages_chat_position).
+        in_messages = (
+            select(Message.chat_id)
+            .join(Chat, Chat.id == Message.chat_id)
+            .where(Chat.identity_id == identity_id, Message.content.ilike(pattern, escape="\\"))
+        )
         statement = statement.where(or_(Chat.title.ilike(pattern, escape="\\"), Chat.id.in_(in_messages)))
     rows = list(
         db.session.scalars(
@@ -378,6 +396,27 @@ ADD_TO_BALANCE = (
     .where(table(Identity).c.id == bindparam("identity_key"))
     .values(balance_micros=table(Identity).c.balance_micros + bindparam("micros"))
 )
+RESERVE_CREDIT = (
+    update(table(Identity))
+    .where(
+        table(Identity).c.id == bindparam("identity_key"),
+        table(Identity).c.balance_micros - table(Identity).c.reserved_micros > 0,
+        table(Identity).c.balance_micros - table(Identity).c.reserved_micros >= bindparam("micros"),
+        table(Identity).c.live_replies < bindparam("live_cap"),
+    )
+    .values(
+        reserved_micros=table(Identity).c.reserved_micros + bindparam("micros"),
+        live_replies=table(Identity).c.live_replies + 1,
+    )
+)
+RELEASE_CREDIT = (
+    update(table(Identity))
+    .where(table(Identity).c.id == bindparam("identity_key"))
+    .values(
+        reserved_micros=table(Identity).c.reserved_micros - bindparam("micros"),
+        live_replies=table(Identity).c.live_replies - 1,
+    )
+)
 INSERT: dict[type[Model], Insert] = {}
 INSERT_OR_IGNORE: dict[tuple[type[Model], str], Insert] = {}
 
@@ -415,13 +454,28 @@ def add_to_balance(identity_id: uuid.UUID, micros: int) -> None:
     db.session.execute(ADD_TO_BALANCE, {"identity_key": identity_id, "micros": micros})
 
 
-def current_messages(chat_id: uuid.UUID) -> list[Message]:
-    """The chat as it reads now: every message but earlier versions of a turn, oldest first."""
-    return list(
-        db.session.scalars(
-            select(Message).where(Message.chat_id == chat_id, Message.superseded == false()).order_by(Message.position)
-        )
-    )
+def reserve_credit(identity_id: uuid.UUID, micros: int, live_cap: int) -> bool:
+    """Hold `micros` of the identity's available credit for a reply, and one of its `live_cap`
+    live replies; False (nothing held) when either is not there. One conditional UPDATE: two
+    replies starting at once cannot both take the same credit."""
+    result = db.session.execute(RESERVE_CREDIT, {"identity_key": identity_id, "micros": micros, "live_cap": live_cap})
+    return cast(CursorResult, result).rowcount == 1
+
+
+def release_credit(identity_id: uuid.UUID, micros: int) -> None:
+    """Give back a finished reply's reservation (in the transaction that charges it)."""
+    db.session.execute(RELEASE_CREDIT, {"identity_key": identity_id, "micros": micros})
+
+
+def messages_page(chat_id: uuid.UUID, limit: int, before: int | None = None) -> tuple[list[Message], int | None]:
+    """Up to `limit` current messages before position `before` (the newest without it), oldest
+    first, and the position to page back from when earlier ones exist (else None)."""
+    query = select(Message).where(Message.chat_id == chat_id, Message.superseded == false())
+    if before is not None:
+        query = query.where(Message.position < before)
+    rows = list(db.session.scalars(query.order_by(Message.position.desc()).limit(limit + 1)))
+    earlier = rows[limit - 1].position if len(rows) > limit else None
+    return rows[:limit][::-1], earlier
 
 
 def newest_messages(chat_id: uuid.UUID, limit: int) -> list[Message]:

@@ -28,6 +28,7 @@ from .extensions import db
 from .finish import StoredReply, finish_reply, interrupt, stored_reply
 from .identity import identity_or_guest, store_guest
 from .models import (
+    MICROS_PER_CREDIT,
     Chat,
     FinishReason,
     Identity,
@@ -42,6 +43,7 @@ from .models import (
     latest_reply,
     newest_messages,
     next_position,
+    reserve_credit,
     streaming_message,
     touch_chat,
     utcnow,
@@ -55,6 +57,15 @@ from .streams import Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
 TOO_MANY_STREAMS = "You have too many streams open at once; close a tab or wait for a reply to end."
+TOO_MANY_LIVE = "You have too many replies being written at once; wait for one to finish."
+
+
+def not_enough_credit(identity: Identity, reserve: int) -> str:
+    held = f", {identity.reserved_micros / MICROS_PER_CREDIT:.2f} of it held by replies being written"
+    return (
+        f"Not enough credit: this reply may cost up to {reserve / MICROS_PER_CREDIT:.2f} credits and your "
+        f"balance is {identity.balance:.2f}{held if identity.reserved_micros else ''}."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +158,9 @@ class Replies:
                 raise ReplyError(400, f"This chat is with the agent '{chat.agent_slug}', not '{agent.slug}'.")
             history = self.history(chat, text, revision.left_out if revision else ())
             prompt_estimate = sum(estimate_tokens(m["content"]) for m in history) + estimate_tokens(agent.system_prompt)
-            if identity.balance_micros <= 0 or identity.balance_micros < agent.cost_micros(prompt_estimate, 0):
-                raise ReplyError(402, f"Not enough credit: your balance is {identity.balance:.4f} credits.")
+            reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
+            if identity.available_micros <= 0 or identity.available_micros < reserve:
+                raise ReplyError(402, not_enough_credit(identity, reserve))
             if inspect(identity).transient:
                 admit_new_guest()  # its first message brings its first credits
             reply = ReplyHandle(chat_id, uuid.uuid4().hex, uuid.uuid4())
@@ -244,6 +256,15 @@ class Replies:
             self.interrupt_leftover(chat)
         now = utcnow()
         store_guest(identity)
+        # The most the reply can cost (its prompt and max_tokens), held until it is finished
+        # (chat/finish.py gives it back as it charges): a burst of messages cannot spend more
+        # than the balance, however many start at once.
+        reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
+        if not reserve_credit(identity.id, reserve, self.config["LIVE_REPLIES_PER_IDENTITY"]):
+            now_held = db.session.get_one(Identity, identity.id, populate_existing=True)
+            if now_held.live_replies >= self.config["LIVE_REPLIES_PER_IDENTITY"]:
+                raise ReplyError(429, TOO_MANY_LIVE, retry_after=5)
+            raise ReplyError(402, not_enough_credit(now_held, reserve))
         if chat is None:
             title = Chat.title_from(text)
             new_chat = {"id": reply.chat_id, "identity_id": identity.id, "agent_slug": agent.slug, "title": title}
@@ -277,12 +298,23 @@ class Replies:
                 "status": MessageStatus.STREAMING,
                 "stream_id": reply.stream_id,
                 "prompt_tokens": prompt_estimate,
+                "reserved_micros": reserve,
+                "reserved_by": identity.id,
             }
         ]
         if revision is None or revision.new_message:
             user = {"id": uuid.uuid4(), "position": position, "role": MessageRole.USER, "content": text}
             messages.insert(
-                0, {**message, **user, "status": MessageStatus.COMPLETE, "stream_id": None, "prompt_tokens": None}
+                0,
+                {
+                    **message,
+                    **user,
+                    "status": MessageStatus.COMPLETE,
+                    "stream_id": None,
+                    "prompt_tokens": None,
+                    "reserved_micros": None,
+                    "reserved_by": None,
+                },
             )
         insert_rows(Message, messages)
         insert_chat_stream(reply.chat_id, reply.stream_id)
