@@ -65,8 +65,10 @@ def caller() -> str:
     return str(current_identity_id())
 
 
-def email_in_form() -> str:
-    return request.form.get("email", "").strip().lower() or get_remote_address()
+def email_and_address() -> str:
+    """Sign-in failures count per account *and* address: a guesser elsewhere cannot lock the
+    owner out, and each address gets only a few guesses at one account."""
+    return f"{request.form.get('email', '').strip().lower()}|{get_remote_address()}"
 
 
 # Decorators for the views. Both message routes (API and page form) share one count.
@@ -90,9 +92,16 @@ sign_ins_per_address = limiter.shared_limit(
 sign_ins_per_account = limiter.shared_limit(
     setting("RATE_LIMIT_SIGN_IN_PER_ACCOUNT"),
     scope="sign-in-account",
-    key_func=email_in_form,
+    key_func=email_and_address,
     methods=["POST"],
+    deduct_when=lambda response: response.status_code == 401,  # wrong passwords only
     error_message="Too many sign-in attempts for this account; wait a minute and try again.",
+)
+searches = limiter.limit(
+    setting("RATE_LIMIT_SEARCHES"),
+    key_func=caller,
+    exempt_when=lambda: not request.args.get("q", "").strip(),
+    error_message="You are searching too fast; wait a moment and search again.",
 )
 stream_opens = limiter.limit(
     setting("RATE_LIMIT_STREAM_OPENS"),
@@ -112,20 +121,32 @@ def retry_after() -> int | None:
         return 1
 
 
+def seconds_until_allowed(setting_name: str, scope: str, key: str) -> int | None:
+    """Count one hit of the limit `setting_name` for `key`; None when it is within the limit,
+    else the whole seconds until it lets one through again. For limits a view checks in the
+    middle of its work (the decorators check before it)."""
+    if not current_app.config["RATELIMIT_ENABLED"]:
+        return None
+    item = parse(current_app.config[setting_name])
+    if limiter.limiter.hit(item, scope, key):
+        return None
+    reset_at, _ = limiter.limiter.get_window_stats(item, scope, key)
+    return max(1, math.ceil(reset_at - time.time()))
+
+
 def admit_new_guest() -> None:
-    """Count a guest getting its first credits against its address (guests are free to make:
-    without this, dropping the cookie would mint credits).
+    """Count a guest getting its first credits (or a new account) against its address: guests
+    are free to make, and without this, dropping the cookie would mint credits.
 
     :raise Refused: 429 (with `retry_after`) when the address has made too many guests lately.
     """
-    if not current_app.config["RATELIMIT_ENABLED"]:
-        return
-    item = parse(current_app.config["RATE_LIMIT_NEW_GUESTS"])
-    address = get_remote_address()
-    if not limiter.limiter.hit(item, "new-guests", address):
-        reset_at, _ = limiter.limiter.get_window_stats(item, "new-guests", address)
-        raise Refused(
-            429,
-            "Too many new guests from your network; sign up, or try again later.",
-            retry_after=max(1, math.ceil(reset_at - time.time())),
-        )
+    wait = seconds_until_allowed("RATE_LIMIT_NEW_GUESTS", "new-guests", get_remote_address())
+    if wait is not None:
+        raise Refused(429, "Too many new guests from your network; sign up, or try again later.", retry_after=wait)
+
+
+def page_stream_allowed() -> bool:
+    """Count a page's stream against the caller's stream opens. A browser stream is never
+    answered 429 (EventSource would give up, see docs/api.md): over the limit, the page shows the
+    reply when it ends instead of following it."""
+    return seconds_until_allowed("RATE_LIMIT_STREAM_OPENS", "page-stream-opens", caller()) is None

@@ -3,6 +3,7 @@ Plain forms that work without JavaScript; with htmx they are boosted like every 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -14,8 +15,22 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from .. import accounts, rate_limits
 from ..identity import guest_from_session
 from ..models import Identity, api_tokens, ledger
+from ..refusals import Refused
 
 bp = Blueprint("account", __name__)
+
+
+def session_required(view: Callable) -> Callable:
+    """`login_required`, by a browser session only: an API token is for the chat API, never for
+    managing the account (minting tokens that outlive it, signing everyone out)."""
+
+    @functools.wraps(view)
+    def with_session(*args, **kwargs):
+        if "Authorization" in request.headers:
+            raise Refused(403, "Account pages need a signed-in browser session; an API token cannot open them.")
+        return login_required(view)(*args, **kwargs)
+
+    return with_session
 
 
 def safe_next(default: str = "/") -> str:
@@ -55,6 +70,8 @@ def account_form(mode: str, act: Callable[[str, str, uuid.UUID | None], Identity
 @bp.route("/signup", methods=["GET", "POST"])
 @rate_limits.sign_ins_per_address
 def sign_up():
+    if request.method == "POST":
+        rate_limits.admit_new_guest()  # an account brings credits, as a new guest does: one count
     return account_form("signup", accounts.sign_up)
 
 
@@ -73,7 +90,7 @@ def sign_out():
 
 
 @bp.post("/account/sign-out-everywhere")
-@login_required
+@session_required
 def sign_out_everywhere():
     accounts.sign_out_everywhere(current_user)
     logout_user()
@@ -92,19 +109,19 @@ def account_page(new_token: str | None = None, status: int = 200) -> tuple[str, 
 
 
 @bp.get("/account")
-@login_required
+@session_required
 def show():
     return account_page()
 
 
 @bp.post("/account/tokens")
-@login_required
+@session_required
 def create_token():
     return account_page(new_token=accounts.create_token(current_user, request.form.get("name", "")), status=201)
 
 
 @bp.post("/account/tokens/<uuid:token_id>/revoke")
-@login_required
+@session_required
 def revoke_token(token_id: uuid.UUID):
     accounts.revoke_token(current_user, token_id)
     return redirect(url_for("account.show"), code=303)

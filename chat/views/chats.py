@@ -7,6 +7,7 @@ import uuid
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
+from .. import rate_limits
 from ..export import as_json, as_markdown, file_name
 from ..extensions import db
 from ..identity import current_identity_id
@@ -17,14 +18,18 @@ from .errors import is_fragment_request
 from .pages import agent_or_404, chat_or_404
 
 bp = Blueprint("chats", __name__)
+MAX_PAGE = 100_000  # a page number past this is not a page anyone reached by clicking "Older"
 
 
 @bp.get("/chats")
+@rate_limits.searches
 def chat_list():
     """Every chat of the caller, newest activity first, a page at a time; `q` searches titles and
     messages. An htmx request (the sidebar's search box) gets the list alone."""
     query = request.args.get("q", "").strip()[:200]
     page = max(1, request.args.get("page", 1, type=int) or 1)
+    if page > MAX_PAGE:
+        raise Refused(400, f"There is no page {request.args.get('page', '')[:30]} of your chats.")
     chats, more = chats_page(current_identity_id(), page, query)
     if is_fragment_request() and request.headers.get("HX-Boosted") != "true":  # not a boosted page visit
         return render_template("_partials/chat_list.html", chats=chats, list_id="chat-list", chat=None)
