@@ -22,6 +22,9 @@ graceful_timeout = Config.GRACEFUL_REPLY_SECONDS + 10
 timeout = max(30, graceful_timeout + 5)
 keepalive = 5
 accesslog = None if Config.LOG_FORMAT == "json" else "-"  # JSON: the app logs each request itself
+# The path without its query string, and no referrer: a search's words (`/chats?q=…`) are the
+# person's own, not the operator's log's.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 GC_GEN0_THRESHOLD = 50_000  # allocations between young collections (Python's default: 700)
 
 
@@ -33,7 +36,8 @@ def on_starting(server):
         server.metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     if Config.RESUMABLE_STREAMS and not os.environ.get("REDIS_URL"):
         url = ensure_redis_url(INSTANCE_DIR / "redis", Config.REDIS_SERVER_BIN)
-        server.log.info("Started embedded redis-server at %s (set REDIS_URL to use your own)", url)
+        where = url.rsplit("@", 1)[-1]  # not its password
+        server.log.info("Started embedded redis-server at redis://%s (set REDIS_URL to use your own)", where)
     elif Config.RESUMABLE_STREAMS and Config.REDIS_CLUSTER is None:
         # Asked once here rather than by every worker: is REDIS_URL a node of a cluster?
         Config.REDIS_CLUSTER = is_cluster(os.environ["REDIS_URL"])

@@ -42,7 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # X-Forwarded-For/-Proto/-Host from that many proxies in front, and from nobody else.
         hops = app.config["PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    keep_private(Path(app.instance_path), app.config["SQLALCHEMY_DATABASE_URI"])
     app.session_interface = SharedKeySessionInterface()
 
     db.init_app(app)
@@ -71,3 +71,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     pages.init_app(app)
     cli.init_app(app)
     return app
+
+
+def keep_private(instance: Path, database_url: str) -> None:
+    """The instance directory (0700) and a SQLite database file (0600) are the owner's alone: they
+    hold every chat, the session key and the embedded Redis' password."""
+    instance.mkdir(parents=True, exist_ok=True)
+    instance.chmod(0o700)
+    if database_url.startswith("sqlite:///") and ":memory:" not in database_url:
+        database = Path(database_url.removeprefix("sqlite:///").split("?", 1)[0])
+        database.parent.mkdir(parents=True, exist_ok=True)
+        database.touch(mode=0o600, exist_ok=True)
+        database.chmod(0o600)

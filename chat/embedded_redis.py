@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,22 +48,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def answers_ping(port: int) -> bool:
-    """One RESP `PING` over a plain socket (see the module docstring for why not redis-py)."""
+def command(*parts: str) -> bytes:
+    """One RESP command (see the module docstring for why not redis-py)."""
+    encoded = [part.encode() for part in parts]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded)
+
+
+def answers_ping(port: int, password: str | None = None) -> bool:
+    """`PING` over a plain socket (after `AUTH` when the server has a password)."""
+    request = (command("AUTH", password) if password else b"") + command("PING")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            reply = b""
+            while b"+PONG" not in reply and not reply.startswith(b"-") and len(reply) < 256:
+                received = sock.recv(64)
+                if not received:
+                    break
+                reply += received
+            return b"+PONG" in reply
     except OSError:
         return False
 
 
-def wait_until_ready(url: str, port: int, process: subprocess.Popen, timeout: float = 10.0) -> None:
+def wait_until_ready(
+    url: str, port: int, process: subprocess.Popen, timeout: float = 10.0, password: str | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited with code {process.returncode} while starting")
-        if answers_ping(port):
+        if answers_ping(port, password):
             return
         time.sleep(0.05)
     process.kill()
@@ -111,15 +127,29 @@ def spawn_kept(command: list[str]) -> subprocess.Popen:
 
 
 def start_redis_server(
-    data_dir: Path, binary: str | None = None, port: int | None = None, options: Sequence[str] = ()
+    data_dir: Path,
+    binary: str | None = None,
+    port: int | None = None,
+    options: Sequence[str] = (),
+    password: str | None = None,
 ) -> tuple[str, subprocess.Popen]:
     """Start redis-server on loopback (with extra `options`, e.g. a cluster node's); returns its
-    URL and process (stopped at exit)."""
+    URL and process (stopped at exit). Its directory is the owner's alone (0700); a `password`
+    goes in a config file there (0600), never on the command line other users can read."""
     binary = find_redis_server(binary)
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     port = port or free_port()
-    command = [
+    config: list[str] = []
+    if password:
+        config_file = data_dir / "redis.conf"
+        config_file.touch(mode=0o600)
+        config_file.chmod(0o600)
+        config_file.write_text(f"requirepass {password}\n")
+        config = [str(config_file)]
+    argv = [
         binary,
+        *config,
         "--bind",
         "127.0.0.1",
         "--port",
@@ -136,9 +166,9 @@ def start_redis_server(
         str(data_dir / "redis.log"),
         *options,
     ]
-    process = spawn_kept(command)
-    url = f"redis://127.0.0.1:{port}/0"
-    wait_until_ready(url, port, process)
+    process = spawn_kept(argv)
+    url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
+    wait_until_ready(f"redis://127.0.0.1:{port}/0", port, process, password=password)
     atexit.register(stop_redis_server, process, os.getpid())
     return url, process
 
@@ -160,7 +190,8 @@ def ensure_redis_url(data_dir: Path, binary: str | None = None) -> str:
     url = os.environ.get("REDIS_URL")
     if url:
         return url
-    url, _process = start_redis_server(data_dir, binary)
+    # A password of its own: any local user can reach a loopback port.
+    url, _process = start_redis_server(data_dir, binary, password=secrets.token_urlsafe(24))
     # Children (gunicorn workers, the reloader's child) inherit the URL and reuse this server.
     os.environ["REDIS_URL"] = url
     return url

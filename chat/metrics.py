@@ -8,9 +8,10 @@ counts in memory. Labels never carry ids: routes are URL rules, outcomes a few f
 
 from __future__ import annotations
 
+import hmac
 import os
 
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -52,6 +53,8 @@ def init_app(app: Flask) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
+        if not scraper_allowed(app.config["METRICS_TOKEN"]):
+            abort(404)
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
@@ -59,3 +62,16 @@ def init_app(app: Flask) -> None:
         else:
             body = generate_latest()
         return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def scraper_allowed(token: str | None) -> bool:
+    """Who may read /metrics: with METRICS_TOKEN set, a request bearing it; without, a client on
+    this machine that came through no proxy (a proxy on loopback would otherwise open it to all)."""
+    if token:
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(offered.encode(), token.encode())
+    direct = "X-Forwarded-For" not in request.headers and "Forwarded" not in request.headers
+    return direct and request.remote_addr in LOOPBACK
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})

@@ -8,7 +8,8 @@
   is 415) and refuses a browser request whose `Origin` or `Sec-Fetch-Site` says another site (403).
   Bearer-token requests carry no cookie, so they are not subject to either check.
 - Headers: a Content-Security-Policy without inline scripts or eval (htmx is configured for it in
-  base.html), no framing, no sniffing, a strict referrer, HSTS behind HTTPS.
+  base.html), no framing, no sniffing, a strict referrer, HSTS behind HTTPS, and `no-store` on
+  everything but static files (pages, fragments and exports carry a person's chats).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def init_app(app: Flask) -> None:
             headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
         if "request_id" in g:
             headers["X-Request-ID"] = g.request_id
+        if request.endpoint != "static":
+            # Every other answer is someone's: their chats, searches, exports, a new token.
+            headers.setdefault("Cache-Control", "no-store")
         return response
 
 

@@ -15,6 +15,8 @@ import time
 
 from flask import Flask, Response, g, has_request_context, request
 
+from .security import redact
+
 events = logging.getLogger("durable_chat.events")
 
 
@@ -33,7 +35,8 @@ class JsonLines(logging.Formatter):
             line["request_id"] = g.request_id
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            # Redacted here too: the filter's redacted text (exc_text) is not what this formats.
+            line["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, default=str)
 
 
