@@ -126,8 +126,12 @@ class Config:
     RATE_LIMIT_MESSAGES_PER_IP = os.environ.get("RATE_LIMIT_MESSAGES_PER_IP") or "120/minute"
     RATE_LIMIT_NEW_GUESTS = os.environ.get("RATE_LIMIT_NEW_GUESTS") or "20/hour"  # per IP
     RATE_LIMIT_SIGN_IN = os.environ.get("RATE_LIMIT_SIGN_IN") or "10/minute"  # per IP (sign-ups too)
-    RATE_LIMIT_SIGN_IN_PER_ACCOUNT = os.environ.get("RATE_LIMIT_SIGN_IN_PER_ACCOUNT") or "5/minute"
+    # Wrong passwords per (account, address), backing off: 5 a minute, 20 an hour.
+    RATE_LIMIT_SIGN_IN_PER_ACCOUNT = os.environ.get("RATE_LIMIT_SIGN_IN_PER_ACCOUNT") or "5/minute;20/hour"
     RATE_LIMIT_STREAM_OPENS = os.environ.get("RATE_LIMIT_STREAM_OPENS") or "120/minute"  # per identity
+    RATE_LIMIT_SEARCHES = os.environ.get("RATE_LIMIT_SEARCHES") or "60/minute"  # per identity
+    # Replies one identity may have being written at once (each holds a credit reservation).
+    LIVE_REPLIES_PER_IDENTITY = env_int("LIVE_REPLIES_PER_IDENTITY", 10)
     # Streams one identity may hold open at once (every tab of a page holds one; scripts too).
     STREAMS_PER_IDENTITY = env_int("STREAMS_PER_IDENTITY", 50)
     # Request bodies beyond this are refused with 413 (a message is MAX_MESSAGE_CHARS at most).
@@ -136,11 +140,18 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None
 
     MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 8000)
+    # CPU one streaming reply's Markdown may cost a worker (shared by every tab watching it);
+    # past it the reply's open block streams as escaped text, and the finished message renders once.
+    MARKDOWN_CPU_BUDGET_MS = env_int("MARKDOWN_CPU_BUDGET_MS", 1000)
+    # A chat page shows this many of the newest messages; "Earlier messages" pages back.
+    CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100)
     HISTORY_CHAR_BUDGET = env_int("HISTORY_CHAR_BUDGET", 24_000)
     # New guests start with this many credits (1 credit = 1,000,000 micro-credits internally);
-    # signing up adds SIGNUP_CREDIT_GRANT. ALLOW_GUESTS=0 sends everyone to sign in first.
+    # signing up adds SIGNUP_CREDIT_GRANT. Sign-ups count under RATE_LIMIT_NEW_GUESTS, and with no
+    # e-mail check an account is no harder to make than a guest: a larger sign-up grant is farmed.
+    # ALLOW_GUESTS=0 sends everyone to sign in first.
     GUEST_CREDIT_GRANT = env_int("GUEST_CREDIT_GRANT", 100)
-    SIGNUP_CREDIT_GRANT = env_int("SIGNUP_CREDIT_GRANT", 1000)
+    SIGNUP_CREDIT_GRANT = env_int("SIGNUP_CREDIT_GRANT", 100)
     ALLOW_GUESTS = env_flag("ALLOW_GUESTS", True)
     MIN_PASSWORD_LENGTH = env_int("MIN_PASSWORD_LENGTH", 8)
 
@@ -151,6 +162,9 @@ class Config:
     DEMO_MODEL_WORDS = env_int("DEMO_MODEL_WORDS", 60)
     DEMO_MODEL_DELAY_MS = env_int("DEMO_MODEL_DELAY_MS", 40)
 
+    # Who may read /metrics: a scraper sending `Authorization: Bearer <METRICS_TOKEN>`; unset,
+    # only a client on this machine that came through no proxy.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
     # `json`: every log line a JSON object, with a line per request and per reply event.
     LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
     # Proxies in front of the app whose X-Forwarded-* headers are trusted (0: none; 1 behind one
