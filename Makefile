@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: help run dev test test-fast test-postgres lint fmt smoke-run bench screenshots migrate \
-        system-deps test-system-deps clean
+        system-deps test-system-deps clean lock
 
 help:  ## this list
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16
@@ -60,15 +60,23 @@ test-system-deps:
 
 # The run install holds the run dependencies only; the test extra is added on top by the test
 # targets, never needed by `make run` (scripts/smoke-run proves that on a fresh clone).
-$(VENV)/.installed: pyproject.toml
+# Both install the pinned versions of requirements/*.lock (`make lock` writes them from
+# pyproject.toml), then the project itself without resolving anything again.
+$(VENV)/.installed: pyproject.toml requirements/run.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install -e .
+	$(PIP) install -r requirements/run.lock
+	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e '.[test]'
+$(VENV)/.installed-test: $(VENV)/.installed requirements/test.lock
+	$(PIP) install -r requirements/test.lock
 	touch $@
+
+lock: $(VENV)/.installed  ## pin every dependency anew (requirements/run.lock, requirements/test.lock) with uv
+	$(PIP) install uv
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 -q --no-header -o requirements/run.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 -q --no-header -o requirements/test.lock
 
 clean:  ## remove the venv, instance data and build files
 	rm -rf $(VENV) instance *.egg-info build dist

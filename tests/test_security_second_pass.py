@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
 import threading
+import tomllib
 import uuid
 
 import pytest
@@ -25,6 +27,7 @@ from chat.security import RedactSecrets
 from chat.streams import StreamRef
 from chat.structured_logs import JsonLines
 from helpers.accounts import PASSWORD, AccountActions, account
+from helpers.apps import ROOT
 from helpers.chats import latest_reply, new_chat_id, post_chat, resume, wait_for
 from helpers.sse import SseEvent, parse_sse, read_events, response_lines
 
@@ -407,3 +410,13 @@ def test_the_access_log_leaves_out_what_people_search_for(gunicorn_server, tmp_p
     wait_for(lambda: "/chats" in access_log.read_text(), message="the access log line")
     line = next(line for line in access_log.read_text().splitlines() if "/chats" in line)
     assert "my-private-words" not in line and "GET /chats HTTP/1.1" in line
+
+
+def test_every_dependency_is_installed_from_a_pinned_lock_file():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for lock, wanted in (("run", project["dependencies"]), ("test", project["optional-dependencies"]["test"])):
+        pinned = dict(re.findall(r"^([a-z0-9._-]+)==(\S+)", (ROOT / f"requirements/{lock}.lock").read_text(), re.M))
+        names = [re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower() for requirement in wanted]
+        assert not [name for name in names if name not in pinned], f"unpinned in requirements/{lock}.lock"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "install -r requirements/run.lock" in makefile and "install -r requirements/test.lock" in makefile
