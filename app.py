@@ -8,8 +8,8 @@ import logging
 
 from chat import create_app
 from chat.config import Config as app_config
-from chat.security import redact_logs
-from chat.structured_logs import use_json_lines
+from chat.web.security import redact_logs
+from chat.web.structured_logs import use_json_lines
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 if app_config.LOG_FORMAT == "json":

@@ -1,4 +1,4 @@
-"""CPU per delta of the browser stream: Markdown rendered block by block (chat/markdown.py
+"""CPU per delta of the browser stream: Markdown rendered block by block (chat/web/markdown.py
 StreamingMarkdown, what the page's stream does) against plain escaped text (what it did before),
 for replies of growing length with code in them, one token per delta.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chat.markdown import StreamingMarkdown  # noqa: E402
+from chat.web.markdown import StreamingMarkdown  # noqa: E402
 
 PARAGRAPH = "Streams keep every token safe while browsers come and go; a reader resumes exactly there. "
 CODE = ["def resume(cursor):\n", "    entries = log.after(cursor)\n", "    return [e.text for e in entries]\n"]

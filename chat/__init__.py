@@ -20,10 +20,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Imported here, not at the top (as flaskr does): gunicorn's master imports chat.config and
     # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
     # the gevent worker can patch it.
-    from . import cli, identity, metrics, rate_limits, security, structured_logs
+    from . import cli
     from .agents import load_agents
     from .extensions import db, init_redis, migrate
-    from .secret_key import SharedKeySessionInterface
+    from .people import identity, rate_limits
+    from .people.secret_key import SharedKeySessionInterface
+    from .web import metrics, security, structured_logs
 
     app = Flask(
         __name__,

@@ -7,11 +7,11 @@ import uuid
 import click
 from flask import Flask
 
-from . import accounts, credits
 from .extensions import db
 from .models import Identity, account_by_email, ledger, streaming_replies, utcnow
+from .people import accounts, credits
+from .people.secret_key import rotate_secret_key
 from .replies import replies
-from .secret_key import rotate_secret_key
 from .streams import StreamRef
 
 

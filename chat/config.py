@@ -77,7 +77,7 @@ def sqlalchemy_url(url: str) -> str:
 
 class Config:
     # Signs session cookies. Unset: one key generated once and kept in the database, shared by
-    # every host that uses it (chat/secret_key.py). Old keys listed here (comma-separated) are
+    # every host that uses it (chat/people/secret_key.py). Old keys listed here (comma-separated) are
     # still accepted, for rotating SECRET_KEY without signing everyone out.
     SECRET_KEY = os.environ.get("SECRET_KEY") or None
     SECRET_KEY_FALLBACKS = [key.strip() for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()]

@@ -68,7 +68,7 @@ def connect_redis(app: Flask) -> redis.Redis | redis.RedisCluster:
         health_check_interval=30,
         decode_responses=True,
         # A few quick reconnects only (redis-py's default retries for seconds, stalling the
-        # heartbeats): longer outages are handled by the pump and reader (chat/runtime.py), and
+        # heartbeats): longer outages are handled by the pump and reader (chat/replies/runtime.py), and
         # requests answer 503 at once.
         retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3),
         driver_info=DRIVER_INFO,

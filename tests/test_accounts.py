@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from chat.models import MICROS_PER_CREDIT, LedgerKind, ledger_sum
+from chat.models import ledger_sum
+from chat.vocabulary import MICROS_PER_CREDIT, LedgerKind
 from helpers.accounts import PASSWORD, AccountActions, account, chat_routes, ledger_rows
 from helpers.chats import charges, latest_reply, new_chat_id, post_chat, resume
 from helpers.sse import read_events

@@ -12,7 +12,7 @@ from chat.agents.demo import demo_reply
 from chat.config import Config
 from chat.extensions import db
 from chat.models import Chat, ChatStream, Message
-from chat.sse import parse_event_id
+from chat.streams.sse import parse_event_id
 from helpers.chats import charges, new_chat_id, post_chat, wait_for
 from helpers.sse import read_events
 

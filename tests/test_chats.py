@@ -194,7 +194,7 @@ def test_in_the_browser_rename_search_and_delete_a_chat_with_a_live_reply(live_s
 
 
 def test_fenced_code_is_highlighted_under_its_language_and_stays_inert():
-    from chat.markdown import render_markdown
+    from chat.web.markdown import render_markdown
 
     html = render_markdown(
         '```python\ndef f():\n    return "<b>"\n```\n\n```"><img src=x>\nx < y\n```\n\n```\nplain\n```'

@@ -32,12 +32,33 @@ def test_every_setting_the_app_reads_is_in_the_readme_table():
     assert not missing, f"settings missing from the README's Configuration table: {missing}"
 
 
-def test_the_readme_layout_names_every_module_of_the_package():
+def test_the_readme_layout_names_every_module_where_it_lives():
+    """Every module of the package is named under its own folder's entry (a folder's entry runs
+    from its `chat/<folder>/` line to the next entry), every top-level module by its path."""
     readme = (ROOT / "README.md").read_text()
     layout = readme.split("## Code layout", 1)[1].split("\n## ", 1)[0]
-    modules = [path.relative_to(ROOT).as_posix() for path in (ROOT / "chat").rglob("*.py")]
-    unnamed = [module for module in modules if module.rsplit("/", 1)[-1].removesuffix(".py") not in layout]
-    assert not unnamed, f"modules the README's layout does not mention: {unnamed}"
+    entries: dict[str, str] = {}
+    current = None
+    for line in layout.splitlines():
+        head = line.split(" ", 1)[0]
+        if head.startswith("chat/"):
+            current = head
+            entries[current] = line
+        elif line.startswith(" ") and current:
+            entries[current] += line
+        else:
+            current = None
+    misplaced = []
+    for path in (ROOT / "chat").rglob("*.py"):
+        relative = path.relative_to(ROOT).as_posix()
+        folder, name = relative.rsplit("/", 1)
+        if folder == "chat":
+            named = relative in entries
+        else:
+            named = name == "__init__.py" or name in entries.get(folder + "/", "")
+        if not named:
+            misplaced.append(relative)
+    assert not misplaced, f"modules the README's layout does not name under their folder: {sorted(misplaced)}"
 
 
 def test_nothing_points_outside_the_repository():

@@ -14,7 +14,8 @@ import requests
 from sqlalchemy import create_engine, func, select
 from test_gunicorn import first_events, holds_socket, post_raw, raw_lines, resume_request
 
-from chat.models import LedgerEntry, LedgerKind
+from chat.models import LedgerEntry
+from chat.vocabulary import LedgerKind
 from helpers.chats import new_chat_id, reply_in_database, wait_for
 from helpers.gunicorn import Gunicorn, worker_pids
 from helpers.sse import parse_sse, response_lines

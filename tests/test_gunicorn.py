@@ -187,7 +187,7 @@ def test_a_burst_of_new_guests_on_one_worker_all_get_their_replies(gunicorn_serv
 
 
 def test_a_client_that_hangs_up_mid_reply_frees_its_stream_place_at_once(gunicorn_server):
-    """Entries reach an idle response's socket without waking the response (chat/client_socket.py);
+    """Entries reach an idle response's socket without waking the response (chat/streams/client_socket.py);
     a client that hangs up is still noticed within a few tokens, and its open-stream place frees:
     with one place per identity, the same guest can follow the reply again right away."""
     server = gunicorn_server(workers=1, STREAMS_PER_IDENTITY="1", DEMO_MODEL_WORDS="400", DEMO_MODEL_DELAY_MS="20")

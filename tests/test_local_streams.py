@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from chat.local_streams import LocalStreams
 from chat.streams import APPENDED, SEALED, StreamRef, delta_event
+from chat.streams.local_store import LocalStreams
 
 REF = StreamRef("chat", "stream")
 

@@ -1,4 +1,4 @@
-"""Markdown rendered while a reply streams (chat/markdown.py StreamingMarkdown): finished blocks
+"""Markdown rendered while a reply streams (chat/web/markdown.py StreamingMarkdown): finished blocks
 once, the open block again per delta, and the same result however the text was cut."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from chat.agents.demo import MARKDOWN_SHOWCASE
-from chat.markdown import StreamingMarkdown, render_markdown
+from chat.web.markdown import StreamingMarkdown, render_markdown
 
 DOCUMENT = (
     "".join(MARKDOWN_SHOWCASE)

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from chat.agents import AgentConfigError, load_agents
 from chat.config import Config
 from chat.extensions import db
-from chat.models import MICROS_PER_CREDIT, Identity, Message, ledger_sum
+from chat.models import Identity, Message, ledger_sum
+from chat.vocabulary import MICROS_PER_CREDIT
 from helpers.chats import charges, hammer_resumes, latest_reply, new_chat_id, post_chat
 from helpers.sse import read_events
 

@@ -96,7 +96,7 @@ def test_json_logs_carry_a_line_per_request_and_per_reply_event(app_factory, cap
     import json
     import logging
 
-    from chat.structured_logs import JsonLines
+    from chat.web.structured_logs import JsonLines
 
     app = app_factory(LOG_FORMAT="json", DEMO_MODEL_WORDS=200, DEMO_MODEL_DELAY_MS=10)
     client = app.test_client()

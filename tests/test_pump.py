@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import redis
 
-from chat.local_streams import LocalStreams
-from chat.pump import LogLost, Pump
+from chat.replies.pump import LogLost, Pump
 from chat.streams import LOST, Event, StreamRef
+from chat.streams.local_store import LocalStreams
 
 REF = StreamRef("chat", "stream")
 START = "0-1"  # the id LocalStreams gives a log's start event

@@ -11,11 +11,10 @@ import gevent.queue
 import gevent.socket
 import pytest
 
-from chat import reader, sse
-from chat.client_socket import ClientSocket, chunk
-from chat.reader import StreamHub
-from chat.replies import continued
-from chat.streams import Event, RedisStreams, StreamRef, delta_event
+from chat.replies import continued, reader
+from chat.replies.reader import StreamHub
+from chat.streams import Event, RedisStreams, StreamRef, delta_event, sse
+from chat.streams.client_socket import ClientSocket, chunk
 from helpers.sse import SseEvent, parse_sse
 
 REF = StreamRef("c", "s")

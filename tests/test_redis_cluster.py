@@ -39,7 +39,7 @@ from test_streams import (  # noqa: F401
     test_seals_and_heartbeats_survive_redis_forgetting_its_scripts,
 )
 
-from chat.cluster_reader import ClusterStreamHub
+from chat.replies.cluster_reader import ClusterStreamHub
 from chat.streams import ClusterRedisStreams, StreamRef, chat_key
 from helpers.chats import latest_reply, new_chat_id, post_chat, resume, wait_for
 from helpers.cluster import RedisCluster

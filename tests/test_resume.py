@@ -80,9 +80,9 @@ def test_many_finishers_at_once_record_exactly_one_outcome(app_factory):
     chat_id = new_chat_id()
     start = read_events(post_chat(client, chat_id), stop_after=2).events[0].json()
     runtime = app.extensions["replies"].runtime
-    from chat.finish import finish_reply
-    from chat.models import FinishReason
+    from chat.replies.finish import finish_reply
     from chat.streams import StreamRef
+    from chat.vocabulary import FinishReason
 
     ref = StreamRef(chat_id, start["streamId"])
 

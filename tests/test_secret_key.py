@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chat.models import app_secret, create_app_secret
-from chat.secret_key import CURRENT, load_secret_key
+from chat.people.secret_key import CURRENT, load_secret_key
 from helpers.chats import new_chat_id, post_chat
 from helpers.sse import read_events
 

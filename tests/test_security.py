@@ -238,7 +238,7 @@ def test_hostile_text_in_messages_replies_and_titles_is_inert(app, client, paylo
 def test_log_lines_never_carry_a_urls_password():
     import io
 
-    from chat.security import RedactSecrets
+    from chat.web.security import RedactSecrets
 
     redis_password, database_password = secrets.token_hex(8), secrets.token_hex(8)
     # The URLs are put together at run time from parts (the host from the environment), so no

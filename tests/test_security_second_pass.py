@@ -18,14 +18,15 @@ import redis
 import requests
 from sqlalchemy import event, select
 
-from chat import create_app, markdown
+from chat import create_app
 from chat.config import Config
 from chat.embedded_redis import ensure_redis_url
 from chat.extensions import db
 from chat.models import Identity, ledger_sum
-from chat.security import RedactSecrets
 from chat.streams import StreamRef
-from chat.structured_logs import JsonLines
+from chat.web import markdown
+from chat.web.security import RedactSecrets
+from chat.web.structured_logs import JsonLines
 from helpers.accounts import PASSWORD, AccountActions, account
 from helpers.apps import ROOT
 from helpers.chats import latest_reply, new_chat_id, post_chat, resume, wait_for
@@ -115,7 +116,7 @@ def test_a_poisoned_page_stream_on_one_instance_does_not_stop_another_persons_st
 def test_the_reader_ends_only_the_followers_of_a_log_whose_read_redis_refuses(store):
     """Defence in depth behind the edge check: one refused cursor in the shared XREAD ends its own
     followers with an error, and every other log's followers keep reading."""
-    from chat.reader import CURSOR_REFUSED, StreamHub
+    from chat.replies.reader import CURSOR_REFUSED, StreamHub
 
     streams = store()
     victim_ref, poisoned_ref = StreamRef("c1", "s1"), StreamRef("c2", "s2")
@@ -170,7 +171,7 @@ def test_a_replys_markdown_is_rendered_once_for_every_tab_watching_it(app_factor
 
 
 def test_pathological_markdown_degrades_to_escaped_text_once_its_budget_is_spent(monkeypatch):
-    from chat.markdown import SharedRenders, StreamingMarkdown
+    from chat.web.markdown import SharedRenders, StreamingMarkdown
 
     parses = []
     parse = markdown.parser.parse

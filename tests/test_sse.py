@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat import sse
+from chat.streams import sse
 from helpers.sse import parse_sse
 
 

@@ -1,22 +1,11 @@
-"""The Redis stream protocol (chat/streams.py) against a real redis-server."""
+"""The Redis stream protocol (chat/streams/redis_store.py) against a real redis-server."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from chat.streams import (
-    APPENDED,
-    LOST,
-    SEALED,
-    Hold,
-    LogState,
-    RedisStreams,
-    StreamRef,
-    chat_key,
-    delta_event,
-    log_key,
-)
+from chat.streams import APPENDED, LOST, SEALED, Hold, LogState, RedisStreams, StreamRef, chat_key, delta_event, log_key
 
 
 def test_append_stream_id_keeps_the_newest_five_newest_first(store):
@@ -208,7 +197,7 @@ def test_terminating_leaves_only_keys_that_expire_with_the_retention(store):
 def test_a_read_in_flight_when_a_stream_is_followed_again_leaves_no_gap(store):
     """The reader's XREAD is in flight for a stream; its last reader leaves and another one
     follows it again from an earlier cursor; then the stale read lands. Nothing may be skipped."""
-    from chat.reader import StreamHub
+    from chat.replies.reader import StreamHub
 
     streams = store()
     ref = StreamRef("c", "s")

@@ -12,7 +12,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models import MICROS_PER_CREDIT, FinishReason
+from ..vocabulary import MICROS_PER_CREDIT, FinishReason
 
 
 class AgentConfigError(RuntimeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from ..models import FinishReason
+from ..vocabulary import FinishReason
 from . import Agent, Completion, Generation, estimate_tokens
 
 VOCABULARY = (

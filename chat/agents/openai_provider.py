@@ -11,7 +11,7 @@ from typing import cast
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from ..models import FinishReason
+from ..vocabulary import FinishReason
 from . import Agent, Completion, Generation, ProviderError
 
 TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "h11"}

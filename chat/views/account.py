@@ -12,9 +12,9 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .. import accounts, rate_limits
-from ..identity import guest_from_session
 from ..models import Identity, api_tokens, ledger
+from ..people import accounts, rate_limits
+from ..people.identity import guest_from_session
 from ..refusals import Refused
 
 bp = Blueprint("account", __name__)

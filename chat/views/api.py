@@ -7,13 +7,14 @@ from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import metrics, rate_limits, sse, structured_logs
-from ..client_socket import ClientSocket
-from ..identity import current_identity_id
 from ..models import owned_chat
+from ..people import rate_limits
+from ..people.identity import current_identity_id
 from ..replies import ReplyError, replies
-from ..security import json_api_request
-from ..streams import Event
+from ..streams import Event, sse
+from ..streams.client_socket import ClientSocket
+from ..web import metrics, structured_logs
+from ..web.security import json_api_request
 from .errors import error_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")

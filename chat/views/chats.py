@@ -7,13 +7,14 @@ import uuid
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from .. import rate_limits
-from ..export import as_json, as_markdown, file_name
 from ..extensions import db
-from ..identity import current_identity_id
-from ..models import CHAT_TITLE_MAX, chats_page, recent_chats
+from ..models import chats_page, recent_chats
+from ..people import rate_limits
+from ..people.identity import current_identity_id
 from ..refusals import Refused
 from ..replies import replies
+from ..vocabulary import CHAT_TITLE_MAX
+from ..web.export import as_json, as_markdown, file_name
 from .errors import is_fragment_request
 from .pages import agent_or_404, chat_or_404
 

@@ -9,9 +9,9 @@ from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from .. import rate_limits
 from ..extensions import db
-from ..identity import AuthenticationRequired
+from ..people import rate_limits
+from ..people.identity import AuthenticationRequired
 from ..refusals import Refused
 
 CSRF_REFUSED = "This form did not come from this site's page, or the page is too old: reload it and try again."

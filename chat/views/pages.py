@@ -10,17 +10,11 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
 
-from .. import markdown, metrics, rate_limits, sse, structured_logs
 from ..agents import Agent
 from ..extensions import db
-from ..identity import AuthenticationRequired, current_identity, current_identity_id
-from ..markdown import StreamingMarkdown, render_markdown
 from ..models import (
-    FAILED_STATUSES,
     Chat,
     Message,
-    MessageRole,
-    MessageStatus,
     messages_page,
     newest_messages,
     owned_chat,
@@ -28,8 +22,13 @@ from ..models import (
     recent_chats,
     turn_versions,
 )
+from ..people import rate_limits
+from ..people.identity import AuthenticationRequired, current_identity, current_identity_id
 from ..replies import ReplyError, replies
-from ..streams import Event
+from ..streams import Event, sse
+from ..vocabulary import FAILED_STATUSES, MessageRole, MessageStatus
+from ..web import markdown, metrics, structured_logs
+from ..web.markdown import StreamingMarkdown, render_markdown
 from .api import parse_message, sse_response
 from .errors import answer, is_fragment_request
 

@@ -7,7 +7,8 @@ import re
 from sqlalchemy import select
 
 from chat.extensions import db
-from chat.models import Identity, LedgerEntry, LedgerKind
+from chat.models import Identity, LedgerEntry
+from chat.vocabulary import LedgerKind
 
 PASSWORD = "correct horse battery"
 

@@ -10,8 +10,9 @@ import requests
 from sqlalchemy import create_engine, select
 
 from chat.extensions import db
-from chat.models import LedgerEntry, LedgerKind, Message
+from chat.models import LedgerEntry, Message
 from chat.models import latest_reply as latest_reply_of
+from chat.vocabulary import LedgerKind
 
 from .sse import read_events
 

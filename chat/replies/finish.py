@@ -33,15 +33,11 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from . import metrics, structured_logs
-from .agents import Agent, estimate_tokens
-from .credits import charge
-from .extensions import db
-from .models import (
+from ..agents import Agent, estimate_tokens
+from ..extensions import db
+from ..models import (
     Chat,
-    FinishReason,
     Message,
-    MessageStatus,
     finish_streaming,
     release_credit,
     reply_and_chat,
@@ -49,7 +45,10 @@ from .models import (
     touch_chat,
     utcnow,
 )
-from .streams import Event, StreamBackend, StreamRef, entry_cursor
+from ..people.credits import charge
+from ..streams import Event, StreamBackend, StreamRef, entry_cursor
+from ..vocabulary import FinishReason, MessageStatus
+from ..web import metrics, structured_logs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The producer pump: writes every local reply's deltas to its log and keeps producers alive.
 
-One pump per process. Producers (chat/producer.py) push text into their ProducerState; the pump
+One pump per process. Producers (chat/replies/producer.py) push text into their ProducerState; the pump
 writes all pending text of all local replies in one round trip, refreshes their heartbeats and
 sees stop requests. Nothing here speaks Redis itself: it calls the stream backend.
 
@@ -20,9 +20,9 @@ from typing import Protocol
 
 import redis
 
-from . import metrics
-from .background import start_daemon
-from .streams import APPENDED, SEALED, Event, StreamBackend, StreamRef, delta_event
+from ..background import start_daemon
+from ..streams import APPENDED, SEALED, Event, StreamBackend, StreamRef, delta_event
+from ..web import metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class LogLost(Exception):
 
 
 class Fanout(Protocol):
-    """Where the pump hands what it wrote, for the readers in this process (chat/reader.py)."""
+    """Where the pump hands what it wrote, for the readers in this process (chat/replies/reader.py)."""
 
     def produced_here(self, ref: StreamRef, start_id: str) -> None: ...
     def deliver(self, ref: StreamRef, events: list[Event]) -> None: ...

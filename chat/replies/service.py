@@ -1,9 +1,9 @@
 """Replies: start one, follow it from any cursor, resume a chat, stop it.
 
 The facade the views call. It admits a request (ownership, agent, credit, one live reply per
-chat), stores the turn and hands generation to chat/producer.py; reading goes through this
-process's follower, finishing through chat/finish.py. Its machinery is built lazily, once per
-process (chat/runtime.py).
+chat), stores the turn and hands generation to chat/replies/producer.py; reading goes through this
+process's follower, finishing through chat/replies/finish.py. Its machinery is built lazily, once per
+process (chat/replies/runtime.py).
 """
 
 from __future__ import annotations
@@ -21,20 +21,12 @@ from flask import Flask, current_app
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
-from . import metrics, structured_logs
-from .agents import Agent, estimate_tokens
-from .client_socket import ClientSocket
-from .extensions import db
-from .finish import StoredReply, finish_reply, interrupt, stored_reply
-from .identity import identity_or_guest, store_guest
-from .models import (
-    MICROS_PER_CREDIT,
+from ..agents import Agent, estimate_tokens
+from ..extensions import db
+from ..models import (
     Chat,
-    FinishReason,
     Identity,
     Message,
-    MessageRole,
-    MessageStatus,
     chat_stream_ids,
     conversation,
     get_recent_stream_id,
@@ -48,11 +40,16 @@ from .models import (
     touch_chat,
     utcnow,
 )
+from ..people.identity import identity_or_guest, store_guest
+from ..people.rate_limits import admit_new_guest
+from ..refusals import Refused
+from ..streams import Event, Hold, LogState, StreamRef, entry_cursor, joined_text
+from ..streams.client_socket import ClientSocket
+from ..vocabulary import MICROS_PER_CREDIT, FinishReason, MessageRole, MessageStatus
+from ..web import metrics, structured_logs
+from .finish import StoredReply, finish_reply, interrupt, stored_reply
 from .producer import ReplyHandle, start_producer
-from .rate_limits import admit_new_guest
-from .refusals import Refused
 from .runtime import Runtime
-from .streams import Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
@@ -251,13 +248,13 @@ class Replies:
         revision: Revision | None = None,
     ) -> None:
         """One transaction, with no round trip to anything else between its first write and its
-        commit (on SQLite that would stall the worker, see chat/identity.py)."""
+        commit (on SQLite that would stall the worker, see chat/people/identity.py)."""
         if chat is not None:
             self.interrupt_leftover(chat)
         now = utcnow()
         store_guest(identity)
         # The most the reply can cost (its prompt and max_tokens), held until it is finished
-        # (chat/finish.py gives it back as it charges): a burst of messages cannot spend more
+        # (chat/replies/finish.py gives it back as it charges): a burst of messages cannot spend more
         # than the balance, however many start at once.
         reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
         if not reserve_credit(identity.id, reserve, self.config["LIVE_REPLIES_PER_IDENTITY"]):

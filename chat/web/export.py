@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from .models import Chat, MessageRole
+from ..models import Chat
+from ..vocabulary import MessageRole
 
 
 def as_markdown(chat: Chat, agent_name: str) -> str:

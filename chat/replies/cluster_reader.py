@@ -2,7 +2,7 @@
 
 One XREAD cannot span hash slots, and every chat's keys are a slot of their own, so on a cluster
 the hub follows logs another way: each stored entry is also published on its log's shard channel
-(chat/streams.py, ClusterRedisStreams); each master gets one subscribed connection here, read by
+(chat/streams/redis_store.py, ClusterRedisStreams); each master gets one subscribed connection here, read by
 a thread of its own, and the hub's thread keeps the subscriptions equal to the followed logs.
 
 Pub/sub delivers at most once, so a message is handed on only when it is the delta right after
@@ -20,10 +20,10 @@ from collections.abc import Iterable
 
 import redis
 
-from . import metrics
-from .background import start_daemon
+from ..background import start_daemon
+from ..streams import ClusterRedisStreams, Event, StreamRef, entry_cursor, published_event
+from ..web import metrics
 from .reader import StreamHub
-from .streams import ClusterRedisStreams, Event, StreamRef, entry_cursor, published_event
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.exc import SQLAlchemyError
 
-from .models import app_secret, create_app_secret, replace_app_secret
+from ..models import app_secret, create_app_secret, replace_app_secret
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ passwords and personal API tokens. The views and `flask users …` call these; t
 A guest who signs up or signs in is merged into the account: one conditional UPDATE marks the
 guest merged, and only the request whose UPDATE matched moves the chats and the balance, so a
 double submit merges exactly once. An account never takes a guest's id: whoever still holds the
-guest's cookie holds a merged guest that owns nothing (chat/identity.py starts them afresh).
+guest's cookie holds a merged guest that owns nothing (chat/people/identity.py starts them afresh).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..background import off_loop
+from ..extensions import db
+from ..models import ApiToken, Chat, Identity, account_by_email, insert_or_ignore, utcnow
+from ..refusals import Refused
 from . import credits
-from .background import off_loop
-from .extensions import db
 from .identity import token_hash
-from .models import ApiToken, Chat, Identity, account_by_email, insert_or_ignore, utcnow
-from .refusals import Refused
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 WRONG_CREDENTIALS = "Wrong email or password."

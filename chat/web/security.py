@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, g, request
 from flask_wtf.csrf import CSRFProtect
 
-from .refusals import Refused
+from ..refusals import Refused
 
 csrf = CSRFProtect()
 

@@ -11,7 +11,7 @@ producer hands it over (`produced_elsewhere`) and the log joins the XREAD from t
 handed over, which brings the terminal event.
 
 A subscription whose response is idle is not woken for a delta at all: its bytes are written to
-the client's socket right here (chat/client_socket.py), encoded once for every such follower.
+the client's socket right here (chat/streams/client_socket.py), encoded once for every such follower.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import NamedTuple
 
 import redis
 
-from . import metrics, sse
-from .background import start_daemon
-from .client_socket import ClientSocket, chunk
-from .streams import Event, RedisStreams, StreamRef, entry_cursor
+from ..background import start_daemon
+from ..streams import Event, RedisStreams, StreamRef, entry_cursor, sse
+from ..streams.client_socket import ClientSocket, chunk
+from ..web import metrics
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class StreamHub:
         except redis.RedisError as exc:
             log.info("reader: could not wake the XREAD (%s); it reads the new logs on its next turn", exc)
 
-    # -- the pump's side (chat/pump.py Fanout) --------------------------------------------------
+    # -- the pump's side (chat/replies/pump.py Fanout) --------------------------------------------------
     def produced_here(self, ref: StreamRef, start_id: str) -> None:
         with self.lock:
             self.local[ref] = start_id

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import redis
 from flask import Flask
 
-from .agents import Agent, Completion, ProviderError, generate, suggest_title
-from .background import spawn_daemon
+from ..agents import Agent, Completion, ProviderError, generate, suggest_title
+from ..background import spawn_daemon
+from ..streams import Event, StreamRef
+from ..vocabulary import FinishReason, MessageStatus
 from .finish import Usage, finish_reply, keep_provisional_text, record_title
-from .models import FinishReason, MessageStatus
 from .pump import ProducerState
 from .runtime import Runtime
-from .streams import Event, StreamRef
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ import time
 import redis
 from flask import Flask
 
-from .agents import Agent
-from .background import start_daemon
+from ..agents import Agent
+from ..background import start_daemon
+from ..extensions import redis_client
+from ..streams import ClusterRedisStreams, Follower, RedisStreams, StreamBackend, StreamRef
+from ..streams.local_store import LocalStreams
 from .cluster_reader import ClusterStreamHub
-from .extensions import redis_client
 from .finish import interrupt, reap_orphans
-from .local_streams import LocalStreams
 from .pump import Pump
 from .reader import StreamHub
-from .streams import ClusterRedisStreams, Follower, RedisStreams, StreamBackend, StreamRef
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
+from . import APPENDED, SEALED, Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 from .client_socket import ClientSocket
-from .streams import APPENDED, SEALED, Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 
 
 class LocalLog:

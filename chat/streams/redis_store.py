@@ -1,4 +1,5 @@
-"""The Redis side of resumable streams: the only module that knows keys and commands.
+"""The Redis side of resumable streams: the only module that knows keys and commands (the
+cluster's routing is in cluster_store.py).
 
 A reply is a Redis Stream of events (`start`, `delta`…, then one terminal `finish` or `error`),
 so any reader on any worker or host can continue from any entry id. Every key of one chat
@@ -31,75 +32,18 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as encode_json_string
-from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import hiredis
 import redis
 from redis.commands.core import Script
 
 if TYPE_CHECKING:
-    from .client_socket import ClientSocket
+    pass
+from .backend import APPENDED, LOST, SEALED
+from .events import Entry, Event, Hold, LogState, StreamRef, joined_text, to_event
 
 RECENT_STREAMS_KEPT = 5
-TERMINAL_EVENTS = frozenset({"finish", "error"})
-
-
-class StreamRef(NamedTuple):
-    """A reply's log: its chat and its stream. A tuple, so hashing it (it keys every per-reply
-    map the pump and the readers keep, several times per token) runs in C."""
-
-    chat_id: str
-    stream_id: str
-
-
-@dataclass(frozen=True)
-class LogState:
-    """A reply's log as a reader finds it: whether it still exists, and whether it has ended
-    (None: not asked)."""
-
-    ref: StreamRef
-    exists: bool
-    ended: bool | None
-    events: list[Event] | None = None  # its entries after the cursor asked for (None: not read)
-
-
-@dataclass(frozen=True)
-class Hold:
-    """One of an identity's `cap` open-stream places, asked for: it lapses after `ttl_ms`
-    unless refreshed, so a dead process's places free themselves."""
-
-    owner: str
-    hold_id: str
-    cap: int
-    ttl_ms: int
-
-
-@dataclass(frozen=True)
-class Event:
-    """One entry of a reply's log; `data` is the JSON text sent as the SSE `data:`."""
-
-    id: str
-    type: str
-    data: str
-
-    @property
-    def terminal(self) -> bool:
-        return self.type in TERMINAL_EVENTS
-
-    @property
-    def cursor(self) -> tuple[int, int]:
-        return entry_cursor(self.id)
-
-    def payload(self) -> dict:
-        return json.loads(self.data)
-
-
-def entry_cursor(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
 
 # Refuse further deltas: mark the log sealed and raise its top id above every id its producer can
 # still write (`T-n`, T being the millisecond of the log's first entries). A log whose top entry
@@ -111,8 +55,9 @@ redis.call('SET', KEYS[2], 'sealed', 'NX', 'EX', ARGV[1])
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if top then redis.call('XSETID', KEYS[1], string.match(top[1], '^%d+') .. '-' .. ARGV[2]) end
 """
+
 SEALED_SEQ = "9223372036854775807"  # 2^63 - 1: above any delta number, below the id space's end
-APPENDED, SEALED, LOST = "ok", "sealed", "lost"
+
 REFUSED_ID = "equal or smaller than the target stream top item"
 
 # Write the terminal event exactly once, start the retention clock and free the chat. On a
@@ -190,75 +135,6 @@ RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-class StreamBackend(Protocol):
-    """A store of reply logs: RedisStreams below, or LocalStreams (memory) when
-    RESUMABLE_STREAMS=0. Generation, readers and finishing are written against this.
-
-    `shared` says whether every process (and host) sees the same logs and live claims; a store
-    that is not shared cannot see another process's producer or let a later request resume.
-    """
-
-    shared: bool
-
-    def append_stream_id(self, chat_id: str, stream_id: str) -> None: ...
-    def load_streams(self, chat_id: str) -> list[str]: ...
-    def newest_log(self, chat_id: str, after: str | None = None) -> LogState | None:
-        """The log of the chat's newest stream (None when the chat lists none), with its entries
-        after `after` when that is given and the log exists."""
-        ...
-
-    def hold_and_find_newest(self, hold: Hold, chat_id: str, after: str) -> tuple[bool, LogState | None]:
-        """`hold_stream` and, when the place is taken, `newest_log` (a resume's first step)."""
-        ...
-
-    def claim_live(self, ref: StreamRef, timeout_ms: int) -> bool: ...
-    def release_live(self, ref: StreamRef) -> None: ...
-    def alive(self, refs: Sequence[StreamRef]) -> list[bool]: ...
-    def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]: ...
-    def request_cancel(self, ref: StreamRef) -> None: ...
-    def forget_chat(self, chat_id: str, stream_ids: Iterable[str]) -> None:
-        """Drop everything kept of the chat and of these streams of it (the chat is deleted)."""
-        ...
-
-    def create(self, ref: StreamRef, start_data: dict) -> str:
-        """Start the log (and list it as the chat's newest stream); the start event's id."""
-        ...
-
-    def claim_and_create(self, ref: StreamRef, start_data: dict, timeout_ms: int) -> str | None:
-        """`claim_live` then `create`, at once; None (and nothing done) when the chat is taken."""
-        ...
-
-    def hold_and_claim(self, hold: Hold, ref: StreamRef, start_data: dict, timeout_ms: int) -> tuple[bool, str | None]:
-        """`hold_stream` and, when the place is taken, `claim_and_create` (a POST's first step):
-        whether the place was taken, and the start event's id."""
-        ...
-
-    def abandon(self, ref: StreamRef) -> None:
-        """Undo `claim_and_create` for a reply that was not stored after all."""
-        ...
-
-    def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]: ...
-    def seal(self, ref: StreamRef) -> None: ...
-    def end_log(self, ref: StreamRef, event: str, data: dict) -> Event | None: ...
-    def log_ended(self, ref: StreamRef) -> bool: ...
-    def exists(self, ref: StreamRef) -> bool: ...
-    def read(self, ref: StreamRef, after: str = "0-0", count: int | None = None) -> list[Event]: ...
-    def read_text(self, ref: StreamRef) -> str: ...
-    def hold_stream(self, hold: Hold) -> bool: ...
-    def refresh_hold(self, owner: str, hold_id: str, ttl_ms: int) -> None: ...
-    def release_hold(self, owner: str, hold_id: str) -> None: ...
-
-
-class Follower(Protocol):
-    """Follows one log for one client: events after `after`, then each new one as it is added,
-    until the terminal event; None items mean "nothing new for a while" (a keepalive is due).
-    StreamHub (chat/reader.py) for Redis, LocalStreams for memory."""
-
-    def subscribe(self, ref: StreamRef, after: str, client: ClientSocket | None = None) -> Iterable[Event | None]:
-        """`client`: the response's socket, when entries may be written to it directly."""
-        ...
 
 
 def chat_key(chat_id: str, suffix: str) -> str:
@@ -623,121 +499,6 @@ class RedisStreams:
         return chat_key(ref.chat_id, f"stream:{ref.stream_id}:{what}")
 
 
-class ClusterRedisStreams(RedisStreams):
-    """Reply logs on a Redis Cluster (REDIS_CLUSTER). The keys and scripts are the same; what
-    changes is who is asked: every command goes to the master of its key's slot, and since one
-    blocking XREAD cannot span slots, each stored entry is also published on its log's shard
-    channel (`...:events`, SPUBLISH) for the readers (chat/cluster_reader.py)."""
-
-    publishes = "1"
-
-    def __init__(self, client: redis.RedisCluster, **options) -> None:
-        super().__init__(client, **options)  # type: ignore[arg-type]
-        self.cluster = client
-        self._append_publish = client.register_script(APPEND_PUBLISH)  # type: ignore[misc]
-        self._scripts.append(self._append_publish)
-
-    @staticmethod
-    def _raw_reader(client: redis.Redis) -> redis.Redis:
-        return client  # its nodes parse entries into dicts, which to_event reads too
-
-    def _delta_command(self, ref: StreamRef, event: Event) -> tuple:
-        keys = (log_key(ref), self._state_key(ref, "events"))
-        return ("EVALSHA", self._append_publish.sha, 2, *keys, self.maxlen, event.id, event.data)
-
-    def hold_and_find_newest(self, hold: Hold, chat_id: str, after: str) -> tuple[bool, LogState | None]:
-        """One after the other: the identity's places and the chat's keys live on different slots."""
-        held = self.hold_stream(hold)
-        return held, self.newest_log(chat_id, after) if held else None
-
-    def hold_and_claim(self, hold: Hold, ref: StreamRef, start_data: dict, timeout_ms: int) -> tuple[bool, str | None]:
-        """One after the other, for the same reason."""
-        held = self.hold_stream(hold)
-        return held, self.claim_and_create(ref, start_data, timeout_ms) if held else None
-
-    def _send(self, commands: list[tuple]) -> list:
-        """One write per master, all sent before any reply is read; replies in command order.
-        A MOVED reply (slots resharded) refreshes the slot map and fails the write: the pump
-        sends it again, to the new owner."""
-        by_node: dict[str, list[int]] = {}
-        for i, command in enumerate(commands):
-            key = command[3] if command[0] == "EVALSHA" else command[1]
-            by_node.setdefault(self.node_of(key), []).append(i)
-        for name, positions in by_node.items():
-            connection = self._writer_for(name)
-            try:
-                connection.send_packed_command(
-                    [b"".join(hiredis.pack_command(commands[i]) for i in positions)], check_health=False
-                )
-            except BaseException:
-                connection.disconnect()
-                raise
-        replies: list = [None] * len(commands)
-        for name, positions in by_node.items():
-            for i, reply in zip(positions, exchange(self._writers[name], [], len(positions)), strict=True):
-                replies[i] = reply
-        if any(isinstance(reply, redis.exceptions.MovedError | redis.exceptions.AskError) for reply in replies):
-            self.cluster.nodes_manager.initialize()
-            raise redis.exceptions.TryAgainError("the cluster's slots moved; sending again")
-        return replies
-
-    def _writer_for(self, node_name: str) -> redis.connection.ConnectionInterface:
-        if node_name not in self._writers:
-            node = self.cluster.get_node(node_name=node_name)
-            assert node is not None, f"{node_name} is a master of the cluster"
-            self._writers[node_name] = node.redis_connection.connection_pool.make_connection()
-        return self._writers[node_name]
-
-    def node_of(self, key: str) -> str:
-        return self.cluster.nodes_manager.get_node_from_slot(self.cluster.keyslot(key)).name
-
-    def channel(self, ref: StreamRef) -> str:
-        """Where `ref`'s stored entries are published, as `<id> <type> <data>`."""
-        return self._state_key(ref, "events")
-
-    def subscriber(self, node_name: str) -> ShardSubscriber:
-        node = self.cluster.get_node(node_name=node_name)
-        return ShardSubscriber(node.redis_connection.connection_pool)
-
-
-class ShardSubscriber:
-    """One sharded pub/sub connection to one cluster master: SSUBSCRIBE and SUNSUBSCRIBE sent
-    from one thread, messages read by another (a subscribed connection answers nothing else)."""
-
-    def __init__(self, pool: redis.ConnectionPool) -> None:
-        # RESP2, whatever the pool speaks: pushes then come as plain arrays.
-        options = {**pool.connection_kwargs, "protocol": 2, "socket_timeout": None, "health_check_interval": 0}
-        self.connection = pool.connection_class(**options)
-        self.lock = threading.Lock()
-
-    def send(self, command: str, channels: Iterable[str]) -> None:
-        """One SSUBSCRIBE/SUNSUBSCRIBE per channel (one command may not span slots), one write."""
-        packed = b"".join(hiredis.pack_command(cast(tuple, (command, channel))) for channel in channels)
-        if packed:
-            with self.lock:
-                self.connection.connect()
-                self.connection.send_packed_command([packed], check_health=False)
-
-    def receive(self, timeout: float) -> list[list[str]]:
-        """Messages that arrived within `timeout`: [kind, channel, payload-or-count] each."""
-        with self.lock:  # both sides connect under the lock: never two sockets, one unread
-            self.connection.connect()
-        messages = []
-        wait = timeout
-        while self.connection.can_read(timeout=wait):
-            messages.append(self.connection.read_response())
-            wait = 0
-        return messages
-
-    def close(self) -> None:
-        self.connection.disconnect()
-
-
-def published_event(payload: str) -> Event:
-    entry_id, kind, data = payload.split(" ", 2)
-    return Event(entry_id, kind, data)
-
-
 def exchange(connection: redis.connection.ConnectionInterface, commands: list[tuple], sent: int = 0) -> list:
     """Send `commands` in one write on `connection` and read every reply (and those of `sent`
     commands sent before), errors as values. A failure drops the connection: a reply may be
@@ -763,31 +524,3 @@ def raise_errors(replies: list) -> list:
         if isinstance(reply, Exception):
             raise reply
     return replies
-
-
-# A stream entry as Redis sends it (decoded): its id and its fields as [name, value, name, value]
-# (or as a dict, parsed by redis-py's cluster client, whose nodes parse replies themselves).
-Entry = tuple[str, list[str] | dict[str, str]]
-
-
-def to_event(entry_id: str, fields: list[str] | dict[str, str]) -> Event:
-    """Every entry here is written as `e <type> d <data>`; anything else is read by name."""
-    if isinstance(fields, dict):
-        return Event(entry_id, fields["e"], fields["d"])
-    if len(fields) == 4 and fields[0] == "e" and fields[2] == "d":
-        return Event(entry_id, fields[1], fields[3])
-    named = dict(zip(fields[::2], fields[1::2], strict=True))
-    return Event(entry_id, named["e"], named["d"])
-
-
-def delta_event(start_id: str, seq: int, text: str) -> Event:
-    """The producer's `seq`-th delta (1, 2, …): its id follows the log's `start` entry's id.
-
-    Its data is exactly `json.dumps({"text": text})`, written by the C string encoder alone (a
-    tenth of the cost: this runs once per delta of every reply)."""
-    ms, first = entry_cursor(start_id)
-    return Event(f"{ms}-{first + seq}", "delta", '{"text": ' + encode_json_string(text) + "}")
-
-
-def joined_text(events: Iterable[Event]) -> str:
-    return "".join(event.payload()["text"] for event in events if event.type == "delta")

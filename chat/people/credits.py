@@ -8,16 +8,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from .models import (
-    MICROS_PER_CREDIT,
-    Chat,
-    Identity,
-    LedgerEntry,
-    LedgerKind,
-    add_to_balance,
-    insert_or_ignore,
-    insert_rows,
-)
+from ..models import Chat, Identity, LedgerEntry, add_to_balance, insert_or_ignore, insert_rows
+from ..vocabulary import MICROS_PER_CREDIT, LedgerKind
 
 
 def credits_to_micros(credits: float) -> int:

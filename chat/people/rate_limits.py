@@ -20,9 +20,9 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 
-from .extensions import DRIVER_INFO, on_cluster
+from ..extensions import DRIVER_INFO, on_cluster
+from ..refusals import Refused
 from .identity import current_identity_id
-from .refusals import Refused
 
 # No X-RateLimit-* headers on every response: reading a moving window back costs one more Redis
 # script (a binary search, ~10 commands) per limited request. A breach gets `Retry-After` from

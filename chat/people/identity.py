@@ -15,9 +15,10 @@ from flask import Flask, current_app, g, request, session
 from flask_login import LoginManager, current_user
 from sqlalchemy import inspect
 
+from ..extensions import db
+from ..models import Identity, account_by_token_hash, utcnow
+from ..vocabulary import MICROS_PER_CREDIT
 from . import credits
-from .extensions import db
-from .models import MICROS_PER_CREDIT, Identity, account_by_token_hash, utcnow
 
 GUEST_KEY = "identity"  # the session key naming a guest (never set for an account)
 login_manager = LoginManager()

@@ -1,0 +1,56 @@
+"""The words of the domain: statuses, finish reasons, ledger kinds, the credit unit. Plain
+enums and constants that any layer may import (agents, views, storage) without touching storage.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+MICROS_PER_CREDIT = 1_000_000
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class FinishReason(StrEnum):
+    """Why a reply ended: the `finishReason` of the API's `finish` event, and the message's
+    `finish_reason` column (`error` ends with an `error` event instead)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+    @property
+    def status(self) -> MessageStatus:
+        """The stored status of a reply that ended for this reason."""
+        return {
+            FinishReason.STOP: MessageStatus.COMPLETE,
+            FinishReason.LENGTH: MessageStatus.COMPLETE,
+            FinishReason.CANCELLED: MessageStatus.CANCELLED,
+            FinishReason.INTERRUPTED: MessageStatus.INTERRUPTED,
+            FinishReason.ERROR: MessageStatus.ERROR,
+        }[self]
+
+
+# The statuses a reply can end in short of complete; the page offers Retry on them.
+FAILED_STATUSES = frozenset({MessageStatus.INTERRUPTED, MessageStatus.CANCELLED, MessageStatus.ERROR})
+
+CHAT_TITLE_MAX = 200
+
+
+class LedgerKind(StrEnum):
+    CHARGE = "charge"  # a reply or a chat title
+    GRANT = "grant"  # credits given: to a new guest, at sign-up, by an operator
+    TRANSFER = "transfer"  # a guest's balance moved into the account it signed in to
