@@ -1,5 +1,6 @@
 """Chats, their messages (a reply is a message `streaming` until finished) and the stream audit
 trail, with the queries and writes on them: services call these named functions, never `select()`.
+Longer than most modules because every query on these three tables is here, written once.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ handed over, which brings the terminal event.
 
 A subscription whose response is idle is not woken for a delta at all: its bytes are written to
 the client's socket right here (chat/streams/client_socket.py), encoded once for every such follower.
+
+Longer than most modules: the hub, its subscriptions and the direct writes share one lock and
+one ordering argument ("every entry once, in order"), which is reviewed in one file.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from ..models import owned_chat
 from ..people import rate_limits
 from ..people.identity import current_identity_id
 from ..replies import ReplyError, replies
-from ..streams import Event, sse
-from ..streams.client_socket import ClientSocket
+from ..streams import sse
+from ..streams.events import Event
 from ..web import metrics, structured_logs
 from ..web.security import json_api_request
 from .errors import error_response
@@ -59,6 +59,11 @@ def parse_chat_id(raw: object) -> uuid.UUID:
 
 
 def parse_cursor() -> str | None:
+    """The request's cursor: `Last-Event-ID`, else `?lastEventId=` (an EventSource that was
+    re-created sends only the query); None without one. The one parser of both streams.
+
+    :raise ReplyError: 400 for an id this server never sent (or one Redis would refuse).
+    """
     raw = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
     try:
         cursor = sse.parse_event_id(raw)
@@ -99,15 +104,7 @@ def post_chat():
     if agent is None:
         raise ReplyError(404, f"Unknown agent {body.get('agent')!r}.")
     text = parse_message(body.get("message"))
-    identity_id = current_identity_id()
-    hold = replies().new_hold(identity_id)
-    try:
-        handle = replies().start(identity_id, chat_id, agent, text, hold=hold)
-    except BaseException:
-        replies().release_stream(identity_id, hold.hold_id)
-        raise
-    client = ClientSocket.of(request.environ)
-    return sse_response(replies().while_held(identity_id, hold.hold_id, replies().follow_started(handle, client)))
+    return sse_response(replies().start_and_follow(current_identity_id(), chat_id, agent, text, request.environ))
 
 
 @bp.get("/chat")
@@ -122,7 +119,7 @@ def get_chat():
     if cursor:
         metrics.RESUMES.inc()
         structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
-    source = replies().resume(identity_id, chat, cursor, ClientSocket.of(request.environ))
+    source = replies().resume(identity_id, chat, cursor, request.environ)
     if source is None:
         return Response(status=204)
     return sse_response(source)

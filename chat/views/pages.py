@@ -1,5 +1,6 @@
 """Server-rendered pages and the htmx fragments they swap. Without JavaScript the forms still
-post (and redirect); with htmx the same URLs answer with partials."""
+post (and redirect); with htmx the same URLs answer with partials. Longer than the other views
+because the chat page's browser stream (Markdown rendered block by block) is shaped here."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ from ..models import (
 from ..people import rate_limits
 from ..people.identity import AuthenticationRequired, current_identity, current_identity_id
 from ..replies import ReplyError, replies
-from ..streams import Event, sse
+from ..streams.events import Event
 from ..vocabulary import FAILED_STATUSES, MessageRole, MessageStatus
 from ..web import markdown, metrics, structured_logs
 from ..web.markdown import StreamingMarkdown, render_markdown
-from .api import parse_message, sse_response
+from .api import parse_cursor, parse_message, sse_response
 from .errors import answer, is_fragment_request
 
 bp = Blueprint("pages", __name__)
@@ -326,29 +327,24 @@ def browser_events(
 
 @bp.get("/agent/<slug>/<uuid:chat_id>/stream")
 def stream(slug: str, chat_id: uuid.UUID):
-    """The browser's stream of the chat's pending reply, from the page's own cursor."""
+    """The browser's stream of the chat's pending reply, from the page's own cursor. It always
+    answers 200 and ends with `done` (docs/api.md, Browser streams): a cursor it cannot use is
+    ignored, and a stream it cannot open ends at once (the page then shows the stored reply)."""
     agent = agent_or_404(slug)
     chat = chat_or_404(agent, chat_id)
-    raw = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
     try:
-        cursor = sse.parse_event_id(raw)
-    except ValueError:
+        cursor = parse_cursor()
+    except ReplyError:
         cursor = None
-    ref = replies().live_log(chat)
-    if ref is None or not rate_limits.page_stream_allowed():
-        return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
-    identity_id = current_identity_id()
-    try:
-        hold = replies().hold_stream(identity_id)
-    except ReplyError:  # too many open (or no Redis): the page shows the reply when it ends
+    opened = None
+    if rate_limits.page_stream_allowed():
+        try:
+            opened = replies().open_page_stream(current_identity_id(), chat, cursor, request.environ)
+        except ReplyError:  # too many open (or no Redis): the page shows the reply when it ends
+            opened = None
+    if opened is None:
         return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
     if cursor:
         metrics.RESUMES.inc()
-        structured_logs.event("reply.resume", chat=str(chat_id), cursor=sse.format_event_id(cursor))
-    after = sse.format_event_id(cursor) if cursor else None
-    text_before = replies().text_until(ref, after) if after else ""
-    source = replies().follow(ref, after)
-    return sse_response(
-        browser_events(replies().while_held(identity_id, hold, source), text_before, ref.stream_id),
-        retry_ms=RESUME_RETRY_MS,
-    )
+        structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
+    return sse_response(browser_events(opened.events, opened.text_before, opened.stream_id), retry_ms=RESUME_RETRY_MS)

@@ -1,0 +1,170 @@
+"""A turn as it is stored: the user's message and its reply's row, written in one transaction
+with the reply's credit reservation; the history the model is sent; versions of a turn
+(regenerate, edit). What the service refuses a turn with, and why, is here too."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+
+from ..agents import Agent
+from ..extensions import db
+from ..models import (
+    Chat,
+    Identity,
+    Message,
+    conversation,
+    insert_chat_stream,
+    insert_rows,
+    newest_messages,
+    next_position,
+    reserve_credit,
+    streaming_message,
+    touch_chat,
+    utcnow,
+)
+from ..people.identity import store_guest
+from ..refusals import Refused
+from ..vocabulary import MICROS_PER_CREDIT, MessageRole, MessageStatus
+from .producer import ReplyHandle
+
+CHAT_BUSY = "A reply is already being generated in this chat; wait for it or stop it."
+TOO_MANY_STREAMS = "You have too many streams open at once; close a tab or wait for a reply to end."
+TOO_MANY_LIVE = "You have too many replies being written at once; wait for one to finish."
+
+
+class ReplyError(Refused):
+    """A request the reply service refuses; `status` is the HTTP status that says why."""
+
+
+def not_enough_credit(identity: Identity, reserve: int) -> str:
+    held = f", {identity.reserved_micros / MICROS_PER_CREDIT:.2f} of it held by replies being written"
+    return (
+        f"Not enough credit: this reply may cost up to {reserve / MICROS_PER_CREDIT:.2f} credits and your "
+        f"balance is {identity.balance:.2f}{held if identity.reserved_micros else ''}."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    """A reply that is a new version of the chat's last turn: its turn, the messages of the
+    version it replaces, and whether the user's message is new too (an edit) or the same."""
+
+    turn_id: uuid.UUID
+    supersede: list[uuid.UUID]
+    new_message: bool
+    resent: uuid.UUID | None = None  # the user's message a regenerate sends again
+
+    @property
+    def left_out(self) -> list[uuid.UUID]:
+        """Messages the model is not sent as history (the text to answer comes last anyway)."""
+        return [*self.supersede, *([self.resent] if self.resent else [])]
+
+
+def last_turn(chat: Chat) -> tuple[Message, Message | None] | None:
+    """The chat's last user message and its reply (None while it is being written: 409)."""
+    if streaming_message(chat.id) is not None:
+        raise ReplyError(409, CHAT_BUSY)
+    messages = newest_messages(chat.id, 2)
+    users = [m for m in messages if m.role == MessageRole.USER]
+    if not users:
+        return None
+    prompt = users[-1]
+    answer = messages[-1] if messages[-1].role == MessageRole.ASSISTANT else None
+    return prompt, answer
+
+
+def turn_of(turn: tuple[Message, Message | None]) -> uuid.UUID:
+    """The turn's id: its first message's (store_turn gives it to a turn's messages, in the
+    transaction that stores the new version: nothing is written before the chat is claimed)."""
+    return turn[0].turn_id or turn[0].id
+
+
+def model_history(
+    chat: Chat | None, text: str, char_budget: int, leaving_out: Sequence[uuid.UUID] = ()
+) -> list[dict[str, str]]:
+    """The conversation sent to the model: newest messages that fit the character budget."""
+    budget = char_budget - len(text)
+    earlier = conversation(chat.id, budget, leaving_out=leaving_out) if chat is not None else []
+    return [*({"role": m.role, "content": m.content} for m in earlier), {"role": "user", "content": text}]
+
+
+def store_turn(
+    chat: Chat | None,
+    identity: Identity,
+    agent: Agent,
+    text: str,
+    reply: ReplyHandle,
+    prompt_estimate: int,
+    live_cap: int,
+    revision: Revision | None = None,
+) -> None:
+    """One transaction, with no round trip to anything else between its first write and its
+    commit (on SQLite that would stall the worker, see chat/people/identity.py); `live_cap`: the
+    replies one identity may have being written."""
+    now = utcnow()
+    store_guest(identity)
+    # The most the reply can cost (its prompt and max_tokens), held until it is finished
+    # (chat/replies/finish.py gives it back as it charges): a burst of messages cannot spend more
+    # than the balance, however many start at once.
+    reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
+    if not reserve_credit(identity.id, reserve, live_cap):
+        now_held = db.session.get_one(Identity, identity.id, populate_existing=True)
+        if now_held.live_replies >= live_cap:
+            raise ReplyError(429, TOO_MANY_LIVE, retry_after=5)
+        raise ReplyError(402, not_enough_credit(now_held, reserve))
+    if chat is None:
+        title = Chat.title_from(text)
+        new_chat = {"id": reply.chat_id, "identity_id": identity.id, "agent_slug": agent.slug, "title": title}
+        insert_rows(Chat, [{**new_chat, "created_at": now, "updated_at": now}])
+        position = 1  # next_position() of a chat without messages
+    else:
+        position = next_position(chat.id)
+        touch_chat(chat.id, now)
+    turn_id = None
+    if revision is not None:
+        turn_id = revision.turn_id
+        for message_id in revision.left_out:  # the turn's earlier version, and a resent prompt
+            earlier = db.session.get(Message, message_id)
+            if earlier is not None:
+                earlier.turn_id = turn_id
+                earlier.superseded = message_id in revision.supersede
+    # Both messages in one INSERT, so with the same columns (the user's: no stream, no usage).
+    message: dict[str, object] = {
+        "chat_id": reply.chat_id,
+        "turn_id": turn_id,
+        "created_at": now,
+        "updated_at": now,
+    }
+    messages = [
+        {
+            **message,
+            "id": reply.message_id,
+            "position": position + 1,
+            "role": MessageRole.ASSISTANT,
+            "content": "",
+            "status": MessageStatus.STREAMING,
+            "stream_id": reply.stream_id,
+            "prompt_tokens": prompt_estimate,
+            "reserved_micros": reserve,
+            "reserved_by": identity.id,
+        }
+    ]
+    if revision is None or revision.new_message:
+        user = {"id": uuid.uuid4(), "position": position, "role": MessageRole.USER, "content": text}
+        messages.insert(
+            0,
+            {
+                **message,
+                **user,
+                "status": MessageStatus.COMPLETE,
+                "stream_id": None,
+                "prompt_tokens": None,
+                "reserved_micros": None,
+                "reserved_by": None,
+            },
+        )
+    insert_rows(Message, messages)
+    insert_chat_stream(reply.chat_id, reply.stream_id)
+    db.session.commit()
