@@ -54,10 +54,12 @@ def store(redis_url) -> Iterator[Callable[..., RedisStreams]]:
     def build(**overrides) -> RedisStreams:
         options = {"maxlen": 1000, "ttl_seconds": 60, "max_reply_seconds": 600, "chat_streams_ttl_seconds": 3600}
         if on_cluster:
-            clients.append(redis.RedisCluster.from_url(redis_url, decode_responses=True))
-            return ClusterRedisStreams(clients[-1], **{**options, **overrides})
-        clients.append(redis.Redis.from_url(redis_url, decode_responses=True))
-        return RedisStreams(clients[-1], **{**options, **overrides})
+            cluster = redis.RedisCluster.from_url(redis_url, decode_responses=True)
+            clients.append(cluster)
+            return ClusterRedisStreams(cluster, **{**options, **overrides})
+        single = redis.Redis.from_url(redis_url, decode_responses=True)
+        clients.append(single)
+        return RedisStreams(single, **{**options, **overrides})
 
     yield build
     for client in clients:

@@ -33,7 +33,7 @@ def balance_is_its_ledger(app, identity_id) -> int:
     from chat.models import Identity
 
     with app.app_context():
-        identity = db.session.get(Identity, identity_id)
+        identity = db.session.get_one(Identity, identity_id)
         assert identity.balance_micros == ledger_sum(identity_id), "balance == sum of the ledger"
         return identity.balance_micros
 

@@ -31,7 +31,7 @@ def stored_messages(app, chat_id):
 
 def count(app, model) -> int:
     with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(model))
+        return db.session.scalar(select(func.count()).select_from(model)) or 0
 
 
 def test_post_streams_start_deltas_finish_with_increasing_ids(app, client):

@@ -20,7 +20,9 @@ def server(live_server):
 
 def stored_reply(app, page) -> Message:
     """The reply the database holds for the chat the page shows."""
-    return latest_reply(app, page.evaluate("location.pathname").rstrip("/").split("/")[-1])
+    reply = latest_reply(app, page.evaluate("location.pathname").rstrip("/").split("/")[-1])
+    assert reply is not None, "the chat has a reply"
+    return reply
 
 
 def start_reply(page, url: str, message: str, shown: int) -> None:

@@ -42,7 +42,7 @@ def post_raw(
         headers={"Content-Type": "application/json"},
     )
     response = conn.getresponse()
-    cookie = response.getheader("Set-Cookie").split(";")[0]
+    cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
     return conn, response, conn.sock.getsockname()[1], cookie
 
 

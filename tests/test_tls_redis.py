@@ -105,7 +105,7 @@ def tls_redis(tmp_path):
 
 def _answers(url: str) -> bool:
     try:
-        return redis.Redis.from_url(url, socket_timeout=1).ping()
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
     except redis.RedisError:
         time.sleep(0.05)
         return False

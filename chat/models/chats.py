@@ -322,3 +322,24 @@ def get_recent_stream_id(chat_id: uuid.UUID) -> str | None:
         .order_by(ChatStream.created_at.desc(), ChatStream.id.desc())
         .limit(1)
     )
+
+
+def move_chats(from_identity: uuid.UUID, to_identity: uuid.UUID) -> None:
+    """Give every chat of one identity to another (a guest merged into an account)."""
+    db.session.execute(
+        update(Chat)
+        .where(Chat.identity_id == from_identity)
+        .values(identity_id=to_identity)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def write_provisional_text(stream_id: str, text: str) -> None:
+    """Keep a still-streaming reply's text provisionally (not an outcome, nothing billed), for a
+    finisher that later finds its log lost."""
+    db.session.execute(
+        update(Message)
+        .where(Message.stream_id == stream_id, Message.status == MessageStatus.STREAMING)
+        .values(content=text)
+        .execution_options(synchronize_session=False)
+    )

@@ -173,8 +173,9 @@ def reserve_credit(identity_id: uuid.UUID, micros: int, live_cap: int) -> bool:
     """Hold `micros` of the identity's available credit for a reply, and one of its `live_cap`
     live replies; False (nothing held) when either is not there. One conditional UPDATE: two
     replies starting at once cannot both take the same credit."""
-    result = db.session.execute(RESERVE_CREDIT, {"identity_key": identity_id, "micros": micros, "live_cap": live_cap})
-    return cast(CursorResult, result).rowcount == 1
+    return matched(
+        db.session.execute(RESERVE_CREDIT, {"identity_key": identity_id, "micros": micros, "live_cap": live_cap})
+    )
 
 
 def release_credit(identity_id: uuid.UUID, micros: int) -> None:
@@ -250,4 +251,43 @@ def account_by_token_hash(token_hash: str) -> Identity | None:
         select(Identity)
         .join(ApiToken, ApiToken.identity_id == Identity.id)
         .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None), Identity.email.is_not(None))
+    )
+
+
+def matched(result: object) -> bool:
+    """Whether a conditional UPDATE matched its row."""
+    return cast(CursorResult, result).rowcount == 1
+
+
+def mark_guest_merged(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+    """Mark a guest merged into the account; False when it is not a guest (any more): the one
+    conditional UPDATE that lets a merge happen once however often it is asked for."""
+    return matched(
+        db.session.execute(
+            update(Identity)
+            .where(Identity.id == guest_id, Identity.email.is_(None), Identity.merged_into.is_(None))
+            .values(merged_into=account_id)
+        )
+    )
+
+
+def bump_session_epoch(account_id: uuid.UUID) -> None:
+    """End every session of the account (their user id names the old epoch)."""
+    db.session.execute(
+        update(Identity).where(Identity.id == account_id).values(session_epoch=Identity.session_epoch + 1)
+    )
+
+
+def add_api_token(account_id: uuid.UUID, name: str, token_hash: str) -> None:
+    db.session.add(ApiToken(identity_id=account_id, name=name, token_hash=token_hash))
+
+
+def revoke_api_token(account_id: uuid.UUID, token_id: uuid.UUID) -> bool:
+    """Revoke one of the account's working tokens; False when it has no such token."""
+    return matched(
+        db.session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.identity_id == account_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
     )

@@ -15,13 +15,22 @@ import secrets
 import uuid
 
 from flask import current_app
-from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..background import off_loop
 from ..extensions import db
-from ..models import ApiToken, Chat, Identity, account_by_email, insert_or_ignore, utcnow
+from ..models import (
+    Identity,
+    account_by_email,
+    add_api_token,
+    bump_session_epoch,
+    insert_or_ignore,
+    mark_guest_merged,
+    move_chats,
+    revoke_api_token,
+    utcnow,
+)
 from ..refusals import Refused
 from . import credits
 from .identity import token_hash
@@ -122,24 +131,13 @@ def merge_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
 def move_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
     """`merge_guest` in the caller's transaction. The guest is marked merged by one conditional
     UPDATE; only the call whose UPDATE matched moves anything, so a double submit moves once."""
-    claimed = cast_rowcount(
-        db.session.execute(
-            update(Identity)
-            .where(Identity.id == guest_id, Identity.email.is_(None), Identity.merged_into.is_(None))
-            .values(merged_into=account_id)
-        )
-    )
+    claimed = mark_guest_merged(guest_id, account_id)
     if not claimed and db.session.get(Identity, guest_id) is None:
         # A guest that never sent a message has no row: one is kept, merged, so that its id is
         # never a guest again and a second submit of the same form is known for what it is.
         insert_or_ignore(Identity, id=guest_id, balance_micros=0, merged_into=account_id, created_at=utcnow())
     if claimed:
-        db.session.execute(
-            update(Chat)
-            .where(Chat.identity_id == guest_id)
-            .values(identity_id=account_id)
-            .execution_options(synchronize_session=False)
-        )
+        move_chats(guest_id, account_id)
         guest = db.session.get_one(Identity, guest_id, populate_existing=True)
         credits.transfer_balance(guest, account_id, "Guest credits brought along")
     return claimed
@@ -147,9 +145,7 @@ def move_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
 
 def sign_out_everywhere(account: Identity) -> None:
     """Every session of the account stops working (their user id names the old epoch)."""
-    db.session.execute(
-        update(Identity).where(Identity.id == account.id).values(session_epoch=Identity.session_epoch + 1)
-    )
+    bump_session_epoch(account.id)
     db.session.commit()
 
 
@@ -172,25 +168,13 @@ def create_token(account: Identity, name: str) -> str:
     """A new personal API token; the only time its text exists outside the caller's hands."""
     name = name.strip()[:100] or "API token"
     token = "dct_" + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(identity_id=account.id, name=name, token_hash=token_hash(token)))
+    add_api_token(account.id, name, token_hash(token))
     db.session.commit()
     return token
 
 
 def revoke_token(account: Identity, token_id: uuid.UUID) -> bool:
     """Revoke one of the account's tokens; False when it has no such working token."""
-    revoked = cast_rowcount(
-        db.session.execute(
-            update(ApiToken)
-            .where(ApiToken.id == token_id, ApiToken.identity_id == account.id, ApiToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
-    )
+    revoked = revoke_api_token(account.id, token_id)
     db.session.commit()
     return revoked
-
-
-def cast_rowcount(result: object) -> bool:
-    """Whether a conditional UPDATE matched its row."""
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1

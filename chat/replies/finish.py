@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from ..agents import Agent, estimate_tokens
@@ -44,6 +43,7 @@ from ..models import (
     streaming_replies,
     touch_chat,
     utcnow,
+    write_provisional_text,
 )
 from ..people.credits import charge
 from ..streams import Event, StreamBackend, StreamRef, entry_cursor
@@ -251,10 +251,5 @@ def record_title(
 def keep_provisional_text(stream_id: str, text: str) -> None:
     """Keep a still-streaming reply's text provisionally (not an outcome, nothing billed), for a
     finisher that later finds its log lost."""
-    db.session.execute(
-        update(Message)
-        .where(Message.stream_id == stream_id, Message.status == MessageStatus.STREAMING)
-        .values(content=text)
-        .execution_options(synchronize_session=False)
-    )
+    write_provisional_text(stream_id, text)
     db.session.commit()

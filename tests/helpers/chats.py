@@ -73,7 +73,7 @@ def hammer_resumes(server_url: str, chat_id: str, agent: str, readers: int) -> l
         f"{server_url}/api/chat", json={"chatId": chat_id, "agent": agent, "message": "race"}, stream=True
     )
     head = read_events(post, stop_after=3)
-    cookies = session.cookies.get_dict()
+    cookies = {name: value or "" for name, value in session.cookies.get_dict().items()}
     texts: list[str] = []
     errors: list[BaseException] = []
 
@@ -84,7 +84,7 @@ def hammer_resumes(server_url: str, chat_id: str, agent: str, readers: int) -> l
                 f"{server_url}/api/chat",
                 params={"chatId": chat_id},
                 cookies=cookies,
-                headers={"Last-Event-ID": seen[-1].id},
+                headers={"Last-Event-ID": seen[-1].id or ""},
                 stream=True,
                 timeout=30,
             )

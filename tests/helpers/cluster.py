@@ -59,7 +59,7 @@ class RedisCluster:
     def ready(self) -> bool:
         for node in self.nodes():
             with node:
-                info = node.cluster("INFO")
+                info: dict = node.cluster("INFO")  # type: ignore[assignment]  # a dict: redis-py parses it
                 if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) != len(self.urls):
                     return False
         return True

@@ -21,7 +21,9 @@ class SseEvent:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
     """Parse SSE text line by line (as an EventSource does)."""
-    event_id, name, data = None, "message", []
+    event_id: str | None = None
+    name = "message"
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:
@@ -43,7 +45,7 @@ def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent]:
 def response_lines(response) -> Iterator[str]:
     """Lines of a streaming test-client or requests response."""
     if isinstance(response, requests.Response):
-        yield from response.iter_lines(decode_unicode=True)
+        yield from (str(line) for line in response.iter_lines(decode_unicode=True))
         return
     buffer = ""
     for chunk in response.response:
