@@ -286,18 +286,17 @@ class Replies:
 
         :raise ReplyError: 429 when the caller holds every place, 503 when Redis is unreachable.
         """
-        return self.held(identity_id, chat, cursor, environ, stored=True)
+        return self.held(identity_id, chat, cursor, ClientSocket.of(environ), stored=True)
 
-    def open_page_stream(
-        self, identity_id: uuid.UUID, chat: Chat, cursor: str | None, environ: dict
-    ) -> PageStream | None:
+    def open_page_stream(self, identity_id: uuid.UUID, chat: Chat, cursor: str | None) -> PageStream | None:
         """What a chat page's stream follows: `resume` without the stored reply (the page shows
         that itself), with the text up to `cursor` that the page already shows (read only when
-        it resumes from a cursor). None when no log is left to follow.
+        it resumes from a cursor). None when no log is left to follow. Its entries always pass
+        through the response (no direct writes to its socket): the page renders them first.
 
         :raise ReplyError: 429 when the caller holds every place, 503 when Redis is unreachable.
         """
-        source = self.held(identity_id, chat, cursor, environ, stored=False)
+        source = self.held(identity_id, chat, cursor, None, stored=False)
         if source is None:
             return None
         ref = source.ref
@@ -305,10 +304,11 @@ class Replies:
         return PageStream(ref.stream_id, self.text_until(ref, cursor) if cursor else "", source)
 
     def held(
-        self, identity_id: uuid.UUID, chat: Chat, cursor: str | None, environ: dict, stored: bool
+        self, identity_id: uuid.UUID, chat: Chat, cursor: str | None, client: ClientSocket | None, stored: bool
     ) -> HeldStream | None:
         """Resuming, written once: take a place and find the newest log in one round trip, then
-        follow it from `cursor` (or tell the stored reply, when `stored`)."""
+        follow it from `cursor` (or tell the stored reply, when `stored`); `client`: the socket
+        idle entries may be written to directly, as they are sent."""
         hold = self.open_streams.new(identity_id)
         try:
             held, newest = self.runtime.backend.hold_and_find_newest(hold, str(chat.id), cursor or "0-0")
@@ -316,7 +316,7 @@ class Replies:
             raise ReplyError(503, STORE_DOWN) from None
         self.open_streams.refuse_unless_held(held)
         try:
-            found = self.resume_source(chat, cursor, newest, ClientSocket.of(environ), stored)
+            found = self.resume_source(chat, cursor, newest, client, stored)
         except BaseException:
             self.open_streams.release(identity_id, hold.hold_id)
             raise

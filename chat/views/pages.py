@@ -339,7 +339,7 @@ def stream(slug: str, chat_id: uuid.UUID):
     opened = None
     if rate_limits.page_stream_allowed():
         try:
-            opened = replies().open_page_stream(current_identity_id(), chat, cursor, request.environ)
+            opened = replies().open_page_stream(current_identity_id(), chat, cursor)
         except ReplyError:  # too many open (or no Redis): the page shows the reply when it ends
             opened = None
     if opened is None:
