@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): each has its own redis-server, database and browser.
+TEST_WORKERS ?= 2
 BENCH_ARGS ?=
 
 .PHONY: help run dev test test-fast test-postgres lint fmt smoke-run bench screenshots migrate \
@@ -19,13 +21,13 @@ dev: system-deps $(VENV)/.installed migrate  ## Flask's reloading dev server
 	$(VENV)/bin/flask --app app run --debug
 
 test: test-system-deps $(VENV)/.installed-test  ## the whole suite (SQLite, real Redis, real Chromium)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-test  ## the inner loop: no browser, no gunicorn, no restarts (under 30 s)
-	$(PY) -m pytest -q -m "not browser and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not browser and not slow" $(PYTEST_ARGS)
 
 test-postgres: test-system-deps $(VENV)/.installed-test  ## the suite on PostgreSQL (TEST_DATABASE_URL)
-	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest -m "not browser" $(PYTEST_ARGS)
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest -n $(TEST_WORKERS) -m "not browser" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test  ## ruff check + ruff format --check + mypy (what CI runs first)
 	$(VENV)/bin/ruff check .

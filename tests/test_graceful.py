@@ -132,7 +132,7 @@ def test_a_hup_reload_of_the_master_mid_reply_loses_nothing(gunicorn_server, dat
 
 def test_max_requests_recycling_mid_reply_loses_nothing(gunicorn_server, database):
     server = gunicorn_server(
-        GRACEFUL_REPLY_SECONDS="20",
+        GRACEFUL_REPLY_SECONDS="8",
         DEMO_MODEL_WORDS="150",
         DEMO_MODEL_DELAY_MS="20",
         GUNICORN_CMD_ARGS="--max-requests 10",
