@@ -33,7 +33,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from ..extensions import db
 from ..vocabulary import CHAT_TITLE_MAX, MICROS_PER_CREDIT, MessageRole, MessageStatus
 from .base import Model, insert_rows, table, utcnow
-from .people import Identity
 
 
 class Chat(Model):
@@ -47,8 +46,6 @@ class Chat(Model):
     title: Mapped[str] = mapped_column(String(CHAT_TITLE_MAX), nullable=False, default="New chat")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
-
-    owner: Mapped[Identity] = relationship(back_populates="chats")
 
     @staticmethod
     def title_from(first_message: str, words: int = 6) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -27,12 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-
-if TYPE_CHECKING:
-    from .chats import Chat
 from ..vocabulary import MICROS_PER_CREDIT, LedgerKind
 from .base import Model, table, utcnow
 
@@ -57,8 +54,6 @@ class Identity(Model):
     live_replies: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # A guest that signed in to an account: its chats and balance moved there, once.
     merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"))
-
-    chats: Mapped[list[Chat]] = relationship(back_populates="owner", passive_deletes=True)
 
     @property
     def balance(self) -> float:
