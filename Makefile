@@ -27,7 +27,7 @@ test-fast: $(VENV)/.installed-test  ## the inner loop: no browser, no gunicorn, 
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not browser and not slow" $(PYTEST_ARGS)
 
 test-postgres: test-system-deps $(VENV)/.installed-test  ## the suite on PostgreSQL (TEST_DATABASE_URL)
-	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest -n $(TEST_WORKERS) -m "not browser" $(PYTEST_ARGS)
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest -n $(TEST_WORKERS) -m "not browser and not own_database" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test  ## ruff check + ruff format --check + mypy (what CI runs first)
 	$(VENV)/bin/ruff check .

@@ -54,3 +54,11 @@ class LedgerKind(StrEnum):
     CHARGE = "charge"  # a reply or a chat title
     GRANT = "grant"  # credits given: to a new guest, at sign-up, by an operator
     TRANSFER = "transfer"  # a guest's balance moved into the account it signed in to
+
+
+def credits_text(credits: float) -> str:
+    """Credits as people read them: two decimals, and "< 0.01" for a cost too small to show
+    (the ledger keeps every micro-credit)."""
+    if 0 < credits < 0.005:
+        return "< 0.01"
+    return f"{credits:.2f}"

@@ -139,7 +139,7 @@ def test_sign_out_everywhere_ends_every_old_session_on_every_route(app, actions)
     stolen = app.test_client()  # the same cookie, in another browser
     stolen.set_cookie("durable_chat", actions.client.get_cookie("durable_chat").value)
     assert stolen.get(f"/agent/helper/{chat_id}").status_code == 200
-    assert actions.client.post("/account/sign-out-everywhere").status_code == 200
+    assert actions.client.post("/account/sign-out-everywhere").status_code == 303
     for method, path, options in chat_routes(chat_id, message_id):
         response = stolen.open(path, method=method, **options)
         assert response.status_code == 404, f"{method} {path} answered {response.status_code}"

@@ -37,7 +37,7 @@ def test_the_whole_chat_runs_under_the_csp_without_violations_or_console_errors(
     wait_for_text(page, 80)
     page.click("#composer button.stop")  # stop
     page.wait_for_selector(".message.assistant.status-cancelled")
-    page.click(".message.assistant form.retry button")  # retry
+    page.click(".message.assistant form.regenerate button")  # try again
     page.wait_for_selector(".message.assistant.status-streaming")
     wait_finished(page, timeout=30_000)
     page.goto(f"{server.url}/signup")  # and the account pages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import uuid
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from chat.agents import AgentConfigError, load_agents
 from chat.config import Config
 from chat.extensions import db
 from chat.models import Identity, Message, ledger_sum
-from chat.vocabulary import MICROS_PER_CREDIT
+from chat.vocabulary import MICROS_PER_CREDIT, credits_text
 from helpers.chats import charges, hammer_resumes, latest_reply, new_chat_id, post_chat
 from helpers.sse import read_events
 
@@ -124,8 +125,8 @@ def test_each_reply_is_debited_from_the_balance_in_the_same_transaction(app):
         )
         assert identity.balance_micros == ledger_sum(identity.id), "the grant is a ledger row too"
     page = client.get(f"/agent/helper/{chat_id}").get_data(as_text=True)
-    assert f"{identity.balance_micros / MICROS_PER_CREDIT:.4f} credits" in page
-    assert f"{made[0].cost_micros / MICROS_PER_CREDIT:.4f} credits" in page
+    assert f"{credits_text(identity.balance_micros / MICROS_PER_CREDIT)} credits" in page
+    assert f"{html.escape(credits_text(made[0].cost_micros / MICROS_PER_CREDIT))} credits" in page
 
 
 @pytest.mark.parametrize(

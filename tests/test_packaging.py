@@ -10,7 +10,7 @@ import pytest
 
 from helpers.apps import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_database]  # its own SQLite database
 
 SERVE_FROM_THE_WHEEL = """
 import sys

@@ -17,7 +17,10 @@ from . import Agent, Completion, Generation, ProviderError
 TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "h11"}
 
 
-def person_readable(exc: Exception) -> str:
+def person_readable(exc: Exception, started: bool = True) -> str:
+    """What went wrong, for a person; `started`: whether any of the reply had arrived."""
+    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError) and not started:
+        return f"Could not reach the model: {exc.__cause__ or exc}."
     if isinstance(exc, openai.AuthenticationError):
         return "The model provider rejected the API key (check OPENAI_API_KEY)."
     if isinstance(exc, openai.RateLimitError):
@@ -73,6 +76,7 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -
     messages = [{"role": "system", "content": agent.system_prompt}, *history]
     finish_reason = FinishReason.STOP
     usage = None
+    started = False
     try:
         with (
             client_for(config) as client,
@@ -86,6 +90,7 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -
             ) as stream,
         ):
             for chunk in stream:
+                started = True
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices:
@@ -94,7 +99,7 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -
                     if choice.finish_reason:
                         finish_reason = FinishReason.LENGTH if choice.finish_reason == "length" else FinishReason.STOP
     except openai.OpenAIError as exc:
-        raise ProviderError(person_readable(exc)) from exc
+        raise ProviderError(person_readable(exc, started)) from exc
     except Exception as exc:
         # A body that breaks off mid-stream surfaces as the HTTP library's own error, which openai
         # does not wrap (httpx in openai 1.x/2.x, httpx2 in 3.x).

@@ -185,6 +185,8 @@ def record_outcome(
     completion_tokens = (
         usage.completion_tokens if usage and usage.completion_tokens is not None else estimate_tokens(text)
     )
+    if reason == FinishReason.ERROR and not text and estimated:
+        prompt_tokens = completion_tokens = 0  # it never reached the model: nothing to bill
     agent = agents.get(chat.agent_slug)
     # An agent removed from the config since the reply started is charged nothing, not crashed on.
     cost = agent.cost_micros(prompt_tokens, completion_tokens) if agent else 0

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, get_flashed_messages, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -18,6 +18,7 @@ from ..people.identity import guest_from_session
 from ..refusals import Refused
 
 bp = Blueprint("account", __name__)
+NEW_TOKEN = "new_token"  # the session key carrying a new token from its POST to the page
 
 
 def session_required(view: Callable) -> Callable:
@@ -51,7 +52,10 @@ def start_session(account: Identity) -> WerkzeugResponse:
 
 
 def auth_page(mode: str, error: str | None = None, status: int = 200, email: str = "") -> tuple[str, int]:
-    return render_template("pages/auth.html", mode=mode, error=error, email=email, next=safe_next("")), status
+    notice = next(iter(get_flashed_messages()), None)
+    return render_template(
+        "pages/auth.html", mode=mode, error=error, notice=notice, email=email, next=safe_next("")
+    ), status
 
 
 def account_form(mode: str, act: Callable[[str, str, uuid.UUID | None], Identity]):
@@ -92,32 +96,34 @@ def sign_out():
 @bp.post("/account/sign-out-everywhere")
 @session_required
 def sign_out_everywhere():
+    """Post/redirect/get: the sign-in page says so once, and a reload shows the page again."""
     accounts.sign_out_everywhere(current_user)
     logout_user()
     session.clear()
-    return auth_page("signin", "You are signed out on every device.", 200)
-
-
-def account_page(new_token: str | None = None, status: int = 200) -> tuple[str, int]:
-    return render_template(
-        "pages/account.html",
-        account=current_user,
-        entries=ledger(current_user.id),
-        tokens=api_tokens(current_user.id),
-        new_token=new_token,
-    ), status
+    flash("You are signed out on every device.")
+    return redirect(url_for("account.sign_in"), code=303)
 
 
 @bp.get("/account")
 @session_required
 def show():
-    return account_page()
+    """The account, its ledger and tokens; a token just created is shown this once (it rode
+    from the POST in the signed session, and is gone from it now)."""
+    return render_template(
+        "pages/account.html",
+        account=current_user,
+        entries=ledger(current_user.id),
+        tokens=api_tokens(current_user.id),
+        new_token=session.pop(NEW_TOKEN, None),
+    )
 
 
 @bp.post("/account/tokens")
 @session_required
 def create_token():
-    return account_page(new_token=accounts.create_token(current_user, request.form.get("name", "")), status=201)
+    """Post/redirect/get: a reload of the page that shows the new token shows the account."""
+    session[NEW_TOKEN] = accounts.create_token(current_user, request.form.get("name", ""))
+    return redirect(url_for("account.show"), code=303)
 
 
 @bp.post("/account/tokens/<uuid:token_id>/revoke")

@@ -90,7 +90,7 @@ def parse_message(raw: object) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise ReplyError(400, "message must be non-empty text.")
     if len(raw) > limit:
-        raise ReplyError(400, f"message is too long ({len(raw)} characters; the limit is {limit}).")
+        raise ReplyError(400, f"Your message is too long: {len(raw):,} characters, and the limit is {limit:,}.")
     return raw
 
 

@@ -33,7 +33,7 @@ def chat_list():
         raise Refused(400, f"There is no page {request.args.get('page', '')[:30]} of your chats.")
     chats, more = chats_page(current_identity_id(), page, query)
     if is_fragment_request() and request.headers.get("HX-Boosted") != "true":  # not a boosted page visit
-        return render_template("_partials/chat_list.html", chats=chats, list_id="chat-list", chat=None)
+        return render_template("_partials/chat_list.html", chats=chats, list_id="chat-list", chat=None, query=query)
     return render_template("pages/chats.html", chats=chats, query=query, page=page, more=more)
 
 

@@ -27,7 +27,7 @@ from ..people import rate_limits
 from ..people.identity import AuthenticationRequired, current_identity, current_identity_id
 from ..replies import ReplyError, replies
 from ..streams.events import Event
-from ..vocabulary import FAILED_STATUSES, MessageRole, MessageStatus
+from ..vocabulary import FAILED_STATUSES, MessageRole, MessageStatus, credits_text
 from ..web import markdown, metrics, structured_logs
 from ..web.markdown import StreamingMarkdown, render_markdown
 from .api import parse_cursor, parse_message, sse_response
@@ -46,6 +46,7 @@ FAILURE_NOTES = {
 def init_app(app: Flask) -> None:
     markdown.SHARED.budget_seconds = app.config["MARKDOWN_CPU_BUDGET_MS"] / 1000
     app.jinja_env.filters["markdown"] = render_markdown
+    app.jinja_env.filters["credits"] = credits_text
     app.jinja_env.globals["streaming_markdown"] = StreamingMarkdown
     app.jinja_env.globals["tail_element_id"] = tail_element_id
 

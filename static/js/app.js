@@ -30,12 +30,11 @@
     setTimeout(function () { item.remove(); }, 4000);
   }
 
+  // Only when a live connection actually dropped and came back: a page that opens its stream
+  // (a reload, a return to the chat, Regenerate) says nothing.
   document.addEventListener("htmx:sseOpen", function (evt) {
     var element = evt.target;
-    if (element.dataset.resume === "true" || element.dataset.dropped === "true") {
-      toast("Reconnected – continuing stream…");
-    }
-    element.dataset.resume = "false";
+    if (element.dataset.dropped === "true") toast("Reconnected – continuing the reply where it was.");
     element.dataset.dropped = "false";
   });
 
@@ -60,15 +59,23 @@
     if (evt.target.id !== "message-input" || evt.key !== "Enter" || evt.shiftKey || evt.isComposing) return;
     evt.preventDefault();
     var form = evt.target.form;
+    if (!evt.target.checkValidity()) { evt.target.reportValidity(); return; }
     if (!streaming() && evt.target.value.trim()) form.requestSubmit(form.querySelector("button.send"));
   });
 
   document.addEventListener("htmx:afterRequest", function (evt) {
+    if ((evt.detail.requestConfig.path || "").endsWith("/stop")) {
+      var composerInput = document.getElementById("message-input");
+      if (composerInput) composerInput.focus();
+    }
     var form = evt.detail.elt;
     if (form.id === "composer" && evt.detail.successful && evt.detail.requestConfig.verb === "post" &&
         !(evt.detail.requestConfig.path || "").endsWith("/stop")) {
       form.reset();
       var input = document.getElementById("message-input");
+      var counter = document.getElementById("message-count");
+      if (counter) counter.hidden = true;
+      following = true;
       if (input) input.focus();
       var empty = document.querySelector(".empty-chat");
       if (empty) empty.remove();
@@ -106,20 +113,104 @@
     });
   });
 
+  // --- following the reply ---------------------------------------------------------------------
+  // The view follows a streaming reply only while the reader is at the bottom. Once they scroll
+  // up it stays where they put it, and "↓ Latest" takes them back down.
+  var following = true;
+
+  function messageList() { return document.getElementById("messages"); }
+
+  function atBottom(list) { return list.scrollHeight - list.scrollTop - list.clientHeight < 48; }
+
+  function showLatestButton(show) {
+    var button = document.getElementById("to-latest");
+    if (button) button.hidden = !show;
+  }
+
+  function follow() {
+    var list = messageList();
+    if (!list) return;
+    if (following) list.scrollTop = list.scrollHeight;
+    else showLatestButton(!atBottom(list));
+  }
+
+  // A person scrolling up (wheel, touch, keys) stops the following at once, before the next
+  // chunk could scroll them back down; reaching the bottom again, by any means, resumes it.
+  function leaveBottom() {
+    var list = messageList();
+    if (!list || list.scrollHeight <= list.clientHeight) return;
+    following = false;
+  }
+
+  document.addEventListener("wheel", function (evt) {
+    if (evt.deltaY < 0 && evt.target.closest && evt.target.closest("#messages")) leaveBottom();
+  }, { passive: true });
+  document.addEventListener("touchmove", function (evt) {
+    if (evt.target.closest && evt.target.closest("#messages")) leaveBottom();
+  }, { passive: true });
+  document.addEventListener("keydown", function (evt) {
+    if (["PageUp", "ArrowUp", "Home"].indexOf(evt.key) >= 0 && evt.target.closest && evt.target.closest("#messages")) {
+      leaveBottom();
+    }
+  });
+
+  document.addEventListener("scroll", function (evt) {
+    var list = messageList();
+    if (evt.target !== list) return;
+    if (atBottom(list)) {
+      following = true;
+      showLatestButton(false);
+    } else if (!following) {
+      showLatestButton(true);
+    }
+  }, true);
+
+  document.addEventListener("click", function (evt) {
+    if (!evt.target.closest("#to-latest")) return;
+    following = true;
+    showLatestButton(false);
+    follow();
+  });
+
   function settle(root) {
     refreshComposer();
     enableCopy(root || document);
     addCodeCopy(root || document);
-    var list = document.getElementById("messages");
-    if (list) list.scrollTop = list.scrollHeight;
+    follow();
   }
 
   document.addEventListener("htmx:load", function (evt) { settle(evt.target); });
-  document.addEventListener("htmx:sseMessage", function () {
-    var list = document.getElementById("messages");
-    if (list) list.scrollTop = list.scrollHeight;
+  document.addEventListener("htmx:sseMessage", follow);
+  document.addEventListener("DOMContentLoaded", function () {
+    settle(document);
+    focusComposer();
   });
-  document.addEventListener("DOMContentLoaded", function () { settle(document); });
+
+  // --- focus -----------------------------------------------------------------------------------
+  // The composer has the focus when a chat opens and after Stop, Regenerate or Edit (each ends
+  // on the chat page again, or swaps the reply in place), so typing goes on where it was.
+  function focusComposer() {
+    var input = document.getElementById("message-input");
+    if (input && document.activeElement === document.body) input.focus({ preventScroll: true });
+  }
+
+  document.addEventListener("htmx:afterSettle", focusComposer);
+
+  // --- the message's length ----------------------------------------------------------------------
+  // A counter once the message nears the limit; past it, Send is refused with a sentence (the
+  // server refuses too) instead of the text being cut short.
+  document.addEventListener("input", function (evt) {
+    if (evt.target.id !== "message-input") return;
+    var input = evt.target, limit = parseInt(input.dataset.limit, 10);
+    var counter = document.getElementById("message-count");
+    if (!counter || !limit) return;
+    var length = input.value.length;
+    counter.hidden = length < limit * 0.8;
+    counter.textContent = length.toLocaleString() + " / " + limit.toLocaleString();
+    counter.classList.toggle("over", length > limit);
+    input.setCustomValidity(length > limit ? "This message is " + (length - limit).toLocaleString() +
+      " characters over the limit of " + limit.toLocaleString() + "; shorten it to send." : "");
+  });
 
   // --- hidden tabs -----------------------------------------------------------------------------
   // Over HTTP/1.1 a browser opens at most six connections to a host, and each streaming reply

@@ -29,7 +29,7 @@ class AccountActions:
         return self.client.post("/signout")
 
     def create_token(self, name: str = "script") -> str:
-        page = self.client.post("/account/tokens", data={"name": name}).get_data(as_text=True)
+        page = self.client.post("/account/tokens", data={"name": name}, follow_redirects=True).get_data(as_text=True)
         match = re.search(r'<code id="new-token">([^<]+)</code>', page)
         assert match, "the account page shows the new token once"
         return match.group(1)

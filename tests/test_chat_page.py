@@ -1,0 +1,138 @@
+"""The chat page as people use it: the view stays where the reader put it, focus is where typing
+goes, feedback tells what happened, and every form ends on a page a reload can show — in real
+Chromium where a person would notice, the test client where the server decides."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat.embedded_redis import free_port
+from helpers.accounts import AccountActions
+from helpers.browser import send, wait_finished, wait_for_text
+from helpers.chats import charges, latest_reply, new_chat_id, post_chat, wait_for
+from helpers.sse import read_events
+
+
+@pytest.fixture
+def long_replies(live_server):
+    return live_server(DEMO_MODEL_WORDS=1500, DEMO_MODEL_DELAY_MS=10)
+
+
+def scroll_state(page) -> dict:
+    return page.evaluate(
+        "(() => { const m = document.getElementById('messages');"
+        " return {top: m.scrollTop, bottom: m.scrollHeight - m.scrollTop - m.clientHeight,"
+        " latest: !document.getElementById('to-latest').hidden}; })()"
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}])
+def test_scrolling_up_while_a_reply_streams_keeps_the_view_where_the_reader_put_it(
+    long_replies, browser_context, viewport
+):
+    page = browser_context(viewport=viewport).new_page()
+    page.goto(f"{long_replies.url}/agent/helper")
+    send(page, "A long one please")
+    wait_for(lambda: scroll_state(page)["top"] > 100, message="a reply taller than the view, followed")
+    box = page.locator("#messages").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -5000)  # a person scrolling up to reread
+    wait_for(lambda: scroll_state(page)["top"] == 0, message="the view at the top")
+    wait_for(lambda: scroll_state(page)["latest"], message="the ↓ Latest button")
+    before = page.evaluate("document.querySelector('.streaming').textContent.length")
+    wait_for(
+        lambda: page.evaluate("document.querySelector('.streaming').textContent.length") > before + 200,
+        message="more of the reply",
+    )
+    assert scroll_state(page)["top"] == 0, "the view stayed where the reader put it"
+    page.click("#to-latest")
+    wait_for(lambda: scroll_state(page)["bottom"] < 48, message="back at the bottom")
+    assert not scroll_state(page)["latest"]
+    grown = page.evaluate("document.getElementById('messages').scrollHeight")
+    wait_for(
+        lambda: page.evaluate("document.getElementById('messages').scrollHeight") > grown + 100, message="more reply"
+    )
+    assert scroll_state(page)["bottom"] < 48, "at the bottom, it follows the reply again"
+
+
+@pytest.mark.browser
+def test_the_composer_has_the_focus_when_a_chat_opens_and_after_stop(long_replies, page):
+    page.goto(f"{long_replies.url}/agent/helper")
+    assert page.evaluate("document.activeElement.id") == "message-input", "focused when the chat opens"
+    send(page, "Stop me")
+    wait_for_text(page, 100)
+    page.click("#composer button.stop")
+    page.wait_for_selector(".message.assistant.status-cancelled")
+    assert page.evaluate("document.activeElement.id") == "message-input", "focused after Stop"
+    page.reload()
+    assert page.evaluate("document.activeElement.id") == "message-input", "focused when an existing chat opens"
+
+
+@pytest.mark.browser
+def test_a_message_past_the_limit_is_counted_and_refused_not_cut(live_server, page):
+    server = live_server(MAX_MESSAGE_CHARS=100)
+    page.goto(f"{server.url}/agent/helper")
+    page.fill("#message-input", "x" * 70)
+    assert page.locator("#message-count").is_hidden(), "no counter far from the limit"
+    page.fill("#message-input", "x" * 90)
+    assert page.inner_text("#message-count") == "90 / 100"
+    page.fill("#message-input", "x" * 120)
+    page.keyboard.press("Enter")
+    assert page.locator(".message").count() == 0, "nothing was sent"
+    assert page.input_value("#message-input") == "x" * 120, "nothing was cut"
+    assert "20 characters over the limit" in page.evaluate("document.getElementById('message-input').validationMessage")
+
+
+def test_an_over_long_message_is_refused_with_a_sentence(app_factory):
+    client = app_factory(MAX_MESSAGE_CHARS=10).test_client()
+    refused = post_chat(client, new_chat_id(), "x" * 11)
+    assert refused.status_code == 400 and refused.get_json()["error"].startswith("Your message is too long")
+
+
+def test_a_reply_that_never_reached_the_model_costs_nothing_and_says_why(app_factory):
+    app = app_factory(OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
+    client = app.test_client()
+    chat_id = new_chat_id()
+    transcript = read_events(post_chat(client, chat_id, "anyone there?"))
+    assert transcript.terminal.event == "error"
+    assert transcript.terminal.json()["message"].startswith("Could not reach the model")
+    assert "lost" not in transcript.terminal.json()["message"], "no connection was ever made"
+    reply = latest_reply(app, chat_id)
+    assert reply.status == "error" and reply.cost_micros == 0
+    assert [charge.cost_micros for charge in charges(app, titles=False)] == [0]
+    page = client.get(f"/agent/helper/{chat_id}").get_data(as_text=True)
+    assert 'class="copy"' not in page.split(f'id="message-{reply.id}"')[1].split("</article>")[0], "nothing to copy"
+
+
+def test_a_new_token_is_shown_once_and_a_reload_shows_the_account(app):
+    person = AccountActions(app.test_client())
+    person.sign_up()
+    created = person.client.post("/account/tokens", data={"name": "script"})
+    assert created.status_code == 303 and created.headers["Location"] == "/account"
+    first = person.client.get("/account").get_data(as_text=True)
+    assert 'id="new-token"' in first
+    again = person.client.get("/account")
+    assert again.status_code == 200 and 'id="new-token"' not in again.get_data(as_text=True), "shown once"
+    signed_out = person.client.post("/account/sign-out-everywhere")
+    assert signed_out.status_code == 303
+    notice = person.client.get(signed_out.headers["Location"]).get_data(as_text=True)
+    assert "signed out on every device" in notice
+    assert "signed out on every device" not in person.client.get("/signin").get_data(as_text=True)
+
+
+def test_an_empty_search_says_no_chats_match(client):
+    read_events(post_chat(client, new_chat_id(), "about gardening"))
+    listing = client.get("/chats?q=astronomy", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "No chats match" in listing and "No chats yet" not in listing
+
+
+@pytest.mark.browser
+def test_finished_reply_and_balance_show_two_decimals(live_server, page):
+    server = live_server()
+    page.goto(f"{server.url}/agent/helper")
+    send(page, "hello")
+    wait_finished(page)
+    balance = page.inner_text("#balance").split()[0]
+    assert len(balance.split(".")[1]) == 2, balance
