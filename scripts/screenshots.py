@@ -68,10 +68,13 @@ def main() -> None:
                     <= 350
                 ):
                     time.sleep(0.05)
-                page.reload()  # resume mid-reply, so the toast is in the picture
-                page.wait_for_selector(".toast")
-                time.sleep(0.3)
+                page.reload()  # resume mid-reply: the page shows what was there and goes on
+                time.sleep(0.5)
                 page.screenshot(path=str(OUT / f"{name}-streaming.png"))
+                if name == "mobile":
+                    page.click(".drawer summary")
+                    page.screenshot(path=str(OUT / "mobile-menu.png"))
+                    page.click(".drawer summary")
                 page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)
                 page.screenshot(path=str(OUT / f"{name}-finished.png"))
                 if name.startswith("desktop"):

@@ -21,8 +21,9 @@ def long_replies(live_server):
 def scroll_state(page) -> dict:
     return page.evaluate(
         "(() => { const m = document.getElementById('messages');"
+        " const b = document.getElementById('to-latest');"
         " return {top: m.scrollTop, bottom: m.scrollHeight - m.scrollTop - m.clientHeight,"
-        " latest: !document.getElementById('to-latest').hidden}; })()"
+        " latest: getComputedStyle(b).display !== 'none' && b.getBoundingClientRect().height > 0}; })()"
     )
 
 
@@ -136,3 +137,28 @@ def test_finished_reply_and_balance_show_two_decimals(live_server, page):
     wait_finished(page)
     balance = page.inner_text("#balance").split()[0]
     assert len(balance.split(".")[1]) == 2, balance
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_on_a_phone_the_header_is_one_row_and_the_menu_is_a_sheet_within_the_screen(
+    live_server, browser_context, scheme
+):
+    server = live_server()
+    page = browser_context(viewport={"width": 390, "height": 844}, is_mobile=True, color_scheme=scheme).new_page()
+    page.goto(f"{server.url}/agent/helper")
+    send(page, "hello from a phone")
+    wait_finished(page)
+    header = page.locator(".topbar").bounding_box()
+    assert header is not None and header["height"] < 60, f"one row: {header}"
+    page.click(".drawer summary")
+    sheet = page.locator(".drawer .sheet").bounding_box()
+    assert sheet is not None and sheet["x"] >= 0 and sheet["x"] + sheet["width"] <= 390, f"within the screen: {sheet}"
+    for wanted in ("+ New chat", "All chats", "Sign in", "Sign up"):
+        assert page.locator(f".drawer .sheet :text('{wanted}')").is_visible(), wanted
+    page.fill("#search-drawer", "zzz-nothing")
+    wait_for(lambda: "No chats match" in page.inner_text("#chat-list-drawer"), message="the menu's search")
+    page.fill("#search-drawer", "phone")
+    wait_for(lambda: page.locator("#chat-list-drawer li a").count() == 1, message="the chat found")
+    page.click("#chat-list-drawer li a")
+    page.wait_for_selector(".message.assistant")

@@ -19,6 +19,7 @@ from .errors import is_fragment_request
 from .pages import agent_or_404, chat_or_404
 
 bp = Blueprint("chats", __name__)
+LIST_IDS = ("chat-list", "chat-list-drawer")  # the sidebar's list, and the phone menu's
 MAX_PAGE = 100_000  # a page number past this is not a page anyone reached by clicking "Older"
 
 
@@ -33,7 +34,8 @@ def chat_list():
         raise Refused(400, f"There is no page {request.args.get('page', '')[:30]} of your chats.")
     chats, more = chats_page(current_identity_id(), page, query)
     if is_fragment_request() and request.headers.get("HX-Boosted") != "true":  # not a boosted page visit
-        return render_template("_partials/chat_list.html", chats=chats, list_id="chat-list", chat=None, query=query)
+        list_id = request.args.get("list") if request.args.get("list") in LIST_IDS else "chat-list"
+        return render_template("_partials/chat_list.html", chats=chats, list_id=list_id, chat=None, query=query)
     return render_template("pages/chats.html", chats=chats, query=query, page=page, more=more)
 
 
@@ -51,7 +53,7 @@ def rename(slug: str, chat_id: uuid.UUID):
     chats = recent_chats(current_identity_id())
     return render_template("_partials/chat_title.html", agent=agent, chat=chat) + "".join(
         render_template("_partials/chat_list.html", chats=chats, chat=chat, list_id=list_id, oob=True)
-        for list_id in ("chat-list", "chat-list-drawer")
+        for list_id in LIST_IDS
     )
 
 
