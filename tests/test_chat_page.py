@@ -12,6 +12,9 @@ from helpers.browser import send, wait_finished, wait_for_text
 from helpers.chats import charges, latest_reply, new_chat_id, post_chat, wait_for
 from helpers.sse import read_events
 
+# A reply slow enough that a test sees it stream before it ends (the default test reply takes 60 ms).
+VISIBLE = {"DEMO_MODEL_WORDS": 40, "DEMO_MODEL_DELAY_MS": 20}
+
 
 @pytest.fixture
 def long_replies(live_server):
@@ -39,7 +42,9 @@ def test_scrolling_up_while_a_reply_streams_keeps_the_view_where_the_reader_put_
     box = page.locator("#messages").bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.wheel(0, -5000)  # a person scrolling up to reread
+    for _ in range(6):  # a person scrolling up to reread, a turn of the wheel at a time
+        page.mouse.wheel(0, -1000)
+        page.wait_for_timeout(100)
     wait_for(lambda: scroll_state(page)["top"] == 0, message="the view at the top")
     wait_for(lambda: scroll_state(page)["latest"], message="the ↓ Latest button")
     before = page.evaluate("document.querySelector('.streaming').textContent.length")
@@ -55,7 +60,7 @@ def test_scrolling_up_while_a_reply_streams_keeps_the_view_where_the_reader_put_
     wait_for(
         lambda: page.evaluate("document.getElementById('messages').scrollHeight") > grown + 100, message="more reply"
     )
-    assert scroll_state(page)["bottom"] < 48, "at the bottom, it follows the reply again"
+    wait_for(lambda: scroll_state(page)["bottom"] < 48, message="at the bottom, it follows the reply again")
 
 
 @pytest.mark.browser
@@ -131,7 +136,7 @@ def test_an_empty_search_says_no_chats_match(client):
 
 @pytest.mark.browser
 def test_finished_reply_and_balance_show_two_decimals(live_server, page):
-    server = live_server()
+    server = live_server(**VISIBLE)
     page.goto(f"{server.url}/agent/helper")
     send(page, "hello")
     wait_finished(page)
@@ -144,7 +149,7 @@ def test_finished_reply_and_balance_show_two_decimals(live_server, page):
 def test_on_a_phone_the_header_is_one_row_and_the_menu_is_a_sheet_within_the_screen(
     live_server, browser_context, scheme
 ):
-    server = live_server()
+    server = live_server(**VISIBLE)
     page = browser_context(viewport={"width": 390, "height": 844}, is_mobile=True, color_scheme=scheme).new_page()
     page.goto(f"{server.url}/agent/helper")
     send(page, "hello from a phone")
@@ -162,3 +167,33 @@ def test_on_a_phone_the_header_is_one_row_and_the_menu_is_a_sheet_within_the_scr
     wait_for(lambda: page.locator("#chat-list-drawer li a").count() == 1, message="the chat found")
     page.click("#chat-list-drawer li a")
     page.wait_for_selector(".message.assistant")
+
+
+@pytest.mark.browser
+def test_a_new_chat_gets_its_header_and_tab_title_at_once_and_a_rename_updates_both(live_server, page):
+    server = live_server(**VISIBLE)
+    page.goto(f"{server.url}/agent/helper")
+    assert page.locator("#title-input").count() == 0, "a chat not stored yet has nothing to rename"
+    send(page, "Plans for the garden")
+    page.wait_for_selector("#title-input")
+    assert page.locator(".export a:text('Markdown')").is_visible(), "export and delete without a reload"
+    wait_for(lambda: page.title().startswith("Plans for the garden"), message="the tab's title")
+    wait_finished(page)
+    page.fill("#title-input", "Garden 2027")
+    page.click("#chat-title button.rename")
+    wait_for(lambda: page.title().startswith("Garden 2027"), message="the tab's title after a rename")
+
+
+@pytest.mark.browser
+def test_editing_the_last_message_sends_on_enter_and_cancel_closes_it(live_server, page):
+    server = live_server(**VISIBLE)
+    page.goto(f"{server.url}/agent/helper")
+    send(page, "first wording")
+    wait_finished(page)
+    page.click(".message.user .edit-message summary")
+    page.click(".message.user .edit-message .cancel-edit")
+    assert not page.locator(".message.user .edit-message").evaluate("d => d.open"), "Cancel closed it"
+    page.click(".message.user .edit-message summary")
+    page.fill(".message.user .edit-message textarea", "second wording")
+    page.keyboard.press("Enter")
+    wait_for(lambda: "second wording" in page.inner_text(".message.user"), message="the edited message sent")

@@ -47,7 +47,7 @@ def test_another_persons_chat_does_not_export(app, client):
 
 @pytest.mark.browser
 def test_the_export_link_downloads_the_markdown(live_server, page):
-    server = live_server()
+    server = live_server(DEMO_MODEL_WORDS=40, DEMO_MODEL_DELAY_MS=20)  # seen streaming before it ends
     page.goto(f"{server.url}/agent/helper")
     send(page, "Download me")
     wait_finished(page)

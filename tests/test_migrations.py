@@ -60,8 +60,10 @@ def test_one_streaming_reply_per_chat_is_enforced_by_the_database(empty_app):
     with empty_app.app_context():
         upgrade()
         identity = Identity(balance_micros=0)
-        chat = Chat(owner=identity, agent_slug="helper")
-        db.session.add_all([identity, chat])
+        db.session.add(identity)
+        db.session.flush()
+        chat = Chat(identity_id=identity.id, agent_slug="helper")
+        db.session.add(chat)
         db.session.flush()
         db.session.add(Message(chat_id=chat.id, position=1, role="assistant", status="streaming", stream_id="a"))
         db.session.commit()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
+from markupsafe import escape
 
 from ..extensions import db
 from ..models import chats_page, recent_chats
@@ -51,9 +52,14 @@ def rename(slug: str, chat_id: uuid.UUID):
     if not is_fragment_request():
         return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
     chats = recent_chats(current_identity_id())
-    return render_template("_partials/chat_title.html", agent=agent, chat=chat) + "".join(
-        render_template("_partials/chat_list.html", chats=chats, chat=chat, list_id=list_id, oob=True)
-        for list_id in LIST_IDS
+    title = f"<title>{escape(chat.title)} · {escape(agent.name)} · Durable Chat</title>"  # the tab's, too
+    return (
+        title
+        + render_template("_partials/chat_title.html", agent=agent, chat=chat)
+        + "".join(
+            render_template("_partials/chat_list.html", chats=chats, chat=chat, list_id=list_id, oob=True)
+            for list_id in LIST_IDS
+        )
     )
 
 

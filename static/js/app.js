@@ -55,6 +55,24 @@
     composer.querySelector("button.send").disabled = live;
   }
 
+  // Enter sends an edited message too (Shift+Enter: a new line), as it does in the composer.
+  document.addEventListener("keydown", function (evt) {
+    var edit = evt.target.closest && evt.target.closest(".edit-message form");
+    if (!edit || evt.target.tagName !== "TEXTAREA" || evt.key !== "Enter" || evt.shiftKey || evt.isComposing) return;
+    evt.preventDefault();
+    if (evt.target.checkValidity()) edit.requestSubmit();
+  });
+
+  // Cancel closes the edit box where it is (without JavaScript it is a link back to the chat).
+  document.addEventListener("click", function (evt) {
+    var cancel = evt.target.closest(".cancel-edit");
+    if (!cancel) return;
+    evt.preventDefault();
+    var box = cancel.closest("details");
+    if (box) box.open = false;
+    focusComposer();
+  });
+
   document.addEventListener("keydown", function (evt) {
     if (evt.target.id !== "message-input" || evt.key !== "Enter" || evt.shiftKey || evt.isComposing) return;
     evt.preventDefault();
@@ -154,10 +172,13 @@
     }
   });
 
+  var lastTop = 0;
   document.addEventListener("scroll", function (evt) {
     var list = messageList();
     if (evt.target !== list) return;
-    if (atBottom(list)) {
+    var down = list.scrollTop >= lastTop;  // an animated scroll up passes near the bottom first
+    lastTop = list.scrollTop;
+    if (atBottom(list) && down) {
       following = true;
       showLatestButton(false);
     } else if (!following) {
@@ -181,6 +202,7 @@
 
   document.addEventListener("htmx:load", function (evt) { settle(evt.target); });
   document.addEventListener("htmx:sseMessage", follow);
+  document.addEventListener("htmx:afterSettle", follow);  // what a chunk swapped in, laid out
   document.addEventListener("DOMContentLoaded", function () {
     settle(document);
     focusComposer();
