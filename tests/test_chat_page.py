@@ -197,3 +197,25 @@ def test_editing_the_last_message_sends_on_enter_and_cancel_closes_it(live_serve
     page.fill(".message.user .edit-message textarea", "second wording")
     page.keyboard.press("Enter")
     wait_for(lambda: "second wording" in page.inner_text(".message.user"), message="the edited message sent")
+
+
+def test_a_search_keeps_the_open_chats_highlight_and_the_export_marks_earlier_versions(client):
+    chat_id = new_chat_id()
+    read_events(post_chat(client, chat_id, "about gardening"))
+    listing = client.get(f"/chats?q=&current={chat_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'aria-current="page"' in listing, "clearing the search keeps the open chat marked"
+    assert client.post(f"/agent/helper/{chat_id}/regenerate").status_code == 303
+    wait_for(lambda: latest_reply(client.application, chat_id).status == "complete", message="the new version")
+    exported = client.get(f"/agent/helper/{chat_id}/export.md").get_data(as_text=True)
+    assert exported.count("_(an earlier version)_") == 1
+
+
+@pytest.mark.browser
+def test_a_skip_link_leads_the_keyboard_to_the_content(live_server, page):
+    server = live_server(**VISIBLE)
+    page.goto(f"{server.url}/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    assert page.locator(".skip-link").is_visible(), "visible once focused"
+    page.keyboard.press("Enter")
+    assert page.evaluate("location.hash") == "#main"

@@ -36,7 +36,10 @@ def chat_list():
     chats, more = chats_page(current_identity_id(), page, query)
     if is_fragment_request() and request.headers.get("HX-Boosted") != "true":  # not a boosted page visit
         list_id = request.args.get("list") if request.args.get("list") in LIST_IDS else "chat-list"
-        return render_template("_partials/chat_list.html", chats=chats, list_id=list_id, chat=None, query=query)
+        current_id = request.args.get("current", "")[:36]  # the chat the page shows keeps its highlight
+        return render_template(
+            "_partials/chat_list.html", chats=chats, list_id=list_id, chat=None, query=query, current_id=current_id
+        )
     return render_template("pages/chats.html", chats=chats, query=query, page=page, more=more)
 
 

@@ -15,6 +15,8 @@ def as_markdown(chat: Chat, agent_name: str) -> str:
     for message in chat.messages:
         who = "You" if message.role == MessageRole.USER else agent_name
         status = "" if message.status == "complete" else f" _({message.status})_"
+        if message.superseded:  # regenerated or edited since: kept, and marked for what it is
+            status += " _(an earlier version)_"
         parts.append(f"## {who}{status}\n\n{message.content}")
     return "\n\n".join(parts) + "\n"
 
