@@ -59,6 +59,7 @@ system-deps:
 
 test-system-deps:
 	scripts/ensure-system-packages test
+	test -f tests/axe/node_modules/axe-core/axe.min.js || npm ci --prefix tests/axe --no-audit --no-fund --silent
 
 # The run install holds the run dependencies only; the test extra is added on top by the test
 # targets, never needed by `make run` (scripts/smoke-run proves that on a fresh clone).

@@ -8,6 +8,7 @@ import pytest
 
 from chat.embedded_redis import free_port
 from helpers.accounts import AccountActions
+from helpers.axe import violations
 from helpers.browser import send, wait_finished, wait_for_text
 from helpers.chats import charges, latest_reply, new_chat_id, post_chat, wait_for
 from helpers.sse import read_events
@@ -219,3 +220,30 @@ def test_a_skip_link_leads_the_keyboard_to_the_content(live_server, page):
     assert page.locator(".skip-link").is_visible(), "visible once focused"
     page.keyboard.press("Enter")
     assert page.evaluate("location.hash") == "#main"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    "viewport, scheme",
+    [
+        ({"width": 1280, "height": 800}, "light"),
+        ({"width": 1280, "height": 800}, "dark"),
+        ({"width": 390, "height": 844}, "light"),
+        ({"width": 390, "height": 844}, "dark"),
+    ],
+    ids=["desktop-light", "desktop-dark", "phone-light", "phone-dark"],
+)
+def test_every_page_is_clean_under_axe_core(live_server, browser_context, viewport, scheme):
+    server = live_server(**VISIBLE)
+    page = browser_context(viewport=viewport, color_scheme=scheme).new_page()
+    page.goto(f"{server.url}/agent/helper")
+    send(page, "hello")
+    assert violations(page) == [], "while streaming"
+    wait_finished(page)
+    assert violations(page) == [], "the chat, finished"
+    if viewport["width"] < 700:
+        page.click(".drawer summary")
+        assert violations(page) == [], "the phone's menu"
+    for path in ("/", "/chats", "/chats?q=nothing-matches", "/signup", "/signin"):
+        page.goto(f"{server.url}{path}")
+        assert violations(page) == [], path
