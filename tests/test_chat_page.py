@@ -155,8 +155,17 @@ def test_on_a_phone_the_header_is_one_row_and_the_menu_is_a_sheet_within_the_scr
     page.goto(f"{server.url}/agent/helper")
     send(page, "hello from a phone")
     wait_finished(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing wider than the screen"
     header = page.locator(".topbar").bounding_box()
     assert header is not None and header["height"] < 60, f"one row: {header}"
+    title = page.locator(".agent-header").bounding_box()
+    assert title is not None and title["height"] < 110, f"the chat's header keeps to two rows: {title}"
+    assert not page.locator(".export").is_visible()
+    page.click(".chat-more summary")
+    assert page.locator(".chat-more-menu :text('Export as Markdown')").is_visible(), "export and delete behind ⋯"
+    menu = page.locator(".chat-more-menu").bounding_box()
+    assert menu is not None and menu["x"] >= 0 and menu["x"] + menu["width"] <= 390, f"within the screen: {menu}"
+    page.click(".chat-more summary")
     page.click(".drawer summary")
     sheet = page.locator(".drawer .sheet").bounding_box()
     assert sheet is not None and sheet["x"] >= 0 and sheet["x"] + sheet["width"] <= 390, f"within the screen: {sheet}"
