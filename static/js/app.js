@@ -268,4 +268,80 @@
       document.cookie = "theme=" + root.dataset.theme + "; path=/; max-age=31536000; samesite=lax";
     });
   }
+  // --- announcements --------------------------------------------------------------------------
+  // A screen reader hears that a reply started and that it ended, once each, not every token.
+  function announce(text) {
+    var box = document.getElementById("announcer");
+    if (!box) return;
+    box.textContent = "";
+    setTimeout(function () { box.textContent = text; }, 50);
+  }
+
+  document.addEventListener("htmx:sseOpen", function (evt) {
+    var who = evt.target.querySelector(".who");
+    if (evt.target.dataset.announced !== "true") {
+      evt.target.dataset.announced = "true";
+      announce((who ? who.textContent : "The agent") + " is replying.");
+    }
+  });
+
+  document.addEventListener("htmx:load", function (evt) {
+    var message = evt.target.closest && evt.target.closest(".message.assistant");
+    if (!message || message !== evt.target || message.classList.contains("status-streaming")) return;
+    var ended = {"status-complete": "The reply is finished.", "status-cancelled": "The reply was stopped.",
+                 "status-interrupted": "The reply was interrupted.", "status-error": "The reply failed."};
+    Object.keys(ended).forEach(function (status) {
+      if (message.classList.contains(status)) announce(ended[status]);
+    });
+  });
+
+  // --- keyboard shortcuts ----------------------------------------------------------------------
+  // The map people know from other chat apps; `?` lists it. Letters never fire while typing in
+  // a field; Esc (stop) and Shift+Esc (the message box) do, as they are meant to.
+  function typing(target) {
+    return target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName);
+  }
+
+  function last(selector) {
+    var all = document.querySelectorAll(selector);
+    return all.length ? all[all.length - 1] : null;
+  }
+
+  var shortcuts = {
+    "n": function () { var link = document.querySelector("a.new-chat"); if (link) link.click(); },
+    "/": function () {
+      var search = document.getElementById(window.matchMedia("(max-width: 760px)").matches ? "search-drawer" : "search-sidebar");
+      var drawer = document.querySelector(".drawer");
+      if (search && drawer && search.id === "search-drawer") drawer.open = true;
+      if (search) search.focus();
+    },
+    "r": function () { var button = last(".message.assistant form.regenerate button"); if (button) button.click(); },
+    "e": function () {
+      var box = last(".message.user details.edit-message");
+      if (!box) return;
+      box.open = true;
+      var field = box.querySelector("textarea");
+      if (field) { field.focus(); field.setSelectionRange(field.value.length, field.value.length); }
+    },
+    "t": function () { var button = document.getElementById("theme-toggle"); if (button) button.click(); },
+    "c": function () { var button = last(".message.assistant button.copy:not(.copy-code)"); if (button) button.click(); },
+    "?": function () { var dialog = document.getElementById("shortcuts"); if (dialog && !dialog.open) dialog.showModal(); }
+  };
+
+  document.addEventListener("keydown", function (evt) {
+    if (evt.defaultPrevented || evt.isComposing) return;
+    if (evt.key === "Escape" && evt.shiftKey) {
+      var input = document.getElementById("message-input");
+      if (input) { evt.preventDefault(); input.focus(); }
+      return;
+    }
+    if (evt.key === "Escape") {
+      var stop = document.querySelector("#composer.is-streaming button.stop");
+      if (stop && !document.querySelector("dialog[open]")) { evt.preventDefault(); stop.click(); }
+      return;
+    }
+    if (evt.ctrlKey || evt.metaKey || evt.altKey || typing(evt.target)) return;
+    var action = shortcuts[evt.key];
+    if (action) { evt.preventDefault(); action(); }
+  });
 })();
