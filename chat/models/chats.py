@@ -340,3 +340,40 @@ def write_provisional_text(stream_id: str, text: str) -> None:
         .values(content=text)
         .execution_options(synchronize_session=False)
     )
+
+
+def fork_chat(source: Chat, up_to: Message, owner_id: uuid.UUID, fork_id: uuid.UUID, now: datetime) -> None:
+    """Copy `source` up to and including `up_to` (every version of its turns as they were) into a
+    new chat of `owner_id`, in the caller's transaction. The copy has no streams and no costs of
+    its own: nothing in it was generated or billed for its owner."""
+    rows = list(
+        db.session.scalars(
+            select(Message)
+            .where(Message.chat_id == source.id, Message.position <= up_to.position)
+            .order_by(Message.position)
+        )
+    )
+    new_ids = {message.id: uuid.uuid4() for message in rows}
+    title = f"{source.title} (fork)"[:CHAT_TITLE_MAX]
+    chat = {"id": fork_id, "identity_id": owner_id, "agent_slug": source.agent_slug, "title": title}
+    insert_rows(Chat, [{**chat, "created_at": now, "updated_at": now}])
+    insert_rows(
+        Message,
+        [
+            {
+                "id": new_ids[message.id],
+                "chat_id": fork_id,
+                "position": message.position,
+                "role": message.role,
+                "content": message.content,
+                "status": message.status,
+                "finish_reason": message.finish_reason,
+                "error": message.error,
+                "turn_id": new_ids.get(message.turn_id) if message.turn_id else None,
+                "superseded": message.superseded,
+                "created_at": message.created_at,
+                "updated_at": now,
+            }
+            for message in rows
+        ],
+    )

@@ -30,11 +30,13 @@ from ..models import (
     Chat,
     Message,
     chat_stream_ids,
+    fork_chat,
     get_recent_stream_id,
     latest_reply,
     streaming_message,
+    utcnow,
 )
-from ..people.identity import identity_or_guest
+from ..people.identity import identity_or_guest, store_guest
 from ..people.rate_limits import admit_new_guest
 from ..streams import Event, Hold, LogState, StreamRef, entry_cursor, joined_text
 from ..streams.client_socket import ClientSocket
@@ -216,6 +218,27 @@ class Replies:
         leftover = streaming_message(chat.id)
         if leftover is not None and leftover.stream_id:
             interrupt(self.runtime.backend, self.agents, StreamRef(str(chat.id), leftover.stream_id))
+
+    def fork(self, identity_id: uuid.UUID, chat: Chat, message_id: uuid.UUID) -> uuid.UUID:
+        """A new chat of the caller's with `chat` up to `message_id` (its versions as they were);
+        the original is untouched. Returns the new chat's id.
+
+        :raise ReplyError: 404 no such message in the chat, 409 while it is being written.
+        """
+        message = db.session.get(Message, message_id)
+        if message is None or message.chat_id != chat.id:
+            raise ReplyError(404, "No such message in this chat.")
+        if message.is_pending:
+            raise ReplyError(409, "This reply is still being written; fork from it once it has finished.")
+        identity = identity_or_guest(identity_id)
+        if inspect(identity).transient:
+            admit_new_guest()  # a first chat brings a guest's first credits
+        fork_id = uuid.uuid4()
+        store_guest(identity)
+        fork_chat(chat, message, identity.id, fork_id, utcnow())
+        db.session.commit()
+        structured_logs.event("chat.fork", chat=str(chat.id), fork=str(fork_id))
+        return fork_id
 
     # -- stopping -----------------------------------------------------------------------------
     def stop(self, chat: Chat) -> StoredReply | None:

@@ -66,6 +66,14 @@ def rename(slug: str, chat_id: uuid.UUID):
     )
 
 
+@bp.post("/agent/<slug>/<uuid:chat_id>/messages/<uuid:message_id>/fork")
+def fork(slug: str, chat_id: uuid.UUID, message_id: uuid.UUID):
+    """Fork from here: the chat up to this message, as a new chat of the caller's."""
+    agent = agent_or_404(slug)
+    fork_id = replies().fork(current_identity_id(), chat_or_404(agent, chat_id), message_id)
+    return redirect(url_for("pages.show_chat", slug=slug, chat_id=fork_id), code=303)
+
+
 @bp.get("/agent/<slug>/<uuid:chat_id>/delete")
 def confirm_delete(slug: str, chat_id: uuid.UUID):
     agent = agent_or_404(slug)
