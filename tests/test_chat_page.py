@@ -9,7 +9,7 @@ import pytest
 from chat.embedded_redis import free_port
 from helpers.accounts import AccountActions
 from helpers.axe import violations
-from helpers.browser import send, wait_finished, wait_for_text
+from helpers.browser import finished_reply, send, wait_finished, wait_for_text
 from helpers.chats import charges, latest_reply, new_chat_id, post_chat, wait_for
 from helpers.sse import read_events
 
@@ -138,9 +138,7 @@ def test_an_empty_search_says_no_chats_match(client):
 @pytest.mark.browser
 def test_finished_reply_and_balance_show_two_decimals(live_server, page):
     server = live_server(**VISIBLE)
-    page.goto(f"{server.url}/agent/helper")
-    send(page, "hello")
-    wait_finished(page)
+    finished_reply(page, server.url, "hello")
     balance = page.inner_text("#balance").split()[0]
     assert len(balance.split(".")[1]) == 2, balance
 
@@ -152,9 +150,7 @@ def test_on_a_phone_the_header_is_one_row_and_the_menu_is_a_sheet_within_the_scr
 ):
     server = live_server(**VISIBLE)
     page = browser_context(viewport={"width": 390, "height": 844}, is_mobile=True, color_scheme=scheme).new_page()
-    page.goto(f"{server.url}/agent/helper")
-    send(page, "hello from a phone")
-    wait_finished(page)
+    finished_reply(page, server.url, "hello from a phone")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing wider than the screen"
     header = page.locator(".topbar").bounding_box()
     assert header is not None and header["height"] < 60, f"one row: {header}"
@@ -197,9 +193,7 @@ def test_a_new_chat_gets_its_header_and_tab_title_at_once_and_a_rename_updates_b
 @pytest.mark.browser
 def test_editing_the_last_message_sends_on_enter_and_cancel_closes_it(live_server, page):
     server = live_server(**VISIBLE)
-    page.goto(f"{server.url}/agent/helper")
-    send(page, "first wording")
-    wait_finished(page)
+    finished_reply(page, server.url, "first wording")
     page.click(".message.user .edit-message summary")
     page.click(".message.user .edit-message .cancel-edit")
     assert not page.locator(".message.user .edit-message").evaluate("d => d.open"), "Cancel closed it"

@@ -60,6 +60,13 @@ document.addEventListener('htmx:beforeRequest', function (e) {
 SLOW = {"DEMO_MODEL_WORDS": 60, "DEMO_MODEL_DELAY_MS": 60}
 
 
+def finished_reply(page, server_url: str, text: str) -> None:
+    """Open a new chat with the helper, send `text` and wait until the reply has ended."""
+    page.goto(f"{server_url}/agent/helper")
+    send(page, text)
+    wait_finished(page)
+
+
 def send(page, text: str) -> None:
     page.fill("#message-input", text)
     page.keyboard.press("Enter")
