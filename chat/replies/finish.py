@@ -206,10 +206,10 @@ def record_outcome(
     try:
         claimed = finish_streaming(message.id, **outcome.columns(), updated_at=now)
         if claimed:
+            touch_chat(chat.id, now)  # the chat's row before the identity's, as everywhere (turns.py)
             charge(chat, stream_id, message.id, prompt_tokens, completion_tokens, estimated, cost)
             if message.reserved_by is not None:
                 release_credit(message.reserved_by, message.reserved_micros or 0)
-            touch_chat(chat.id, now)
         db.session.commit()
     except IntegrityError:  # another finisher's ledger row won the race
         db.session.rollback()
@@ -241,6 +241,7 @@ def record_title(
     completion_tokens = usage.completion_tokens if usage.completion_tokens is not None else estimate_tokens(title)
     cost = agent.cost_micros(prompt_tokens, completion_tokens) if agent else 0
     chat.title = title
+    db.session.flush()  # the chat's row before the identity's (the charge), as everywhere (turns.py)
     try:
         charge(chat, f"title-{chat_id}", message_id, prompt_tokens, completion_tokens, estimated, cost)
         db.session.commit()

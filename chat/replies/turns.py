@@ -105,15 +105,6 @@ def store_turn(
     replies one identity may have being written."""
     now = utcnow()
     store_guest(identity)
-    # The most the reply can cost (its prompt and max_tokens), held until it is finished
-    # (chat/replies/finish.py gives it back as it charges): a burst of messages cannot spend more
-    # than the balance, however many start at once.
-    reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
-    if not reserve_credit(identity.id, reserve, live_cap):
-        now_held = db.session.get_one(Identity, identity.id, populate_existing=True)
-        if now_held.live_replies >= live_cap:
-            raise ReplyError(429, TOO_MANY_LIVE, retry_after=5)
-        raise ReplyError(402, not_enough_credit(now_held, reserve))
     if chat is None:
         title = Chat.title_from(text)
         new_chat = {"id": reply.chat_id, "identity_id": identity.id, "agent_slug": agent.slug, "title": title}
@@ -122,6 +113,17 @@ def store_turn(
     else:
         position = next_position(chat.id)
         touch_chat(chat.id, now)
+    # The most the reply can cost (its prompt and max_tokens), held until it is finished
+    # (chat/replies/finish.py gives it back as it charges): a burst of messages cannot spend more
+    # than the balance, however many start at once. Taken after the chat's row, as every
+    # transaction that writes both takes them (chat, then identity: a title's charge, a finish),
+    # so that none of them waits for another that waits for it (PostgreSQL saw that deadlock).
+    reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
+    if not reserve_credit(identity.id, reserve, live_cap):
+        now_held = db.session.get_one(Identity, identity.id, populate_existing=True)
+        if now_held.live_replies >= live_cap:
+            raise ReplyError(429, TOO_MANY_LIVE, retry_after=5)
+        raise ReplyError(402, not_enough_credit(now_held, reserve))
     turn_id = None
     if revision is not None:
         turn_id = revision.turn_id
