@@ -33,6 +33,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from ..extensions import db
 from ..vocabulary import CHAT_TITLE_MAX, MICROS_PER_CREDIT, MessageRole, MessageStatus
 from .base import Model, insert_rows, table, utcnow
+from .people import Identity
 
 
 class Chat(Model):
@@ -321,12 +322,22 @@ def get_recent_stream_id(chat_id: uuid.UUID) -> str | None:
     )
 
 
-def move_chats(from_identity: uuid.UUID, to_identity: uuid.UUID) -> None:
-    """Give every chat of one identity to another (a guest merged into an account)."""
+def move_guest_chats(guest_id: uuid.UUID, account_id: uuid.UUID) -> None:
+    """Give a guest's chats to the account it is merging into, while it is still an unmerged guest.
+
+    It runs before the guest is marked merged: the chats' rows, then the identity's, the order of
+    every transaction that writes both (a reply starting in one of these chats takes them so).
+    A second merge of the same guest waits on these rows and then finds none of them its own.
+    """
+    still_a_guest = (
+        select(Identity.id)
+        .where(Identity.id == guest_id, Identity.email.is_(None), Identity.merged_into.is_(None))
+        .exists()
+    )
     db.session.execute(
         update(Chat)
-        .where(Chat.identity_id == from_identity)
-        .values(identity_id=to_identity)
+        .where(Chat.identity_id == guest_id, still_a_guest)
+        .values(identity_id=account_id)
         .execution_options(synchronize_session=False)
     )
 

@@ -27,7 +27,7 @@ from ..models import (
     bump_session_epoch,
     insert_or_ignore,
     mark_guest_merged,
-    move_chats,
+    move_guest_chats,
     revoke_api_token,
     utcnow,
 )
@@ -129,15 +129,16 @@ def merge_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
 
 
 def move_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
-    """`merge_guest` in the caller's transaction. The guest is marked merged by one conditional
-    UPDATE; only the call whose UPDATE matched moves anything, so a double submit moves once."""
+    """`merge_guest` in the caller's transaction. The guest's chats move while it is a guest, then
+    one conditional UPDATE marks it merged; only the call whose UPDATE matched moves its balance,
+    so a double submit moves once."""
+    move_guest_chats(guest_id, account_id)
     claimed = mark_guest_merged(guest_id, account_id)
     if not claimed and db.session.get(Identity, guest_id) is None:
         # A guest that never sent a message has no row: one is kept, merged, so that its id is
         # never a guest again and a second submit of the same form is known for what it is.
         insert_or_ignore(Identity, id=guest_id, balance_micros=0, merged_into=account_id, created_at=utcnow())
     if claimed:
-        move_chats(guest_id, account_id)
         guest = db.session.get_one(Identity, guest_id, populate_existing=True)
         credits.transfer_balance(guest, account_id, "Guest credits brought along")
     return claimed
