@@ -32,6 +32,7 @@ def test_every_shortcut_does_what_the_list_says(live_server, browser_context):
     page.locator("#messages").click()  # out of the message box
     page.keyboard.press("r")  # regenerate
     page.wait_for_selector(".message.assistant.status-streaming")
+    wait_for_text(page, 20)
     page.keyboard.press("Escape")
     page.wait_for_selector(".message.assistant.status-cancelled")
 

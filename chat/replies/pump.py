@@ -59,9 +59,14 @@ class ProducerState:
         self.failure: Exception | None = None
         self.finishing = False
         self.drained = threading.Event()
+        # Characters pushed since the pump was last woken for them; the producer's alone (summing
+        # `pending` instead read a deque the pump was emptying in another thread: "deque mutated
+        # during iteration" ended a reply as an error under the threaded dev server).
+        self.unannounced = 0
 
     def push(self, text: str) -> None:
         self.pending.append(text)
+        self.unannounced += len(text)
 
     def take(self) -> Event | None:
         """The next delta to write: the unconfirmed one again, or the pending text, numbered."""
@@ -185,7 +190,8 @@ class Pump:
     def push(self, state: ProducerState, text: str) -> None:
         state.push(text)
         self.ready.append(state)
-        if not self.flush_seconds or sum(map(len, state.pending)) >= self.flush_chars:
+        if not self.flush_seconds or state.unannounced >= self.flush_chars:
+            state.unannounced = 0
             self.wakeup.set()
 
     def drain(self, state: ProducerState, timeout: float = 30.0) -> None:

@@ -336,8 +336,9 @@
       return;
     }
     if (evt.key === "Escape") {
-      var stop = document.querySelector("#composer.is-streaming button.stop");
-      if (stop && !document.querySelector("dialog[open]")) { evt.preventDefault(); stop.click(); }
+      // Whenever a reply is being written (the composer's own look may not have caught up yet).
+      var stop = document.querySelector("#composer button.stop");
+      if (stop && streaming() && !document.querySelector("dialog[open]")) { evt.preventDefault(); stop.click(); }
       return;
     }
     if (evt.ctrlKey || evt.metaKey || evt.altKey || typing(evt.target)) return;
