@@ -135,7 +135,7 @@ class Replies:
                 chat, text, self.config["HISTORY_CHAR_BUDGET"], revision.left_out if revision else ()
             )
             prompt_estimate = sum(estimate_tokens(m["content"]) for m in history) + estimate_tokens(agent.system_prompt)
-            reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
+            reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)  # the most the reply can cost
             if identity.available_micros <= 0 or identity.available_micros < reserve:
                 raise ReplyError(402, not_enough_credit(identity, reserve))
             if inspect(identity).transient:
@@ -158,7 +158,7 @@ class Replies:
                 if chat is not None:
                     self.interrupt_leftover(chat)
                 live_cap = self.config["LIVE_REPLIES_PER_IDENTITY"]
-                store_turn(chat, identity, agent, text, reply, prompt_estimate, live_cap, revision)
+                store_turn(chat, identity, agent, text, reply, prompt_estimate, reserve, live_cap, revision)
             except BaseException as exc:
                 db.session.rollback()
                 with contextlib.suppress(redis.RedisError):  # else its claim and log expire by themselves

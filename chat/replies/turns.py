@@ -97,12 +97,14 @@ def store_turn(
     text: str,
     reply: ReplyHandle,
     prompt_estimate: int,
+    reserve: int,
     live_cap: int,
     revision: Revision | None = None,
 ) -> None:
     """One transaction, with no round trip to anything else between its first write and its
-    commit (on SQLite that would stall the worker, see chat/people/identity.py); `live_cap`: the
-    replies one identity may have being written."""
+    commit (on SQLite that would stall the worker, see chat/people/identity.py). `reserve`: the
+    credit the reply holds until it is finished; `live_cap`: the replies one identity may have
+    being written."""
     now = utcnow()
     store_guest(identity)
     if chat is None:
@@ -113,12 +115,11 @@ def store_turn(
     else:
         position = next_position(chat.id)
         touch_chat(chat.id, now)
-    # The most the reply can cost (its prompt and max_tokens), held until it is finished
-    # (chat/replies/finish.py gives it back as it charges): a burst of messages cannot spend more
-    # than the balance, however many start at once. Taken after the chat's row, as every
-    # transaction that writes both takes them (chat, then identity: a title's charge, a finish),
-    # so that none of them waits for another that waits for it (PostgreSQL saw that deadlock).
-    reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)
+    # The reservation is held until the reply is finished (chat/replies/finish.py gives it back
+    # as it charges): a burst of messages cannot spend more than the balance, however many start
+    # at once. Taken after the chat's row, as every transaction that writes both takes them
+    # (chat, then identity: a title's charge, a finish), so that none of them waits for another
+    # that waits for it (PostgreSQL saw that deadlock).
     if not reserve_credit(identity.id, reserve, live_cap):
         now_held = db.session.get_one(Identity, identity.id, populate_existing=True)
         if now_held.live_replies >= live_cap:
