@@ -21,7 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # chat.embedded_redis before forking, and must not import redis-py, which takes `ssl` before
     # the gevent worker can patch it.
     from . import cli
-    from .agents import load_agents
+    from .agents import load_agents_file
     from .extensions import db, init_redis, migrate
     from .people import identity, rate_limits
     from .people.secret_key import SharedKeySessionInterface
@@ -55,7 +55,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     structured_logs.init_app(app)
     migrate.init_app(app, db, directory=str(shipped("migrations")))
     init_redis(app)
-    app.extensions["agents"] = load_agents(app.config["AGENTS_FILE"])
+    app.extensions["agents"], app.extensions["mcp_servers"] = load_agents_file(app.config["AGENTS_FILE"])
 
     from .replies import Replies
 

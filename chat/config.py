@@ -145,6 +145,8 @@ class Config:
     MARKDOWN_CPU_BUDGET_MS = env_int("MARKDOWN_CPU_BUDGET_MS", 1000)
     # A chat page shows this many of the newest messages; "Earlier messages" pages back.
     CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100)
+    # A tool's result is cut to this many characters before the model and the page see it.
+    TOOL_RESULT_MAX_CHARS = env_int("TOOL_RESULT_MAX_CHARS", 20_000)
     HISTORY_CHAR_BUDGET = env_int("HISTORY_CHAR_BUDGET", 24_000)
     # New guests start with this many credits (1 credit = 1,000,000 micro-credits internally);
     # signing up adds SIGNUP_CREDIT_GRANT. Sign-ups count under RATE_LIMIT_NEW_GUESTS, and with no

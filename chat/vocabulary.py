@@ -43,6 +43,30 @@ class FinishReason(StrEnum):
             FinishReason.ERROR: MessageStatus.ERROR,
         }[self]
 
+    @property
+    def tool_status(self) -> ToolStatus:
+        """How a tool call still running when the reply ends this way is settled: only a stop
+        cancels it; otherwise its producer is gone and nobody knows whether it took effect."""
+        return ToolStatus.CANCELLED if self == FinishReason.CANCELLED else ToolStatus.INTERRUPTED
+
+    @property
+    def tool_result(self) -> str:
+        if self == FinishReason.CANCELLED:
+            return "Stopped: the call was cancelled."
+        return "Interrupted: the reply's server stopped during the call; it may or may not have taken effect."
+
+
+class ToolStatus(StrEnum):
+    """A tool call's state: `running` from the moment it is recorded (before it starts) until it
+    settles, once, into one of the others, the `status` of the API's `tool-result` event."""
+
+    RUNNING = "running"
+    OK = "ok"
+    ERROR = "error"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
 
 # The statuses a reply can end in short of complete; the page offers Retry on them.
 FAILED_STATUSES = frozenset({MessageStatus.INTERRUPTED, MessageStatus.CANCELLED, MessageStatus.ERROR})

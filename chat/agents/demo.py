@@ -7,10 +7,15 @@ predict it; DEMO_MODEL_WORDS sets its length and DEMO_MODEL_DELAY_MS the time be
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+from ..tools import ToolSpec
 from ..vocabulary import FinishReason
-from . import Agent, Completion, Generation, estimate_tokens
+from . import Agent, Completion, Generation, ModelMessages, ToolInput, estimate_tokens
 
 VOCABULARY = (
     "durable streams keep every token safe while browsers come and go across workers and hosts "
@@ -55,18 +60,85 @@ def demo_reply(agent: Agent, message: str, words: int) -> str:
     return "".join(demo_words(agent, message, words))
 
 
-def generate_demo(agent: Agent, history: list[dict[str, str]], words: int, delay_ms: int) -> Generation:
+ARITHMETIC = re.compile(r"[\d+\-*/(). ]+")
+WAIT = re.compile(r"^\s*wait:\s*(\d{1,4})\s*$", re.IGNORECASE)
+
+
+def arithmetic_in(message: str) -> str | None:
+    """The longest run of digits, `+ - * / ( ) .` and spaces with a digit and an operator in it."""
+    runs = [run.strip() for run in ARITHMETIC.findall(message)]
+    runs = [run for run in runs if re.search(r"\d", run) and re.search(r"[+\-*/]", run)]
+    return max(runs, key=len) if runs else None
+
+
+def planned_call(message: str, tools: Sequence[ToolSpec]) -> tuple[ToolSpec, dict[str, Any]] | None:
+    """The call the demo model makes for `message` with these tools, as api.md describes."""
+    by_name = {tool.name: tool for tool in tools}
+    for tool in tools:
+        if tool.name.endswith("/echo") and message.lstrip().lower().startswith("echo:"):
+            return tool, {"message": message.lstrip()[5:].strip()}
+    wait = WAIT.match(message)
+    for tool in tools:
+        if wait and tool.name.endswith("/trigger-long-running-operation"):
+            seconds = int(wait.group(1))
+            return tool, {"duration": seconds, "steps": seconds}
+    expression = arithmetic_in(message)
+    if expression and "calculator" in by_name:
+        return by_name["calculator"], {"expression": expression}
+    return None
+
+
+def paced(pieces: Sequence[str], delay_ms: int) -> Iterator[str]:
     """Yield piece i at `start + (i + 1) × delay`: deadlines, not pauses, so a busy process makes
     later pieces late (that is lag) without pushing every following piece later too (drift)."""
-    last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
-    completion_tokens = 0
     start = time.monotonic()
-    for index, piece in enumerate(demo_words(agent, last_user, words)):
+    for index, piece in enumerate(pieces):
         if delay_ms:
             wait = start + (index + 1) * delay_ms / 1000 - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+        yield piece
+
+
+def tool_results_text(agent: Agent, messages: ModelMessages, tools: Sequence[ToolSpec]) -> str:
+    """The demo's words on the tool results that end `messages` (its step after calling)."""
+    names = {tool.model_name: tool.name for tool in tools}
+    calls = {}
+    for message in messages:
+        for call in message.get("tool_calls") or ():
+            calls[call["id"]] = names.get(call["function"]["name"], call["function"]["name"])
+    lines = []
+    for message in reversed(messages):
+        if message["role"] != "tool":
+            break
+        lines.append(f"- `{calls.get(message['tool_call_id'], 'tool')}` answered: {message['content']}\n")
+    return f"**{agent.name}** (demo model) used its tools:\n\n" + "".join(reversed(lines)) + "\n"
+
+
+def generate_demo(
+    agent: Agent, messages: ModelMessages, words: int, delay_ms: int, tools: Sequence[ToolSpec] = ()
+) -> Generation:
+    """One step of the demo model: a tool call when the last message asks for one and the agent
+    has the tool (api.md, "Offline demo model"), else text (after tool results: about them)."""
+    last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    prompt_tokens = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+    after_tools = bool(messages) and messages[-1]["role"] == "tool"
+    plan = None if after_tools else planned_call(last_user, tools)
+    if plan is not None:
+        tool, arguments = plan
+        text = json.dumps(arguments)
+        third = max(1, len(text) // 3)
+        chunks = [text[:third], text[third : 2 * third], text[2 * third :]]
+        call_id = f"call_demo_{sum(1 for m in messages if m['role'] == 'tool') + 1}"
+        for chunk in paced([c for c in chunks if c], delay_ms):
+            yield ToolInput(call_id, tool.name, chunk)
+        yield Completion(FinishReason.STOP, prompt_tokens=prompt_tokens, completion_tokens=estimate_tokens(text))
+        return
+    pieces = demo_words(agent, last_user, words)
+    if after_tools:
+        pieces = [tool_results_text(agent, messages, tools), *pieces[1:]]
+    completion_tokens = 0
+    for piece in paced(pieces, delay_ms):
         completion_tokens += estimate_tokens(piece)
         yield piece
-    prompt_tokens = sum(estimate_tokens(m["content"]) for m in history)
     yield Completion(FinishReason.STOP, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

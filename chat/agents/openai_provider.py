@@ -6,13 +6,15 @@ ProviderError whose text a person can act on.
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
+from ..tools import ToolSpec
 from ..vocabulary import FinishReason
-from . import Agent, Completion, Generation, ProviderError
+from . import Agent, Completion, Generation, ModelMessages, ProviderError, ToolInput
 
 TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "h11"}
 
@@ -39,7 +41,7 @@ def person_readable(exc: Exception, started: bool = True) -> str:
     return "The model provider failed."
 
 
-def as_params(messages: list[dict[str, str]]) -> list[ChatCompletionMessageParam]:
+def as_params(messages: list[dict[str, Any]]) -> list[ChatCompletionMessageParam]:
     """Our role/content dicts are exactly the SDK's message params (its TypedDicts, to mypy)."""
     return cast(list[ChatCompletionMessageParam], messages)
 
@@ -72,11 +74,18 @@ def complete_openai(
     )
 
 
-def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -> Generation:
+def generate_openai(agent: Agent, history: ModelMessages, config: dict, tools: Sequence[ToolSpec] = ()) -> Generation:
+    """One streamed model step. Tool-call deltas (parallel calls interleave by `index`) become
+    ToolInput pieces carrying their call's id and our name for the tool."""
     messages = [{"role": "system", "content": agent.system_prompt}, *history]
     finish_reason = FinishReason.STOP
     usage = None
     started = False
+    our_names = {tool.model_name: tool.name for tool in tools}
+    calls: dict[int, tuple[str, str]] = {}  # index -> (toolCallId, name)
+    with_tools: dict[str, Any] = (
+        {"tools": cast(list[ChatCompletionToolParam], [tool.as_openai() for tool in tools])} if tools else {}
+    )
     try:
         with (
             client_for(config) as client,
@@ -87,6 +96,7 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -
                 max_tokens=agent.max_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
+                **with_tools,
             ) as stream,
         ):
             for chunk in stream:
@@ -96,6 +106,13 @@ def generate_openai(agent: Agent, history: list[dict[str, str]], config: dict) -
                 for choice in chunk.choices:
                     if choice.delta and choice.delta.content:
                         yield choice.delta.content
+                    for call in (choice.delta.tool_calls or ()) if choice.delta else ():
+                        if call.index not in calls:
+                            name = call.function.name if call.function and call.function.name else "unknown"
+                            calls[call.index] = (call.id or f"call_{call.index}", our_names.get(name, name))
+                        call_id, name = calls[call.index]
+                        arguments = call.function.arguments if call.function else None
+                        yield ToolInput(call_id, name, arguments or "")
                     if choice.finish_reason:
                         finish_reason = FinishReason.LENGTH if choice.finish_reason == "length" else FinishReason.STOP
     except openai.OpenAIError as exc:

@@ -52,8 +52,26 @@ from .people import (
     reserve_credit,
     revoke_api_token,
 )
+from .tools import (
+    ToolCall,
+    call_events,
+    calls_of_replies,
+    claim_call,
+    interleaved,
+    result_event,
+    settle_call,
+    settle_running_calls,
+)
 
 __all__ = [
+    "ToolCall",
+    "calls_of_replies",
+    "call_events",
+    "interleaved",
+    "result_event",
+    "claim_call",
+    "settle_call",
+    "settle_running_calls",
     "revoke_api_token",
     "mark_guest_merged",
     "bump_session_epoch",

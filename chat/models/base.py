@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import (
     Table,
@@ -12,6 +12,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql.dml import Insert
 
 from ..extensions import db
@@ -44,12 +45,13 @@ def insert_rows(model: type[Model], rows: Sequence[Mapping[str, object]]) -> Non
     db.session.execute(statement, list(rows))
 
 
-def insert_or_ignore(model: type[Model], **values: object) -> None:
+def insert_or_ignore(model: type[Model], **values: object) -> bool:
     """INSERT a row unless one with its key exists (a concurrent request added it first), in the
-    caller's transaction: `INSERT … ON CONFLICT DO NOTHING` on SQLite and PostgreSQL alike."""
+    caller's transaction: `INSERT … ON CONFLICT DO NOTHING` on SQLite and PostgreSQL alike.
+    Whether this call inserted it."""
     dialect = db.session.get_bind().dialect.name
     statement = INSERT_OR_IGNORE.get((model, dialect))
     if statement is None:
         insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
         statement = INSERT_OR_IGNORE[model, dialect] = insert_into(table(model)).on_conflict_do_nothing()
-    db.session.execute(statement, values)
+    return cast(CursorResult, db.session.execute(statement, values)).rowcount == 1

@@ -5,11 +5,14 @@ The words, each meaning one thing everywhere in this code:
 - **seal** (`StreamBackend.seal`): the log accepts no more deltas, so the text read from it next is
   the reply's final text.
 - **record** (`record_outcome`): the message leaves `streaming` with its text, status, usage and
-  cost, its ledger row is written and its credit reservation given back, in one transaction. The first caller's conditional UPDATE
+  cost, its tool calls still running are settled (`interrupted`, or `cancelled` by a stop), its
+  ledger row is written and its credit reservation given back, in one transaction. The first caller's conditional UPDATE
   matches; every later caller's matches no row and gets back what the first one stored. The
   ledger row is unique per stream, so a charge can be neither doubled nor lost.
 - **end** (`StreamBackend.end_log`): the terminal event (`finish` or `error`, telling the recorded
-  outcome) is appended to the log, once; readers stop there.
+  outcome) is appended to the log, once; readers stop there. Before it go the results of tool
+  calls the log does not tell yet (a call whose producer died, or that a stop ended): so the log
+  tells the reply as stored, calls included.
 - **finish** (`finish_reply`) = seal + record + end. Whoever finishes a reply calls it: its
   producer, a stop request, a reader or the reaper that found the producer gone.
 - **interrupt** (`interrupt`): finish as `interrupted` because the producer is gone.
@@ -27,7 +30,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -37,16 +40,22 @@ from ..extensions import db
 from ..models import (
     Chat,
     Message,
+    ToolCall,
+    call_events,
+    calls_of_replies,
     finish_streaming,
+    interleaved,
     release_credit,
     reply_and_chat,
+    result_event,
+    settle_running_calls,
     streaming_replies,
     touch_chat,
     utcnow,
     write_provisional_text,
 )
 from ..people.credits import charge
-from ..streams import Event, StreamBackend, StreamRef, entry_cursor
+from ..streams import Event, StreamBackend, StreamRef, entry_cursor, joined_text
 from ..vocabulary import FinishReason, MessageStatus
 from ..web import metrics, structured_logs
 
@@ -83,12 +92,16 @@ class StoredReply:
             "usage": {"promptTokens": self.prompt_tokens, "completionTokens": self.completion_tokens},
         }
 
-    def as_events(self, after: str | None = None) -> list[Event]:
-        """The stored reply told as a stream (its log expired or was never shared): the whole text
-        as one delta, then its terminal event; only those after the cursor `after`."""
-        event, data = self.terminal_event
-        told = [Event("0-1", "delta", json.dumps({"text": self.content})), Event("0-2", event, json.dumps(data))]
-        return [e for e in told if after is None or e.cursor > entry_cursor(after)]
+    def as_events(self, after: str | None = None, calls: Sequence[ToolCall] = ()) -> list[Event]:
+        """The stored reply told as a stream (its log expired or was never shared): its text as
+        deltas with its tool calls' events between them, in order, then its terminal event; only
+        those after the cursor `after`."""
+        told: list[tuple[str, dict]] = []
+        for part in interleaved(self.content, calls) or [""]:
+            told.extend([("delta", {"text": part})] if isinstance(part, str) else call_events(part))
+        told.append(self.terminal_event)
+        events = [Event(f"0-{number}", kind, json.dumps(data)) for number, (kind, data) in enumerate(told, start=1)]
+        return [e for e in events if after is None or e.cursor > entry_cursor(after)]
 
 
 def stored_reply(message: Message) -> StoredReply:
@@ -121,15 +134,25 @@ def finish_reply(
     `on_ended` gets the terminal entry when this call wrote it (the producer hands it to the
     readers in its process at once).
     """
-    log_exists = True
+    log_exists, results_told = True, None
     if text is None:
         backend.seal(ref)
         log_exists = backend.exists(ref)
         # A log Redis has lost leaves the provisional text kept in the database (or none).
-        text = backend.read_text(ref) if log_exists else None
+        logged = backend.read(ref) if log_exists else []
+        text = joined_text(logged) if log_exists else None
+        results_told = {e.payload()["toolCallId"] for e in logged if e.type == "tool-result"}
     stored = record_outcome(ref.stream_id, agents, reason, text, usage, error)
     if stored is not None and log_exists:  # no stub log: resumers then get the stored reply
-        ended = backend.end_log(ref, *stored.terminal_event)
+        # Calls the producer could not tell the log about (it died, or a stop sealed the log
+        # first) get their result from the database, so the log tells the reply as stored.
+        untold = (
+            [result_event(call) for call in calls_of_replies([stored.message_id])[stored.message_id]]
+            if results_told is not None
+            else []
+        )
+        before = [(kind, data) for kind, data in untold if data["toolCallId"] not in (results_told or set())]
+        ended = backend.end_log(ref, *stored.terminal_event, before=before)
         if ended is not None and on_ended is not None:
             on_ended(ended)
     return stored
@@ -206,6 +229,8 @@ def record_outcome(
     try:
         claimed = finish_streaming(message.id, **outcome.columns(), updated_at=now)
         if claimed:
+            # A call still running has lost its producer (or is being stopped): it ends so, once.
+            settle_running_calls(stream_id, reason.tool_status, reason.tool_result)
             touch_chat(chat.id, now)  # the chat's row before the identity's, as everywhere (turns.py)
             charge(chat, stream_id, message.id, prompt_tokens, completion_tokens, estimated, cost)
             if message.reserved_by is not None:

@@ -11,15 +11,26 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from flask import Flask
 
-from ..agents import Agent, Completion, ProviderError, generate, suggest_title
+from ..agents import (
+    Agent,
+    Completion,
+    ModelMessages,
+    ProviderError,
+    ToolInput,
+    estimate_tokens,
+    generate,
+    suggest_title,
+)
 from ..background import spawn_daemon
 from ..streams import Event, StreamRef
+from ..tools import ToolSpec
 from ..vocabulary import FinishReason, MessageStatus
+from .acting import Acting, RequestedCall
 from .finish import Usage, finish_reply, keep_provisional_text, record_title
 from .pump import ProducerState
 from .runtime import Runtime
@@ -51,9 +62,7 @@ class ReplyHandle:
         return Event(self.start_id, "start", json.dumps(self.start_data))
 
 
-def start_producer(
-    app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]
-) -> None:
+def start_producer(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: ModelMessages) -> None:
     """Register the reply with the pump now (so readers that follow it from this moment are fed
     by the pump), then generate in the background."""
     state = runtime.pump.register(reply.ref, reply.start_id)
@@ -61,7 +70,7 @@ def start_producer(
 
 
 def produce(
-    app: Flask, runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]
+    app: Flask, runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: ModelMessages
 ) -> None:
     """Run the model, feeding the pump; then finish the reply with what reached the log.
 
@@ -75,37 +84,117 @@ def produce(
         runtime.pump.unregister(state)
 
 
-def generate_and_finish(
-    runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: list[dict[str, str]]
-) -> None:
-    config = runtime.app.config
-    pump = runtime.pump
-    reason, usage, error = FinishReason.STOP, None, None
-    deadline = time.monotonic() + config["MAX_REPLY_SECONDS"]
-    generation = generate(agent, history, config)
+@dataclass
+class StepUsage:
+    """Usage summed over a reply's model steps; a step that reported none makes the sum unknown
+    (the finisher then estimates it, as for a reply without usage)."""
+
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+    steps: int = 0
+
+    def add(self, completion: Completion) -> None:
+        self.steps += 1
+        self.prompt_tokens = plus(self.prompt_tokens, completion.prompt_tokens)
+        self.completion_tokens = plus(self.completion_tokens, completion.completion_tokens)
+
+    def usage(self, unfinished_text: str = "") -> Usage | None:
+        """What ran, with the text of a step cut short (a stop) estimated; None before any step."""
+        if not self.steps:
+            return None
+        return Usage(self.prompt_tokens, plus(self.completion_tokens, estimate_tokens(unfinished_text)))
+
+
+def plus(total: int | None, more: int | None) -> int | None:
+    return None if total is None or more is None else total + more
+
+
+@dataclass
+class Step:
+    """One model step as it streamed: its text, the calls it made (in order), its completion."""
+
+    text: list[str] = field(default_factory=list)
+    calls: dict[str, RequestedCall] = field(default_factory=dict)
+    completion: Completion | None = None
+
+
+def run_step(
+    runtime: Runtime,
+    state: ProducerState,
+    agent: Agent,
+    messages: ModelMessages,
+    tools: list[ToolSpec],
+    deadline: float,
+) -> Step:
+    """Stream one model step into the log: text as deltas, call arguments as `tool-input`."""
+    pump, step = runtime.pump, Step()
+    generation = generate(agent, messages, runtime.app.config, tools)
     try:
         for piece in generation:
             if isinstance(piece, Completion):
-                reason = piece.finish_reason
-                usage = Usage(piece.prompt_tokens, piece.completion_tokens)
+                step.completion = piece
             elif state.should_stop:
                 break
+            elif isinstance(piece, ToolInput):
+                call = step.calls.get(piece.call_id)
+                if call is None:
+                    call = step.calls[piece.call_id] = RequestedCall(piece.call_id, piece.name, state.text_pushed)
+                if piece.text:
+                    call.arguments.append(piece.text)
+                    data = {"toolCallId": piece.call_id, "name": piece.name, "text": piece.text}
+                    pump.push_event(state, "tool-input", data)
             else:
+                step.text.append(piece)
                 pump.push(state, piece)
                 if time.monotonic() > deadline:
-                    reason = FinishReason.LENGTH
+                    step.completion = Completion(FinishReason.LENGTH)
                     break
+    finally:
+        generation.close()  # a stopped reply hangs up on the provider now, not at GC
+    return step
+
+
+def generate_and_finish(
+    runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: ModelMessages
+) -> None:
+    """Model steps until one answers without calling a tool (or `max_steps`, whose last step is
+    offered no tools), each step's calls run in between; then finish with what reached the log."""
+    config = runtime.app.config
+    pump = runtime.pump
+    reason, error = FinishReason.STOP, None
+    deadline = time.monotonic() + config["MAX_REPLY_SECONDS"]
+    tools = runtime.toolbox.specs(agent.tools) if agent.tools else []
+    acting = Acting(runtime.toolbox, pump, state, reply.message_id, reply.stream_id, {t.name: t for t in tools})
+    model_names = {tool.name: tool.model_name for tool in tools}
+    messages, used, step = list(history), StepUsage(), Step()
+    try:
+        for number in range(1, agent.max_steps + 1):
+            step = run_step(runtime, state, agent, messages, tools if number < agent.max_steps else [], deadline)
+            if step.completion is None:  # stopped mid-step
+                break
+            used.add(step.completion)
+            reason = step.completion.finish_reason
+            if not step.calls or state.should_stop or reason == FinishReason.LENGTH:
+                break
+            calls = list(step.calls.values())
+            tool_calls = [call.as_model_call(model_names.get(call.name, call.name)) for call in calls]
+            messages.append({"role": "assistant", "content": "".join(step.text) or None, "tool_calls": tool_calls})
+            for call in calls:
+                outcome = acting.run(call)
+                messages.append({"role": "tool", "tool_call_id": call.call_id, "content": outcome.result})
+            if state.should_stop:
+                break
+            step = Step()
     except ProviderError as exc:
         reason, error = FinishReason.ERROR, str(exc)
     except Exception:
         log.exception("generation failed for %s", reply.ref)
         reason, error = FinishReason.ERROR, "The reply failed unexpectedly."
-    finally:
-        generation.close()  # a stopped reply hangs up on the provider now, not at GC
+    usage = used.usage("".join(step.text) if step.completion is None else "")
     if state.cancelled:
-        reason, usage, error = FinishReason.CANCELLED, None, None
+        reason, error = FinishReason.CANCELLED, None
     elif state.interrupted:
-        reason, usage, error = FinishReason.INTERRUPTED, None, None
+        reason, error = FinishReason.INTERRUPTED, None
     pump.drain(state)
     stored = None
     try:

@@ -12,16 +12,17 @@ log: it gets only what is stored, as early as it is stored.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import deque
-from typing import Protocol
+from typing import NamedTuple, Protocol, cast
 
 import redis
 
 from ..background import start_daemon
-from ..streams import APPENDED, SEALED, Event, StreamBackend, StreamRef, delta_event
+from ..streams import APPENDED, SEALED, Event, StreamBackend, StreamRef, delta_event, producer_event
 from ..web import metrics
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,26 @@ class Fanout(Protocol):
     def produced_elsewhere(self, ref: StreamRef) -> None: ...
 
 
+class ToolEvent(NamedTuple):
+    """A producer entry that is not text (api.md, "Tool calls"): its type and its JSON data."""
+
+    type: str
+    data: str
+
+
 class ProducerState:
-    """What one generating reply shares with the pump: text waiting to be written, and flags.
+    """What one generating reply shares with the pump: entries waiting to be written, and flags.
 
     The producer appends to `pending` and only the pump takes from it; deques make both safe
-    without a lock, under gevent and real threads alike.
+    without a lock, under gevent and real threads alike. Consecutive text is written as one
+    delta; a tool event is an entry of its own, in its place.
     """
 
     def __init__(self, ref: StreamRef, start_id: str) -> None:
         self.ref = ref
         self.start_id = start_id
-        self.pending: deque[str] = deque()
+        self.pending: deque[str | ToolEvent] = deque()
+        self.text_pushed = 0  # characters of text pushed so far: where a tool call sits in the reply
         self.unsent: tuple[Event, str] | None = None  # taken, numbered, not yet confirmed by Redis
         self.last_seq = 0
         self.accepted: list[str] = []  # exactly the deltas that reached the log, in order
@@ -67,13 +77,20 @@ class ProducerState:
     def push(self, text: str) -> None:
         self.pending.append(text)
         self.unannounced += len(text)
+        self.text_pushed += len(text)
 
     def take(self) -> Event | None:
-        """The next delta to write: the unconfirmed one again, or the pending text, numbered."""
+        """The next entry to write: the unconfirmed one again, or the pending text up to the next
+        tool event (or that event), numbered."""
         if self.unsent is None and self.pending:
+            if isinstance(self.pending[0], ToolEvent):
+                tool_event = cast(ToolEvent, self.pending.popleft())
+                self.last_seq += 1
+                self.unsent = (producer_event(self.start_id, self.last_seq, *tool_event), "")
+                return self.unsent[0]
             pieces = []
-            while self.pending:
-                pieces.append(self.pending.popleft())
+            while self.pending and not isinstance(self.pending[0], ToolEvent):
+                pieces.append(cast(str, self.pending.popleft()))
             text = "".join(pieces)
             self.last_seq += 1
             self.unsent = (delta_event(self.start_id, self.last_seq, text), text)
@@ -194,6 +211,12 @@ class Pump:
             state.unannounced = 0
             self.wakeup.set()
 
+    def push_event(self, state: ProducerState, kind: str, data: dict) -> None:
+        """A tool event, written in its place among the text, without waiting for more text."""
+        state.pending.append(ToolEvent(kind, json.dumps(data)))
+        self.ready.append(state)
+        self.wakeup.set()
+
     def drain(self, state: ProducerState, timeout: float = 30.0) -> None:
         """Wait until everything `state` produced has been written (or refused)."""
         state.finishing = True
@@ -284,5 +307,10 @@ class Pump:
                         self.fanout.deliver(state.ref, [written])
             metrics.DELTAS_WRITTEN.inc(accepted)  # once per round: a metric write per delta costs
         for state in states:
-            if state.finishing and (state.idle or state.should_stop):
+            if state.pending and not state.should_stop:
+                # More came meanwhile, or a tool event split the entries: the rest next round.
+                self.ready.append(state)
+                if not self.flush_seconds:
+                    self.wakeup.set()
+            elif state.finishing and (state.idle or state.should_stop):
                 state.drained.set()

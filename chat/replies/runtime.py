@@ -20,6 +20,7 @@ from ..background import start_daemon
 from ..extensions import redis_client
 from ..streams import ClusterRedisStreams, Follower, RedisStreams, StreamBackend, StreamRef
 from ..streams.local_store import LocalStreams
+from ..tools.toolbox import Toolbox
 from .cluster_reader import ClusterStreamHub
 from .finish import interrupt, reap_orphans
 from .pump import Pump
@@ -74,6 +75,7 @@ class Runtime:
             timeout_ms=config["PRODUCER_TIMEOUT_MS"],
             fanout=self.hub,
         )
+        self.toolbox = Toolbox(app.extensions["mcp_servers"], config["TOOL_RESULT_MAX_CHARS"])
         self.stopping = threading.Event()
         self.reaper: threading.Thread | None = None
 
@@ -101,6 +103,7 @@ class Runtime:
             self.hub.store.close()
         if self.reaper is not None:
             self.reaper.join(timeout)
+        self.toolbox.close()
 
     def drain(self, grace_seconds: float, finish_timeout: float = 10.0) -> int:
         """Stop this process without losing a reply (a deploy, a reload, max-requests recycling).

@@ -29,6 +29,7 @@ from ..extensions import db
 from ..models import (
     Chat,
     Message,
+    calls_of_replies,
     chat_stream_ids,
     fork_chat,
     get_recent_stream_id,
@@ -375,7 +376,8 @@ class Replies:
         reply = latest_reply(chat.id)
         if reply is None or reply.is_pending:
             return None  # nothing to send yet (an older turn's reply would be the wrong answer)
-        return None, stored_reply(reply).as_events(after=cursor if cursor and cursor.startswith("0-") else None)
+        after = cursor if cursor and cursor.startswith("0-") else None
+        return None, stored_reply(reply).as_events(after, calls_of_replies([reply.id])[reply.id])
 
     def newest_stream_id(self, chat: Chat) -> str | None:
         """The chat's newest log as the database knows it: the audit trail's newest stream on a

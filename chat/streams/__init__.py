@@ -8,7 +8,17 @@ idle response's own socket, written to directly).
 
 from .backend import APPENDED, LOST, SEALED, Follower, StreamBackend
 from .cluster_store import ClusterRedisStreams, published_event
-from .events import Event, Hold, LogState, StreamRef, delta_event, entry_cursor, joined_text
+from .events import (
+    TOOL_EVENTS,
+    Event,
+    Hold,
+    LogState,
+    StreamRef,
+    delta_event,
+    entry_cursor,
+    joined_text,
+    producer_event,
+)
 from .redis_store import RedisStreams, chat_key, log_key
 
 __all__ = [
@@ -25,6 +35,8 @@ __all__ = [
     "StreamRef",
     "chat_key",
     "delta_event",
+    "producer_event",
+    "TOOL_EVENTS",
     "entry_cursor",
     "joined_text",
     "log_key",

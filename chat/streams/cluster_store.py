@@ -37,7 +37,7 @@ class ClusterRedisStreams(RedisStreams):
 
     def _delta_command(self, ref: StreamRef, event: Event) -> tuple:
         keys = (log_key(ref), self._state_key(ref, "events"))
-        return ("EVALSHA", self._append_publish.sha, 2, *keys, self.maxlen, event.id, event.data)
+        return ("EVALSHA", self._append_publish.sha, 2, *keys, self.maxlen, event.id, event.data, event.type)
 
     def hold_and_find_newest(self, hold: Hold, chat_id: str, after: str) -> tuple[bool, LogState | None]:
         """One after the other: the identity's places and the chat's keys live on different slots."""

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 
 TERMINAL_EVENTS = frozenset({"finish", "error"})
+# What a producer writes besides text (api.md, "Tool calls").
+TOOL_EVENTS = frozenset({"tool-input", "tool-call", "approval", "tool-result"})
 
 
 class StreamRef(NamedTuple):
@@ -88,12 +90,17 @@ def to_event(entry_id: str, fields: list[str] | dict[str, str]) -> Event:
 
 
 def delta_event(start_id: str, seq: int, text: str) -> Event:
-    """The producer's `seq`-th delta (1, 2, …): its id follows the log's `start` entry's id.
+    """The producer's `seq`-th entry (1, 2, …) as a delta: its id follows the log's `start` entry's id.
 
     Its data is exactly `json.dumps({"text": text})`, written by the C string encoder alone (a
     tenth of the cost: this runs once per delta of every reply)."""
+    return producer_event(start_id, seq, "delta", '{"text": ' + encode_json_string(text) + "}")
+
+
+def producer_event(start_id: str, seq: int, kind: str, data: str) -> Event:
+    """The producer's `seq`-th entry of the log that starts at `start_id`, of any type."""
     ms, first = entry_cursor(start_id)
-    return Event(f"{ms}-{first + seq}", "delta", '{"text": ' + encode_json_string(text) + "}")
+    return Event(f"{ms}-{first + seq}", kind, data)
 
 
 def joined_text(events: Iterable[Event]) -> str:

@@ -122,12 +122,14 @@ class LocalStreams:
         if ref in self.logs:
             self.logs[ref].sealed = True
 
-    def end_log(self, ref: StreamRef, event: str, data: dict) -> Event | None:
+    def end_log(self, ref: StreamRef, event: str, data: dict, before: Sequence[tuple[str, dict]] = ()) -> Event | None:
         with self.lock:
             log = self.logs.get(ref)
             if log is None or log.done:
                 return None
             log.sealed = True
+            for kind, body in before:
+                log.add(kind, body)
             entry = log.add(event, data)
             # Readers already following keep their reference; nobody new can find a finished log.
             del self.logs[ref]

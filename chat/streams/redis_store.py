@@ -60,12 +60,17 @@ SEALED_SEQ = "9223372036854775807"  # 2^63 - 1: above any delta number, below th
 
 REFUSED_ID = "equal or smaller than the target stream top item"
 
-# Write the terminal event exactly once, start the retention clock and free the chat. On a
-# cluster the event is also published to the log's shard channel (KEYS[5]) for its readers.
+# Write the terminal event exactly once (after the events ARGV[7..] names in pairs: the results of
+# tool calls its finisher settled), start the retention clock and free the chat. On a
+# cluster the events are also published to the log's shard channel (KEYS[5]) for its readers.
 END_LOG = """
 if redis.call('GET', KEYS[2]) == 'done' then return false end
 local ttl = tonumber(ARGV[4])
 redis.call('SET', KEYS[2], 'done', 'EX', ttl)
+for i = 7, #ARGV, 2 do
+  local before = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
+  if ARGV[6] == '1' then redis.call('SPUBLISH', KEYS[5], before .. ' ' .. ARGV[i] .. ' ' .. ARGV[i + 1]) end
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2], 'd', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('DEL', KEYS[4])
@@ -77,8 +82,8 @@ return id
 # A cluster's delta write: the XADD a standalone Redis gets, then the stored entry published to
 # the log's shard channel (only if stored: a refused id raises, a lost log returns nil).
 APPEND_PUBLISH = """
-local id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], ARGV[2], 'e', 'delta', 'd', ARGV[3])
-if id then redis.call('SPUBLISH', KEYS[2], id .. ' delta ' .. ARGV[3]) end
+local id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], ARGV[2], 'e', ARGV[4], 'd', ARGV[3])
+if id then redis.call('SPUBLISH', KEYS[2], id .. ' ' .. ARGV[4] .. ' ' .. ARGV[3]) end
 return id
 """
 
@@ -327,7 +332,7 @@ class RedisStreams:
         self._abandon(keys=keys, args=[ref.stream_id])
 
     def append_deltas(self, batch: Sequence[tuple[StreamRef, Event]]) -> list[str]:
-        """Append each (stream, delta event) with the event's own id, one XADD each, in a single
+        """Append each (stream, producer event: a delta or a tool event) with the event's own id, one XADD each, in a single
         pipeline. Returns APPENDED (written now or by an earlier try), SEALED or LOST for each.
 
         A refused id means the log was sealed, or that an earlier try of this very write landed
@@ -350,7 +355,19 @@ class RedisStreams:
         return outcomes
 
     def _delta_command(self, ref: StreamRef, event: Event) -> tuple:
-        return ("XADD", log_key(ref), "NOMKSTREAM", "MAXLEN", "~", self.maxlen, event.id, "e", "delta", "d", event.data)
+        return (
+            "XADD",
+            log_key(ref),
+            "NOMKSTREAM",
+            "MAXLEN",
+            "~",
+            self.maxlen,
+            event.id,
+            "e",
+            event.type,
+            "d",
+            event.data,
+        )
 
     def _write(self, commands: list[tuple]) -> list:
         """Send `commands` in one write on the writer's own connection; every reply, errors as
@@ -406,9 +423,11 @@ class RedisStreams:
         """Refuse further deltas, so the text read next is the reply's final text."""
         self._seal(keys=[log_key(ref), self._state_key(ref, "state")], args=[self.live_log_ttl_seconds, SEALED_SEQ])
 
-    def end_log(self, ref: StreamRef, event: str, data: dict) -> Event | None:
-        """Append the terminal event unless one exists; the entry, when this call wrote it."""
+    def end_log(self, ref: StreamRef, event: str, data: dict, before: Sequence[tuple[str, dict]] = ()) -> Event | None:
+        """Append the terminal event unless one exists (and `before` it, in the same step, those
+        events); the terminal entry, when this call wrote it."""
         payload = json.dumps(data)
+        preceding = [part for kind, body in before for part in (kind, json.dumps(body))]
         entry_id = self._end_log(
             keys=[
                 log_key(ref),
@@ -417,7 +436,7 @@ class RedisStreams:
                 self._state_key(ref, "cancel"),
                 self._state_key(ref, "events"),
             ],
-            args=[self.maxlen, event, payload, self.ttl_seconds, ref.stream_id, self.publishes],
+            args=[self.maxlen, event, payload, self.ttl_seconds, ref.stream_id, self.publishes, *preceding],
         )
         return Event(cast(str, entry_id), event, payload) if entry_id else None
 

@@ -1,0 +1,156 @@
+"""A reply's tool calls: one row per call, written *before* the call starts and settled once.
+
+The row is the at-most-once guard: a call runs only if this process inserted its row (the key is
+the stream and the model's `toolCallId`), so no retry, resume or second worker can run it again.
+A row still `running` when its reply is finished is settled by the finisher (`interrupted`, or
+`cancelled` after a stop): it may or may not have taken effect, and nothing runs it again.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from ..vocabulary import ToolStatus
+from .base import Model, insert_or_ignore, utcnow
+
+
+class ToolCall(Model):
+    __tablename__ = "tool_calls"
+    __table_args__ = (UniqueConstraint("stream_id", "call_id", name="uq_tool_calls_stream_call"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    stream_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    call_id: Mapped[str] = mapped_column(String(128), nullable=False)  # the API's toolCallId
+    position: Mapped[int] = mapped_column(Integer, nullable=False)  # its order within the reply
+    text_offset: Mapped[int] = mapped_column(Integer, nullable=False)  # reply characters before it
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    arguments: Mapped[str] = mapped_column(Text, nullable=False)  # the JSON text the model wrote
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # a ToolStatus
+    # Whether it was started (its arguments were valid): only then is there a `tool-call` event.
+    executed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    result: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def claim_call(
+    message_id: uuid.UUID,
+    stream_id: str,
+    call_id: str,
+    position: int,
+    text_offset: int,
+    name: str,
+    arguments: str,
+    status: ToolStatus = ToolStatus.RUNNING,
+    result: str | None = None,
+    executed: bool = False,
+) -> bool:
+    """Record a call before it starts, and commit; False when its row exists already (it was
+    claimed before: it must not run again)."""
+    now = utcnow()
+    claimed = insert_or_ignore(
+        ToolCall,
+        id=uuid.uuid4(),
+        message_id=message_id,
+        stream_id=stream_id,
+        call_id=call_id,
+        position=position,
+        text_offset=text_offset,
+        name=name,
+        arguments=arguments,
+        status=status,
+        result=result,
+        executed=executed,
+        started_at=now,
+        finished_at=None if status == ToolStatus.RUNNING else now,
+    )
+    db.session.commit()
+    return claimed
+
+
+def settle_call(stream_id: str, call_id: str, status: ToolStatus, result: str) -> bool:
+    """Settle a running call, and commit; False when somebody settled it first (a finisher)."""
+    settled = db.session.execute(
+        update(ToolCall)
+        .where(ToolCall.stream_id == stream_id, ToolCall.call_id == call_id, ToolCall.status == ToolStatus.RUNNING)
+        .values(status=status, result=result, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return cast(CursorResult, settled).rowcount == 1
+
+
+def settle_running_calls(stream_id: str, status: ToolStatus, result: str) -> list[ToolCall]:
+    """Settle every call of the stream still running, in the caller's transaction; those calls."""
+    running = list(
+        db.session.scalars(
+            select(ToolCall)
+            .where(ToolCall.stream_id == stream_id, ToolCall.status == ToolStatus.RUNNING)
+            .order_by(ToolCall.position)
+        )
+    )
+    if running:
+        db.session.execute(
+            update(ToolCall)
+            .where(ToolCall.id.in_([call.id for call in running]), ToolCall.status == ToolStatus.RUNNING)
+            .values(status=status, result=result, finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    return running
+
+
+def calls_of_replies(message_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[ToolCall]]:
+    """The tool calls of these replies, each reply's in order (one query for a page)."""
+    ids = list(message_ids)
+    found: dict[uuid.UUID, list[ToolCall]] = defaultdict(list)
+    if ids:
+        for call in db.session.scalars(
+            select(ToolCall).where(ToolCall.message_id.in_(ids)).order_by(ToolCall.message_id, ToolCall.position)
+        ):
+            found[call.message_id].append(call)
+    return found
+
+
+def interleaved(content: str, calls: Sequence[ToolCall]) -> list[str | ToolCall]:
+    """A stored reply in order: its text cut where each call sat (`text_offset`), the calls
+    between the pieces; empty pieces left out."""
+    parts: list[str | ToolCall] = []
+    start = 0
+    for call in sorted(calls, key=lambda c: c.position):
+        offset = min(max(call.text_offset, start), len(content))
+        if offset > start:
+            parts.append(content[start:offset])
+        parts.append(call)
+        start = offset
+    if start < len(content):
+        parts.append(content[start:])
+    return parts
+
+
+def call_events(call: ToolCall) -> list[tuple[str, dict]]:
+    """A stored call told as the stream told it: its arguments, its start (when it ran), its result."""
+    told: list[tuple[str, dict]] = [
+        ("tool-input", {"toolCallId": call.call_id, "name": call.name, "text": call.arguments})
+    ]
+    if call.executed:
+        arguments = json.loads(call.arguments)
+        told.append(("tool-call", {"toolCallId": call.call_id, "name": call.name, "arguments": arguments}))
+    told.append(result_event(call))
+    return told
+
+
+def result_event(call: ToolCall) -> tuple[str, dict]:
+    return "tool-result", {"toolCallId": call.call_id, "status": call.status, "result": call.result or ""}
