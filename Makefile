@@ -9,7 +9,7 @@ TEST_WORKERS ?= 2
 BENCH_ARGS ?=
 
 .PHONY: help run dev test test-fast test-postgres lint fmt smoke-run bench screenshots migrate \
-        system-deps test-system-deps clean lock
+        system-deps test-system-deps test-mcp-server clean lock
 
 help:  ## this list
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16
@@ -23,7 +23,7 @@ dev: system-deps $(VENV)/.installed migrate  ## Flask's reloading dev server
 test: test-system-deps $(VENV)/.installed-test  ## the whole suite (SQLite, real Redis, real Chromium)
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.installed-test  ## the inner loop: no browser, no gunicorn, no restarts (under 30 s)
+test-fast: test-mcp-server $(VENV)/.installed-test  ## the inner loop: no browser, no gunicorn, no restarts (under 30 s)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not browser and not slow" $(PYTEST_ARGS)
 
 test-postgres: test-system-deps $(VENV)/.installed-test  ## the suite on PostgreSQL (TEST_DATABASE_URL)
@@ -57,9 +57,12 @@ migrate: $(VENV)/.installed  ## apply the database migrations (flask db upgrade)
 system-deps:
 	scripts/ensure-system-packages run
 
-test-system-deps:
+test-mcp-server:  # the reference MCP server the tool tests run (tests/mcp/, from npm)
+
+test-system-deps: test-mcp-server
 	scripts/ensure-system-packages test
 	test -f tests/axe/node_modules/axe-core/axe.min.js || npm ci --prefix tests/axe --no-audit --no-fund --silent
+	test -f tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js || npm ci --prefix tests/mcp --no-audit --no-fund --silent
 
 # The run install holds the run dependencies only; the test extra is added on top by the test
 # targets, never needed by `make run` (scripts/smoke-run proves that on a fresh clone).

@@ -59,11 +59,11 @@ class OpenStreams:
 
 @dataclasses.dataclass(frozen=True)
 class PageStream:
-    """A page's stream: the reply's stream id (its tail element), the text the page shows up to
-    the cursor, and the events after it."""
+    """A page's stream: the reply's stream id (its tail element), the log's entries up to the
+    cursor (what the page shows already), and the events after it."""
 
     stream_id: str
-    text_before: str
+    events_before: list[Event]
     events: Iterable[Event | None]
 
 

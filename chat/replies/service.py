@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import threading
 import uuid
@@ -39,7 +40,7 @@ from ..models import (
 )
 from ..people.identity import identity_or_guest, store_guest
 from ..people.rate_limits import admit_new_guest
-from ..streams import Event, Hold, LogState, StreamRef, entry_cursor, joined_text
+from ..streams import Event, Hold, LogState, StreamRef, entry_cursor
 from ..streams.client_socket import ClientSocket
 from ..vocabulary import FinishReason
 from ..web import metrics, structured_logs
@@ -325,7 +326,7 @@ class Replies:
             return None
         ref = source.ref
         assert ref is not None, "a page follows a log"
-        return PageStream(ref.stream_id, self.text_until(ref, cursor) if cursor else "", source)
+        return PageStream(ref.stream_id, self.events_until(ref, cursor) if cursor else [], source)
 
     def held(
         self, identity_id: uuid.UUID, chat: Chat, cursor: str | None, client: ClientSocket | None, stored: bool
@@ -387,26 +388,27 @@ class Replies:
         pending = streaming_message(chat.id)
         return pending.stream_id if pending is not None else None
 
-    def pending_text(self, message: Message) -> tuple[str, str | None]:
-        """A streaming reply's text so far and the cursor after it (for rendering a page)."""
+    def pending_events(self, message: Message) -> tuple[list[Event], str | None]:
+        """A streaming reply's log so far and the cursor after it (for rendering a page); without
+        a shared log, its provisional text as one delta."""
         backend = self.runtime.backend
         if not backend.shared or not message.stream_id:
-            return message.content, None
+            return [Event("0-1", "delta", json.dumps({"text": message.content}))], None
         try:
             events = backend.read(StreamRef(str(message.chat_id), message.stream_id))
         except redis.RedisError:
-            return "", None
-        return joined_text(events), (events[-1].id if events else None)
+            return [], None
+        return events, (events[-1].id if events else None)
 
-    def text_until(self, ref: StreamRef, cursor: str) -> str:
-        """The reply's text up to and including the entry `cursor` (what a client holding that
-        cursor has seen); "" if Redis cannot say (the stream then starts over for the page)."""
+    def events_until(self, ref: StreamRef, cursor: str) -> list[Event]:
+        """The reply's log up to and including the entry `cursor` (what a client holding that
+        cursor has seen); [] if Redis cannot say (the stream then starts over for the page)."""
         until = entry_cursor(cursor)
         try:
             events = self.runtime.backend.read(ref)
         except redis.RedisError:
-            return ""
-        return joined_text(event for event in events if event.cursor <= until)
+            return []
+        return [event for event in events if event.cursor <= until]
 
     def reap(self) -> int:
         """Finish every reply whose producer is gone; returns how many were finished."""

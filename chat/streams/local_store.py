@@ -84,7 +84,7 @@ class LocalStreams:
         return [self.live.get(ref.chat_id) == ref.stream_id for ref in refs]
 
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
-        return [self.logs[ref].cancelled if ref in self.logs else False for ref in refs]
+        return [self.logs[ref].cancelled or self.logs[ref].sealed if ref in self.logs else True for ref in refs]
 
     def request_cancel(self, ref: StreamRef) -> None:
         if ref in self.logs:

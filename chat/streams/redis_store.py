@@ -87,10 +87,12 @@ if id then redis.call('SPUBLISH', KEYS[2], id .. ' ' .. ARGV[4] .. ' ' .. ARGV[3
 return id
 """
 
-# Refresh the producer's liveness if it still holds the chat; report whether stop was asked.
+# Refresh the producer's liveness if it still holds the chat; report whether it should stop: a
+# stop was asked, or somebody sealed or ended its log (a stop's finisher deletes the cancel flag
+# as it ends the log, and a producer running a tool writes nothing that a seal would refuse).
 HEARTBEAT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('EXISTS', KEYS[2])
+return redis.call('EXISTS', KEYS[2]) + redis.call('EXISTS', KEYS[3])
 """
 
 # Hold one of an identity's open-stream places (a sorted set: member per open stream, scored by
@@ -284,7 +286,10 @@ class RedisStreams:
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
         """Refresh every producer's liveness in one round trip; returns which were asked to stop."""
         calls = [
-            ([chat_key(ref.chat_id, "live"), self._state_key(ref, "cancel")], [ref.stream_id, timeout_ms])
+            (
+                [chat_key(ref.chat_id, "live"), self._state_key(ref, "cancel"), self._state_key(ref, "state")],
+                [ref.stream_id, timeout_ms],
+            )
             for ref in refs
         ]
         return [bool(flag) for flag in self._run_script(self._heartbeat, calls)]

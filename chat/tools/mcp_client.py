@@ -65,11 +65,12 @@ class McpClient:
             return self.process
 
     def read(self, process: subprocess.Popen[str], stdout: IO[str]) -> None:
-        for line in stdout:
-            answer = json.loads(line)
-            waiting = self.waiting.get(answer["id"])
-            if waiting is not None:
-                waiting.put(answer)
+        with stdout:
+            for line in stdout:
+                answer = json.loads(line)
+                waiting = self.waiting.get(answer["id"])
+                if waiting is not None:
+                    waiting.put(answer)
         log.warning("the MCP gateway (pid %s) stopped", process.pid)
         with self.lock:
             if self.process is process:
@@ -152,3 +153,4 @@ class McpClient:
                 process.wait(5)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from markupsafe import escape
 
 from ..extensions import db
-from ..models import chats_page, recent_chats
+from ..models import calls_of_replies, chats_page, recent_chats
 from ..people import rate_limits
 from ..people.identity import current_identity_id
 from ..refusals import Refused
@@ -91,10 +91,11 @@ def delete(slug: str, chat_id: uuid.UUID):
 def export(slug: str, chat_id: uuid.UUID, kind: str):
     agent = agent_or_404(slug)
     chat = chat_or_404(agent, chat_id)
+    calls = calls_of_replies([message.id for message in chat.messages])
     if kind == "md":
-        body, mimetype = as_markdown(chat, agent.name), "text/markdown"
+        body, mimetype = as_markdown(chat, agent.name, calls), "text/markdown"
     else:
-        body, mimetype = as_json(chat), "application/json"
+        body, mimetype = as_json(chat, calls), "application/json"
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{file_name(chat, kind)}"'
     return response

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
+from markupsafe import escape
 
 from ..agents import Agent
 from ..extensions import db
 from ..models import (
     Chat,
     Message,
+    ToolCall,
+    calls_of_replies,
     messages_page,
     newest_messages,
     owned_chat,
@@ -29,7 +32,8 @@ from ..replies import ReplyError, replies
 from ..streams.events import Event
 from ..vocabulary import FAILED_STATUSES, MessageRole, MessageStatus, credits_text
 from ..web import markdown, metrics, structured_logs
-from ..web.markdown import StreamingMarkdown, render_markdown
+from ..web.markdown import StreamingMarkdown, closed_markdown, render_markdown
+from ..web.reply_parts import ReplyParts, ToolCallView, tool_element_id
 from .api import parse_cursor, parse_message, sse_response
 from .errors import answer, is_fragment_request
 
@@ -49,6 +53,8 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["credits"] = credits_text
     app.jinja_env.globals["streaming_markdown"] = StreamingMarkdown
     app.jinja_env.globals["tail_element_id"] = tail_element_id
+    app.jinja_env.globals["tool_element_id"] = tool_element_id
+    app.jinja_env.globals["closed_markdown"] = closed_markdown
 
     @app.context_processor
     def page_globals() -> dict[str, Any]:
@@ -86,22 +92,39 @@ def chat_or_404(agent: Agent, chat_id: uuid.UUID) -> Chat:
     return chat
 
 
-def message_view(message: Message) -> dict:
-    """What the message partial needs; for a pending reply, its text so far and its cursor."""
+def message_view(message: Message, calls: Sequence[ToolCall] | None = None) -> dict:
+    """What the message partial needs; for a pending reply, its log so far (the text still being
+    written apart) and its cursor. `calls`: the reply's tool calls, when the caller has them."""
     view: dict[str, Any] = {
         "message": message,
         "text": message.content,
+        "parts": [message.content],
+        "scope": message.stream_id or str(message.id),
         "cursor": None,
         "retry_text": None,
         "failure_note": None,
     }
     if message.is_pending:
-        view["text"], view["cursor"] = replies().pending_text(message)
-    elif message.status in FAILED_STATUSES:
+        events, view["cursor"] = replies().pending_events(message)
+        logged = ReplyParts.from_log(events)
+        view["text"], view["parts"] = logged.trailing_text, logged.before_trailing_text
+        return view
+    if message.role == MessageRole.ASSISTANT:
+        if calls is None:
+            calls = calls_of_replies([message.id])[message.id]
+        if calls:
+            view["parts"] = ReplyParts.stored(message.content, calls).parts
+    if message.status in FAILED_STATUSES:
         prompt = prompt_before(message)
         view["retry_text"] = prompt.content if prompt else None
         view["failure_note"] = FAILURE_NOTES[MessageStatus(message.status)]
     return view
+
+
+def message_views(messages: Sequence[Message]) -> list[dict]:
+    """message_view of each, their tool calls read in one query."""
+    calls = calls_of_replies([m.id for m in messages if m.role == MessageRole.ASSISTANT and not m.is_pending])
+    return [message_view(m, calls.get(m.id, [])) for m in messages]
 
 
 def chat_page(
@@ -119,7 +142,7 @@ def chat_page(
     messages, earlier = messages_page(chat.id, limit, before) if chat else ([], None)
     newest = before is None
     pending = newest and bool(messages) and messages[-1].is_pending
-    views = [message_view(m) for m in messages]
+    views = message_views(messages)
     if newest:
         with_turn_controls(views, shown_version)
     return render_template(
@@ -237,7 +260,7 @@ def send_message(slug: str, chat_id: uuid.UUID):
             "_partials/turn.html",
             agent=agent,
             chat_id=chat_id,
-            views=[message_view(m) for m in newest_messages(chat_id, 2)],
+            views=message_views(newest_messages(chat_id, 2)),
             fresh=True,
             chats=recent_chats(current_identity_id()),
             chat=db.session.get(Chat, chat_id),
@@ -258,7 +281,7 @@ def show_message(slug: str, chat_id: uuid.UUID, message_id: uuid.UUID):
     newest = newest_messages(chat.id, 2)
     if newest and newest[-1].id == message.id and not message.is_pending:
         # The reply that just ended is the chat's last: it gets Regenerate, its prompt gets Edit.
-        views = [message_view(m) for m in newest]
+        views = message_views(newest)
         with_turn_controls(views, None)
     fragment = render_template("_partials/message.html", agent=agent, chat_id=chat_id, **views[-1])
     if len(views) == 2:
@@ -284,9 +307,12 @@ def tail_element_id(stream_id: str) -> str:
 
 
 def browser_events(
-    source: Iterable[Event | None] | None, text_before: str = "", stream_id: str = ""
+    source: Iterable[Event | None] | None,
+    events_before: Sequence[Event] = (),
+    stream_id: str = "",
+    render_call: Callable[[ToolCallView, bool], str] | None = None,
 ) -> Iterator[Event | None]:
-    """The reply log as rendered Markdown, one event per delta: `tail` carries the open last
+    """The reply log as rendered HTML, one event per entry: `tail` carries the open last
     block (the page replaces it); `block` the blocks the delta finished (the page appends them)
     together with the new tail as an out-of-band swap; `done` ends.
 
@@ -294,14 +320,20 @@ def browser_events(
     now: as two events, the page showed it twice between them (and kept both if the connection
     dropped there).
 
-    `text_before` is the reply's text up to the cursor the stream starts from: the page shows it
+    A tool call's first entry closes the text before it (its open block is appended as
+    finished) and appends the call's block (`render_call`, the page's partial); its later
+    entries update that block out of band: the arguments as they are written, then the whole
+    block when it starts and when it settles. Text after it is a new piece of Markdown.
+
+    `events_before` is the log up to the cursor the stream starts from: the page shows it
     rendered already, and continuing from it renders exactly what a watcher saw.
     Always ends with `done` (even when there is nothing to follow), because an EventSource that
     gets anything but a 200 stream reconnects forever.
     """
     tail_id = tail_element_id(stream_id)  # a uuid's hex: nothing to escape
     last_id = "0-0"
-    rendered = StreamingMarkdown(text_before, stream=stream_id or None)
+    parts = ReplyParts.from_log(events_before)
+    rendered = StreamingMarkdown(parts.trailing_text, stream=stream_id or None)
     events = iter(source or ())
     try:
         for event in events:
@@ -309,6 +341,7 @@ def browser_events(
                 yield None
             elif event.type == "delta":
                 last_id = event.id
+                parts.apply(event)
                 finished, tail = rendered.feed(json.loads(event.data)["text"], event.id)
                 if finished:  # a delta that finishes a block always renders the new tail
                     yield Event(event.id, "block", f'{finished}<div hx-swap-oob="innerHTML:#{tail_id}">{tail}</div>')
@@ -319,6 +352,23 @@ def browser_events(
                     yield Event(last_id, "tail", tail)
                 yield Event(event.id, "done", event.type)
                 return
+            elif render_call is not None:
+                call, new = parts.apply(event)
+                if call is None:
+                    continue
+                last_id = event.id
+                if new:
+                    closed = rendered.flush() or str(rendered.tail)
+                    rendered = StreamingMarkdown("", stream=stream_id or None)
+                    html = f'{closed}{render_call(call, False)}<div hx-swap-oob="innerHTML:#{tail_id}"></div>'
+                elif event.type == "tool-input":
+                    html = (
+                        f'<div hx-swap-oob="beforeend:#{tool_element_id(stream_id, call.call_id)}-args">'
+                        f"{escape(event.payload()['text'])}</div>"
+                    )
+                else:
+                    html = render_call(call, True)
+                yield Event(event.id, "block", html)
         yield Event(last_id, "done", "gone")
     finally:
         close = getattr(events, "close", None)
@@ -348,4 +398,10 @@ def stream(slug: str, chat_id: uuid.UUID):
     if cursor:
         metrics.RESUMES.inc()
         structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
-    return sse_response(browser_events(opened.events, opened.text_before, opened.stream_id), retry_ms=RESUME_RETRY_MS)
+    template = current_app.jinja_env.get_template("_partials/tool_call.html")
+
+    def render_call(call: ToolCallView, oob: bool) -> str:
+        return template.render(call=call, scope=opened.stream_id, oob=oob)
+
+    source = browser_events(opened.events, opened.events_before, opened.stream_id, render_call)
+    return sse_response(source, retry_ms=RESUME_RETRY_MS)

@@ -4,24 +4,62 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Mapping, Sequence
 
-from ..models import Chat
+from ..models import Chat, ToolCall, interleaved
 from ..vocabulary import MessageRole
 
+Calls = Mapping[uuid.UUID, Sequence[ToolCall]]
 
-def as_markdown(chat: Chat, agent_name: str) -> str:
-    """The conversation as Markdown: a heading, then each message under who said it."""
+
+def call_as_markdown(call: ToolCall) -> str:
+    """A tool call as a quoted block: the tool and how it ended, its arguments, its result."""
+    fence = "`" * max(
+        3, 1 + max((len(run) for run in re.findall(r"`+", call.arguments + (call.result or ""))), default=0)
+    )
+    lines = [f"**Tool call** `{call.name}` ({call.status})", "", f"{fence}json", call.arguments, fence]
+    if call.result is not None:
+        lines += ["", "Result:", "", fence, call.result, fence]
+    return "\n".join(f"> {line}" if line else ">" for line in "\n".join(lines).split("\n"))
+
+
+def content_as_markdown(content: str, calls: Sequence[ToolCall]) -> str:
+    return "\n\n".join(
+        part if isinstance(part, str) else call_as_markdown(part) for part in interleaved(content, calls)
+    )
+
+
+def as_markdown(chat: Chat, agent_name: str, calls: Calls | None = None) -> str:
+    """The conversation as Markdown: a heading, then each message under who said it (a reply's
+    tool calls as quoted blocks in their place)."""
+    calls = calls or {}
     parts = [f"# {chat.title}", f"_A chat with {agent_name}, started {chat.created_at:%Y-%m-%d %H:%M} UTC._"]
     for message in chat.messages:
         who = "You" if message.role == MessageRole.USER else agent_name
         status = "" if message.status == "complete" else f" _({message.status})_"
         if message.superseded:  # regenerated or edited since: kept, and marked for what it is
             status += " _(an earlier version)_"
-        parts.append(f"## {who}{status}\n\n{message.content}")
+        parts.append(f"## {who}{status}\n\n{content_as_markdown(message.content, calls.get(message.id, ()))}")
     return "\n\n".join(parts) + "\n"
 
 
-def as_json(chat: Chat) -> str:
+def call_as_json(call: ToolCall) -> dict:
+    return {
+        "toolCallId": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": call.status,
+        "result": call.result,
+        "textOffset": call.text_offset,
+        "startedAt": call.started_at.isoformat(),
+        "finishedAt": call.finished_at.isoformat() if call.finished_at else None,
+    }
+
+
+def as_json(chat: Chat, calls: Calls | None = None) -> str:
+    """The chat as data; a reply's `toolCalls` in order, each with where it sits in the text."""
+    calls = calls or {}
     return json.dumps(
         {
             "id": str(chat.id),
@@ -35,6 +73,7 @@ def as_json(chat: Chat) -> str:
                     "content": m.content,
                     "status": m.status,
                     "createdAt": m.created_at.isoformat(),
+                    **({"toolCalls": [call_as_json(c) for c in calls[m.id]]} if calls.get(m.id) else {}),
                 }
                 for m in chat.messages
             ],

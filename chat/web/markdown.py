@@ -266,6 +266,13 @@ class StreamingMarkdown:
         return Markup("".join(self.finished))
 
 
+def closed_markdown(text: str) -> Markup:
+    """A piece of a reply that a tool call closed, as its stream rendered it: its blocks, then its
+    last block as it stood when the call came."""
+    rendered = StreamingMarkdown(text)
+    return rendered.finished_html + rendered.tail
+
+
 def plain_text(text: str) -> Markup:
     """Text shown as it is, escaped, line breaks kept: what a reply's open block becomes once its
     Markdown has used up its CPU budget (the finished message is rendered in full once)."""

@@ -1,7 +1,9 @@
 """A small OpenAI-compatible server on loopback, speaking the chat-completions streaming wire
 format, so the provider is tested over real HTTP with the real `openai` client.
 
-Non-streamed requests (chat titles) get `title`. `mode` picks what the next requests get: "ok", "break" (connection dropped mid-reply), "stall"
+Non-streamed requests (chat titles) get `title`. With `tool_calls` set, a streamed request whose
+last message is not a tool result gets those calls (their arguments in chunks, parallel calls
+interleaved by index, `finish_reason: tool_calls`) instead of words. `mode` picks what the next requests get: "ok", "break" (connection dropped mid-reply), "stall"
 (no answer before the client's timeout), "auth" (401), "rate" (429), "context" (400 too long).
 """
 
@@ -23,6 +25,7 @@ class FakeOpenAI:
         self.words = list(WORDS)
         self.title = '"**Streaming tokens, explained.**"\n'  # what a model might wrap a title in
         self.usage = {"prompt_tokens": 42, "completion_tokens": len(WORDS), "total_tokens": 42 + len(WORDS)}
+        self.tool_calls: list[dict] = []  # [{"id", "name", "arguments"}]: what a first step calls
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +61,9 @@ class FakeOpenAI:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                if fake.tool_calls and body["messages"][-1]["role"] != "tool":
+                    self.stream_tool_calls(body)
+                    return
                 for index, word in enumerate(fake.words):
                     if fake.mode == "break" and index == 3:
                         self.wfile.flush()
@@ -68,6 +74,35 @@ class FakeOpenAI:
                 self.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, body)
                 if body.get("stream_options", {}).get("include_usage"):
                     self.chunk({"choices": [], "usage": fake.usage}, body)
+                self.write_chunk(b"data: [DONE]\n\n")
+                self.write_chunk(b"")
+
+            def stream_tool_calls(self, body: dict) -> None:
+                """Each call's name first, then its arguments in three chunks, calls interleaved."""
+                calls = fake.tool_calls
+                for index, call in enumerate(calls):
+                    head = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["name"]}}
+                    self.chunk(
+                        {"choices": [{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}]}, body
+                    )
+                pieces = [
+                    [
+                        c["arguments"][i * len(c["arguments"]) // 3 : (i + 1) * len(c["arguments"]) // 3]
+                        for i in range(3)
+                    ]
+                    for c in calls
+                ]
+                for part in range(3):
+                    for index, call_pieces in enumerate(pieces):
+                        delta = {"tool_calls": [{"index": index, "function": {"arguments": call_pieces[part]}}]}
+                        self.chunk({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}, body)
+                        time.sleep(fake.delay)
+                self.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}, body)
+                if body.get("stream_options", {}).get("include_usage"):
+                    self.chunk(
+                        {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}},
+                        body,
+                    )
                 self.write_chunk(b"data: [DONE]\n\n")
                 self.write_chunk(b"")
 
