@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -369,3 +370,79 @@ def test_a_call_is_claimed_once_whoever_asks_again(app_factory):
     with app.app_context():
         assert claim_call(reply.id, "a-stream", "call_x", 0, 0, "calculator", "{}", executed=True)
         assert not claim_call(reply.id, "a-stream", "call_x", 0, 0, "calculator", "{}", executed=True)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_an_mcp_call_leaves_it_interrupted_and_never_runs_it_again(
+    gunicorn_server, database, tmp_path
+):
+    """SIGKILL of the worker whose reply is inside a long MCP call (under gunicorn's gevent
+    workers, the gateway process beside it): the call ends `interrupted`, the reply too, within
+    the usual bound, and no worker calls the tool again."""
+    import requests
+    from sqlalchemy import create_engine, select
+
+    path = agents_file(tmp_path, stdio_server(stdio_command(tmp_path / "traffic.jsonl")))
+    server = gunicorn_server(workers=2, AGENTS_FILE=str(path), DEMO_MODEL_WORDS="3")
+    session = requests.Session()
+    chat_id = new_chat_id()
+    post = Following(
+        session.post(
+            f"{server.url}/api/chat", json={"chatId": chat_id, "agent": "actor", "message": "wait: 30"}, stream=True
+        )
+    )
+    seen = post.until("tool-call")
+    wait_for(lambda: any(m.get("method") == "tools/call" for m in traffic(tmp_path)), message="the call to start")
+    gateway = next(p for p in Path("/proc").glob("[0-9]*") if b"chat.tools.mcp_gateway" in (p / "cmdline").read_bytes())
+    worker = int((gateway / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGKILL)
+    killed_at = time.monotonic()
+    try:
+        post.rest()
+    except requests.RequestException:
+        pass  # it was served by the killed worker
+    ending = read_events(
+        session.get(
+            f"{server.url}/api/chat", params={"chatId": chat_id}, headers={"Last-Event-ID": seen[-1].id}, timeout=30
+        )
+    )
+    elapsed = time.monotonic() - killed_at
+    assert ending.terminal.json()["finishReason"] == "interrupted" and elapsed < 10
+    result = next(e.json() for e in ending.events if e.event == "tool-result")
+    assert result["status"] == "interrupted"
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        status = connection.execute(
+            select(ToolCall.status).where(ToolCall.call_id == result["toolCallId"])
+        ).scalar_one()
+    engine.dispose()
+    assert status == "interrupted"
+    time.sleep(3)  # long enough for any worker that would run it again to have started
+    calls = [m for m in traffic(tmp_path) if m.get("method") == "tools/call"]
+    assert len(calls) == 1, "the interrupted call was not run again"
+
+
+@pytest.mark.browser
+def test_a_reload_mid_tool_shows_the_call_once_and_then_its_result_once(mcp_app, live_server, page):
+    """A person watches a reply call a slow MCP tool, reloads while it runs: the page shows the
+    call once (its arguments, "running…"), then its result once, then the answer; as stored."""
+    from helpers.axe import violations
+    from helpers.browser import send, wait_finished
+
+    server = live_server(mcp_app(DEMO_MODEL_DELAY_MS=30))
+    page.goto(f"{server.url}/agent/actor")
+    send(page, "wait: 3")
+    page.wait_for_selector(".tool-call.tool-running")
+    assert "running" in page.inner_text(".tool-call .tool-state")
+    page.reload()
+    page.wait_for_selector(".tool-call.tool-running")
+    assert page.locator(".tool-call").count() == 1
+    assert json.loads(page.inner_text(".tool-call .tool-arguments")) == {"duration": 3, "steps": 3}
+    assert violations(page) == []
+    page.wait_for_selector(".tool-call.tool-ok", timeout=15_000)
+    assert page.locator(".tool-call").count() == 1 and page.locator(".tool-call .tool-result").count() == 1
+    assert "Long running operation completed" in page.inner_text(".tool-call .tool-result pre")
+    wait_finished(page)
+    assert page.locator(".tool-call").count() == 1 and page.locator(".tool-call .tool-result").count() == 1
+    answer = page.inner_text(".message.assistant .content")
+    assert answer.index("trigger-long-running-operation") < answer.index("used its tools")
