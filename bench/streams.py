@@ -21,6 +21,13 @@ finished --replay-tokens reply read whole 30 times (a server of its own, whose m
 once). The peer keeps no finished reply: its replay reads nothing. And a crash: --crash-streams
 replies under way when the server is SIGKILLed, every client resuming until its reply ends.
 
+And tools (--tool-streams, --tool-replies): the same streams again, once alone and once with
+replies beside them that call tools between text steps — half a two-second MCP call
+(`trigger-long-running-operation` of the reference server, over stdio through the worker's MCP
+gateway), half the built-in calculator. Durable Chat only (the peer has no tools): the question
+is whether the text streams keep their lag while tools run, and what a call costs on top of the
+tool's own time.
+
 Beside Durable Chat and the peer, the burst and ramp scenarios serve a "Flask floor"
 (bench/flask_floor.py): the demo reply from a bare Flask view under the same gunicorn gevent worker,
 with no Redis and no database — what the decided stack costs by itself — and, in bursts, the raw
@@ -153,6 +160,7 @@ class Server:
         flush_ms: int,
         database_url: str | None,
         app_root: Path = ROOT,
+        agents_file: Path | None = None,
     ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="durable-chat-bench-"))
         self.redis_url = redis_url
@@ -176,6 +184,8 @@ class Server:
             "OPENAI_API_KEY": "",
         }
         self.env["PYTHONPATH"] = str(app_root)  # the app of --app-root, not the installed one
+        if agents_file is not None:
+            self.env["AGENTS_FILE"] = str(agents_file)
         subprocess.run(
             [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
             cwd=app_root,
@@ -639,6 +649,87 @@ def run(
     }
 
 
+MCP_SERVER = ROOT / "tests" / "mcp"
+TOOL_WAIT_SECONDS = 2
+TOOL_AGENT = """
+[[mcp_servers]]
+name = "everything"
+command = ["node", "{server}", "stdio"]
+
+[[agents]]
+slug = "actor"
+name = "Actor"
+description = "Calls tools."
+model = "bench"
+system_prompt = "Use tools."
+temperature = 0.0
+max_tokens = 256
+price_prompt_per_1k = 0.0
+price_completion_per_1k = 0.0
+tools = ["calculator", "everything/trigger-long-running-operation"]
+"""
+
+
+def tools_agents_file(directory: Path) -> Path:
+    """The app's agents and `actor`, whose tools are the calculator and the reference MCP
+    server's long-running operation (installed from npm into tests/mcp/ if missing)."""
+    server = MCP_SERVER / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    if not server.exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=MCP_SERVER, check=True)
+    path = directory / "agents-with-tools.toml"
+    path.write_text(Path(Config.AGENTS_FILE).read_text() + TOOL_AGENT.format(server=server))
+    return path
+
+
+def one_tool_reply(port: int, message: str, sink: dict) -> None:
+    """POST a reply that calls a tool; record the call's time from `tool-call` to `tool-result`
+    beyond the tool's own duration (MCP calls apart), and whether it ended `ok` with text after it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    body = json.dumps({"chatId": str(uuid.uuid4()), "agent": "actor", "message": message})
+    conn.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    mcp = message.startswith("wait")
+    event, called, status, text_after = None, None, None, False
+    while raw := response.readline():
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == "tool-call":
+            called = time.monotonic()
+        elif line.startswith("data: ") and event == "tool-result" and called is not None:
+            beyond = (time.monotonic() - called) * 1000 - (TOOL_WAIT_SECONDS * 1000 if mcp else 0)
+            sink["overhead_ms"].append(beyond)
+            if mcp:
+                sink["mcp_ms"].append(beyond)
+            status = json.loads(line[6:])["status"]
+        elif line.startswith("data: ") and event == "delta" and status is not None:
+            text_after = True
+        elif line.startswith("data: ") and event in ("finish", "error"):
+            break
+    conn.close()
+    sink["ok"] += status == "ok" and text_after
+
+
+def tools_beside(server, streams: int, tool_replies: int, words: int, delay_ms: int) -> list[dict]:
+    """`streams` text replies alone, then again with `tool_replies` tool-calling replies started
+    just before them (half MCP, half calculator): both runs' figures, the second with the calls'."""
+    alone = run(server, streams, words, delay_ms, 0)
+    sink: dict = {"overhead_ms": [], "mcp_ms": [], "ok": 0}
+    messages = [f"wait: {TOOL_WAIT_SECONDS}" if n % 2 == 0 else f"What is {n} * 12 + 7?" for n in range(tool_replies)]
+    callers = [gevent.spawn(one_tool_reply, server.port, message, sink) for message in messages]
+    gevent.sleep(0.5)  # the calls are under way
+    beside = run(server, streams, words, delay_ms, 0)
+    gevent.joinall(callers, raise_error=True)
+    beside.update(
+        tool_overhead_p50=statistics.median(sink["overhead_ms"]) if sink["overhead_ms"] else NAN,
+        tool_overhead_p99=percentile(sink["overhead_ms"], 99),
+        mcp_overhead_p50=statistics.median(sink["mcp_ms"]) if sink["mcp_ms"] else NAN,
+        tool_replies_ok=sink["ok"],
+    )
+    alone.update(tool_overhead_p50=NAN, tool_overhead_p99=NAN, mcp_overhead_p50=NAN, tool_replies_ok=NAN)
+    return [alone, beside]
+
+
 def node_version() -> str:
     """Node's version, "none" where it is not installed (a run with --no-peer needs none)."""
     try:
@@ -701,6 +792,24 @@ FIGURES = [
     ("RSS per open stream (KB)", "rss_kb_per_stream"),
     ("deltas per stream", "deltas_per_stream"),
 ]
+TOOL_FIGURES = [
+    ("per-token lag p50 (ms)", "lag_p50"),
+    ("per-token lag p99 (ms)", "lag_p99"),
+    ("POST time to start p50 (ms)", "start_p50"),
+    ("POST time to start p99 (ms)", "start_p99"),
+    ("server CPU per token (us)", "cpu_us_per_token"),
+    ("a call's cost beyond the tool p50 (ms)", "tool_overhead_p50"),
+    ("a call's cost beyond the tool p99 (ms)", "tool_overhead_p99"),
+    ("an MCP call's cost beyond it p50 (ms)", "mcp_overhead_p50"),
+    ("tool replies ok, with text after", "tool_replies_ok"),
+]
+
+
+class Labelled:
+    """A column of a table whose runs are the same server under two conditions."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 def print_rows(rows: list[tuple[str, str]], results: list[dict]) -> None:
@@ -795,6 +904,10 @@ def main() -> None:
     parser.add_argument(
         "--crash-streams", type=int, default=50, help="replies under way when the server is SIGKILLed (0: skip)"
     )
+    parser.add_argument(
+        "--tool-streams", type=int, default=200, help="text streams measured alone and beside tool calls (0: skip)"
+    )
+    parser.add_argument("--tool-replies", type=int, default=50, help="replies calling tools beside them")
     parser.add_argument("--json", type=Path, help="append one JSON line per measurement to this file")
     parser.add_argument(
         "--profile", type=Path, help="write a py-spy flame graph of the worker per run into this folder"
@@ -881,6 +994,28 @@ def main() -> None:
                 ("time to the whole reply p99 (ms)", "replay_p99"),
             ]
             report(title, replayers, results, rows, args, versions)
+        if args.tool_streams:
+            actor = Server(
+                redis_url,
+                args.workers,
+                args.words,
+                args.delay_ms,
+                args.flush_ms,
+                args.database_url,
+                args.app_root,
+                agents_file=tools_agents_file(tmp),
+            )
+            try:
+                one_tool_reply(actor.port, "wait: 1", {"overhead_ms": [], "mcp_ms": [], "ok": 0})  # the gateway started
+                results = tools_beside(actor, args.tool_streams, args.tool_replies, args.words, args.delay_ms)
+            finally:
+                actor.stop()
+            title = (
+                f"tools: {args.tool_streams} text streams alone, then beside {args.tool_replies} replies calling "
+                f"tools (half a {TOOL_WAIT_SECONDS} s MCP call over stdio, half the calculator)"
+            )
+            columns = [Labelled("alone"), Labelled("with tools")]
+            report(title, columns, results, TOOL_FIGURES, args, versions, scenario="tools")
     finally:
         running: list[Server | Peer | FlaskFloor] = [*servers, *([stack_floor] if stack_floor else [])]
         for process in running:

@@ -2,7 +2,8 @@
 
 Starts the app on a free port with a private redis-server and a throwaway SQLite database,
 sends a message that asks the demo model for Markdown, and photographs the desktop (light and
-dark) and mobile chat mid-reply (already formatted) and finished, and a code block.
+dark) and mobile chat mid-reply (already formatted) and finished, a code block, and a reply of
+the Analyst agent with its calculator call.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def main() -> None:
                     page.locator(".message.assistant .code-block").first.screenshot(
                         path=str(OUT / f"code-block{name.removeprefix('desktop')}.png")
                     )
+            # An agent that acts: the Analyst's calculator call, finished, in its place in the reply.
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
+            page.goto(f"{url}/agent/analyst")
+            page.fill("#message-input", "What is (12 + 30) * 7?")
+            page.keyboard.press("Enter")
+            page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)
+            page.locator(".message.assistant").first.screenshot(path=str(OUT / "tool-call.png"))
             browser.close()
     finally:
         server.shutdown()
