@@ -126,13 +126,15 @@ def finish_reply(
     error: str | None = None,
     text: str | None = None,
     on_ended: Callable[[Event], None] | None = None,
+    without_calls: bool = False,
 ) -> StoredReply | None:
     """Seal, record and end the reply of `ref`; safe to call again (it returns what is stored).
 
     `text` is the producer's own record of what reached the log; anyone else seals the log first
     so that the text read from it is final. The log decides the text, never a client.
     `on_ended` gets the terminal entry when this call wrote it (the producer hands it to the
-    readers in its process at once).
+    readers in its process at once). `without_calls`: the caller (the producer) knows the reply
+    called no tool, so no call needs settling (a query less in a finish of every reply).
     """
     log_exists, results_told = True, None
     if text is None:
@@ -142,7 +144,7 @@ def finish_reply(
         logged = backend.read(ref) if log_exists else []
         text = joined_text(logged) if log_exists else None
         results_told = {e.payload()["toolCallId"] for e in logged if e.type == "tool-result"}
-    stored = record_outcome(ref.stream_id, agents, reason, text, usage, error)
+    stored = record_outcome(ref.stream_id, agents, reason, text, usage, error, without_calls)
     if stored is not None and log_exists:  # no stub log: resumers then get the stored reply
         # Calls the producer could not tell the log about (it died, or a stop sealed the log
         # first) get their result from the database, so the log tells the reply as stored.
@@ -188,6 +190,7 @@ def record_outcome(
     text: str | None,
     usage: Usage | None = None,
     error: str | None = None,
+    without_calls: bool = False,
 ) -> StoredReply | None:
     """Store and bill the reply of `stream_id` unless it is already stored; return what is stored.
 
@@ -229,8 +232,8 @@ def record_outcome(
     try:
         claimed = finish_streaming(message.id, **outcome.columns(), updated_at=now)
         if claimed:
-            # A call still running has lost its producer (or is being stopped): it ends so, once.
-            settle_running_calls(stream_id, reason.tool_status, reason.tool_result)
+            if not without_calls:  # a call still running lost its producer (or is stopped): it ends so, once
+                settle_running_calls(stream_id, reason.tool_status, reason.tool_result)
             touch_chat(chat.id, now)  # the chat's row before the identity's, as everywhere (turns.py)
             charge(chat, stream_id, message.id, prompt_tokens, completion_tokens, estimated, cost)
             if message.reserved_by is not None:

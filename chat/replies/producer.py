@@ -210,6 +210,7 @@ def generate_and_finish(
                 error,
                 text=state.text,
                 on_ended=functools.partial(pump.ended, state),
+                without_calls=acting.calls_made == 0,
             )
     except Exception:
         log.exception("could not finish %s", reply.ref)
