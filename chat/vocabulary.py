@@ -57,15 +57,20 @@ class FinishReason(StrEnum):
 
 
 class ToolStatus(StrEnum):
-    """A tool call's state: `running` from the moment it is recorded (before it starts) until it
-    settles, once, into one of the others, the `status` of the API's `tool-result` event."""
+    """A tool call's state: `running` from the moment it is recorded (before it starts), or
+    `waiting` for a person's answer first, until it settles, once, into one of the others, the
+    `status` of the API's `tool-result` event."""
 
     RUNNING = "running"
+    WAITING = "waiting"  # for a person's yes (an `approval` event told it)
     OK = "ok"
     ERROR = "error"
     DENIED = "denied"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+
+
+UNSETTLED_TOOL_STATUSES = frozenset({ToolStatus.RUNNING, ToolStatus.WAITING})
 
 
 # The statuses a reply can end in short of complete; the page offers Retry on them.

@@ -42,6 +42,14 @@ class Agent:
     # What it may call: built-in names, `<server>/<tool>` or `<server>/*` (chat/tools/toolbox.py).
     tools: tuple[str, ...] = ()
     max_steps: int = 8  # model steps per reply: each may call tools, the last one answers
+    # Tools whose calls wait for a person's yes (same names and patterns as `tools`), and how
+    # long a call waits before it counts as denied.
+    confirm: tuple[str, ...] = ()
+    approval_timeout_seconds: int = 600
+
+    def needs_approval(self, tool: str) -> bool:
+        server = tool.partition("/")[0]
+        return tool in self.confirm or f"{server}/*" in self.confirm
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Cost in micro-credits, rounded up so no usage is ever free."""
@@ -83,7 +91,12 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {"tools": list, "max_steps": int}
+OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "tools": list,
+    "max_steps": int,
+    "confirm": list,
+    "approval_timeout_seconds": int,
+}
 MCP_FIELDS: dict[str, type] = {
     "name": str,
     "command": list,
@@ -132,9 +145,14 @@ def load_agents_file(path: str | Path) -> tuple[dict[str, Agent], dict[str, McpS
         tools = tuple(entry.pop("tools", ()))
         for tool in tools:
             check_tool_reference(f"{where}, `tools`", tool, servers)
-        agent = Agent(**entry, tools=tools)
+        confirm = tuple(entry.pop("confirm", ()))
+        for tool in confirm:
+            check_tool_reference(f"{where}, `confirm`", tool, servers)
+        agent = Agent(**entry, tools=tools, confirm=confirm)
         if not 1 <= agent.max_steps <= 50:
             raise AgentConfigError(f"{where}: `max_steps` must be between 1 and 50")
+        if agent.approval_timeout_seconds <= 0:
+            raise AgentConfigError(f"{where}: `approval_timeout_seconds` must be positive")
         if not agent.slug.replace("-", "").isalnum() or agent.slug != agent.slug.lower():
             raise AgentConfigError(f"{where}: slug {agent.slug!r} must be lowercase letters, digits and dashes")
         if agent.slug in agents:

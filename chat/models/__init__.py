@@ -54,13 +54,17 @@ from .people import (
 )
 from .tools import (
     ToolCall,
+    add_unrecorded_calls,
     call_events,
     calls_of_replies,
     claim_call,
+    decide_call,
     interleaved,
+    overdue_calls,
     result_event,
     settle_call,
     settle_running_calls,
+    waiting_call,
 )
 
 __all__ = [
@@ -70,6 +74,10 @@ __all__ = [
     "interleaved",
     "result_event",
     "claim_call",
+    "add_unrecorded_calls",
+    "decide_call",
+    "overdue_calls",
+    "waiting_call",
     "settle_call",
     "settle_running_calls",
     "revoke_api_token",

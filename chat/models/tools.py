@@ -20,7 +20,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-from ..vocabulary import ToolStatus
+from ..vocabulary import UNSETTLED_TOOL_STATUSES, ToolStatus
 from .base import Model, insert_or_ignore, utcnow
 
 
@@ -44,6 +44,10 @@ class ToolCall(Model):
     result: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A call waiting for a person's answer: until when (then it counts as denied), and what its
+    # reply's run needs to go on from here, on whichever worker gets the answer (replies/runs.py).
+    decide_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    run_state: Mapped[str | None] = mapped_column(Text)
 
 
 def claim_call(
@@ -57,6 +61,8 @@ def claim_call(
     status: ToolStatus = ToolStatus.RUNNING,
     result: str | None = None,
     executed: bool = False,
+    decide_by: datetime | None = None,
+    run_state: str | None = None,
 ) -> bool:
     """Record a call before it starts, and commit; False when its row exists already (it was
     claimed before: it must not run again)."""
@@ -75,10 +81,35 @@ def claim_call(
         result=result,
         executed=executed,
         started_at=now,
-        finished_at=None if status == ToolStatus.RUNNING else now,
+        finished_at=None if status in UNSETTLED_TOOL_STATUSES else now,
+        decide_by=decide_by,
+        run_state=run_state,
     )
     db.session.commit()
     return claimed
+
+
+def add_unrecorded_calls(message_id: uuid.UUID, stream_id: str, calls: Sequence[tuple[str, str, int, str]]) -> None:
+    """Rows, `running`, for calls a reply's log shows (call id, name, text offset, arguments so
+    far) that have none: their producer died or was stopped while the model wrote them. In the
+    caller's transaction; its finisher then settles them with the rest."""
+    known = set(db.session.scalars(select(ToolCall.call_id).where(ToolCall.stream_id == stream_id)))
+    for position, (call_id, name, text_offset, arguments) in enumerate(calls):
+        if call_id not in known:
+            insert_or_ignore(
+                ToolCall,
+                id=uuid.uuid4(),
+                message_id=message_id,
+                stream_id=stream_id,
+                call_id=call_id,
+                position=position,
+                text_offset=text_offset,
+                name=name,
+                arguments=arguments,
+                status=ToolStatus.RUNNING,
+                executed=False,
+                started_at=utcnow(),
+            )
 
 
 def settle_call(stream_id: str, call_id: str, status: ToolStatus, result: str) -> bool:
@@ -94,22 +125,56 @@ def settle_call(stream_id: str, call_id: str, status: ToolStatus, result: str) -
 
 
 def settle_running_calls(stream_id: str, status: ToolStatus, result: str) -> list[ToolCall]:
-    """Settle every call of the stream still running, in the caller's transaction; those calls."""
+    """Settle every call of the stream still running or waiting for an answer, in the caller's
+    transaction; those calls."""
     running = list(
         db.session.scalars(
             select(ToolCall)
-            .where(ToolCall.stream_id == stream_id, ToolCall.status == ToolStatus.RUNNING)
+            .where(ToolCall.stream_id == stream_id, ToolCall.status.in_(UNSETTLED_TOOL_STATUSES))
             .order_by(ToolCall.position)
         )
     )
     if running:
         db.session.execute(
             update(ToolCall)
-            .where(ToolCall.id.in_([call.id for call in running]), ToolCall.status == ToolStatus.RUNNING)
+            .where(ToolCall.id.in_([call.id for call in running]), ToolCall.status.in_(UNSETTLED_TOOL_STATUSES))
             .values(status=status, result=result, finished_at=utcnow())
             .execution_options(synchronize_session=False)
         )
     return running
+
+
+def waiting_call(stream_id: str, call_id: str) -> ToolCall | None:
+    return db.session.scalar(select(ToolCall).where(ToolCall.stream_id == stream_id, ToolCall.call_id == call_id))
+
+
+def decide_call(stream_id: str, call_id: str, approved: bool, result: str) -> bool:
+    """Answer a waiting call, and commit: approved, it is `running` (its run goes on and runs it);
+    denied, it is settled `denied` with `result`. False when it was not waiting any more (answered
+    already, timed out, or its reply was stopped): one answer wins."""
+    values: dict[str, object] = {"status": ToolStatus.RUNNING, "executed": True}
+    if not approved:
+        values = {"status": ToolStatus.DENIED, "result": result, "finished_at": utcnow()}
+    decided = db.session.execute(
+        update(ToolCall)
+        .where(ToolCall.stream_id == stream_id, ToolCall.call_id == call_id, ToolCall.status == ToolStatus.WAITING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return cast(CursorResult, decided).rowcount == 1
+
+
+def overdue_calls(now: datetime, limit: int = 100) -> list[ToolCall]:
+    """Calls still waiting for an answer past their deadline (each then counts as denied)."""
+    return list(
+        db.session.scalars(
+            select(ToolCall)
+            .where(ToolCall.status == ToolStatus.WAITING, ToolCall.decide_by < now)
+            .order_by(ToolCall.decide_by)
+            .limit(limit)
+        )
+    )
 
 
 def calls_of_replies(message_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[ToolCall]]:
@@ -141,10 +206,14 @@ def interleaved(content: str, calls: Sequence[ToolCall]) -> list[str | ToolCall]
 
 
 def call_events(call: ToolCall) -> list[tuple[str, dict]]:
-    """A stored call told as the stream told it: its arguments, its start (when it ran), its result."""
+    """A stored call told as the stream told it: its arguments, the question it asked (when it
+    waited for an answer), its start (when it ran), its result."""
     told: list[tuple[str, dict]] = [
         ("tool-input", {"toolCallId": call.call_id, "name": call.name, "text": call.arguments})
     ]
+    if call.decide_by is not None:  # it waited for a person's answer
+        asked = {"toolCallId": call.call_id, "name": call.name, "arguments": json.loads(call.arguments)}
+        told.append(("approval", asked))
     if call.executed:
         arguments = json.loads(call.arguments)
         told.append(("tool-call", {"toolCallId": call.call_id, "name": call.name, "arguments": arguments}))

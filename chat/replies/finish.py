@@ -41,6 +41,7 @@ from ..models import (
     Chat,
     Message,
     ToolCall,
+    add_unrecorded_calls,
     call_events,
     calls_of_replies,
     finish_streaming,
@@ -136,7 +137,7 @@ def finish_reply(
     readers in its process at once). `without_calls`: the caller (the producer) knows the reply
     called no tool, so no call needs settling (a query less in a finish of every reply).
     """
-    log_exists, results_told = True, None
+    log_exists, results_told, logged_calls = True, None, None
     if text is None:
         backend.seal(ref)
         log_exists = backend.exists(ref)
@@ -144,7 +145,8 @@ def finish_reply(
         logged = backend.read(ref) if log_exists else []
         text = joined_text(logged) if log_exists else None
         results_told = {e.payload()["toolCallId"] for e in logged if e.type == "tool-result"}
-    stored = record_outcome(ref.stream_id, agents, reason, text, usage, error, without_calls)
+        logged_calls = calls_in_log(logged)
+    stored = record_outcome(ref.stream_id, agents, reason, text, usage, error, without_calls, logged_calls)
     if stored is not None and log_exists:  # no stub log: resumers then get the stored reply
         # Calls the producer could not tell the log about (it died, or a stop sealed the log
         # first) get their result from the database, so the log tells the reply as stored.
@@ -158,6 +160,21 @@ def finish_reply(
         if ended is not None and on_ended is not None:
             on_ended(ended)
     return stored
+
+
+def calls_in_log(logged: Sequence[Event]) -> list[tuple[str, str, int, str]]:
+    """The tool calls a log shows, in order: id, name, the reply characters before the first of
+    its entries, and the arguments written so far."""
+    calls: dict[str, list] = {}
+    text_length = 0
+    for event in logged:
+        if event.type == "delta":
+            text_length += len(event.payload()["text"])
+        elif event.type == "tool-input":
+            data = event.payload()
+            call = calls.setdefault(data["toolCallId"], [data["toolCallId"], data["name"], text_length, ""])
+            call[3] += data["text"]
+    return [(call_id, name, offset, arguments) for call_id, name, offset, arguments in calls.values()]
 
 
 def interrupt(backend: StreamBackend, agents: Mapping[str, Agent], ref: StreamRef) -> StoredReply | None:
@@ -191,8 +208,10 @@ def record_outcome(
     usage: Usage | None = None,
     error: str | None = None,
     without_calls: bool = False,
+    logged_calls: Sequence[tuple[str, str, int, str]] | None = None,
 ) -> StoredReply | None:
     """Store and bill the reply of `stream_id` unless it is already stored; return what is stored.
+    `logged_calls`: the calls its log shows (calls_in_log), so that each has a row, settled.
 
     `text` None means the log is lost: the provisional text kept by `keep_provisional_text` is used.
     Returns None when no message belongs to that stream (nothing to finish).
@@ -232,6 +251,8 @@ def record_outcome(
     try:
         claimed = finish_streaming(message.id, **outcome.columns(), updated_at=now)
         if claimed:
+            if logged_calls:
+                add_unrecorded_calls(message.id, stream_id, logged_calls)
             if not without_calls:  # a call still running lost its producer (or is stopped): it ends so, once
                 settle_running_calls(stream_id, reason.tool_status, reason.tool_result)
             touch_chat(chat.id, now)  # the chat's row before the identity's, as everywhere (turns.py)

@@ -22,7 +22,6 @@ from ..agents import (
     ModelMessages,
     ProviderError,
     ToolInput,
-    estimate_tokens,
     generate,
     suggest_title,
 )
@@ -33,6 +32,7 @@ from ..vocabulary import FinishReason, MessageStatus
 from .acting import Acting, RequestedCall
 from .finish import Usage, finish_reply, keep_provisional_text, record_title
 from .pump import ProducerState
+from .run_state import Run
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -66,47 +66,47 @@ def start_producer(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agen
     """Register the reply with the pump now (so readers that follow it from this moment are fed
     by the pump), then generate in the background."""
     state = runtime.pump.register(reply.ref, reply.start_id)
-    spawn_daemon(lambda: produce(app, runtime, state, reply, agent, history), "durable-chat-producer")
+    question = history[0]["content"] if len(history) == 1 else ""
+    run = Run(messages=list(history), question=question)
+    spawn_daemon(lambda: produce(app, runtime, state, reply, agent, run), "durable-chat-producer")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A person's answer to the call the run waited for (the first of its queued calls)."""
+
+    approved: bool
+    denial: str = ""
 
 
 def produce(
-    app: Flask, runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: ModelMessages
+    app: Flask,
+    runtime: Runtime,
+    state: ProducerState,
+    reply: ReplyHandle,
+    agent: Agent,
+    run: Run,
+    answer: Answer | None = None,
 ) -> None:
     """Run the model, feeding the pump; then finish the reply with what reached the log.
 
     The producer stays registered with the pump until its app context (and with it its database
     session) is gone, so whoever waits for the pump's producers also waits for their connections.
+    A run that parked (a call waits for an answer) keeps the chat's live claim for as long as the
+    answer may take: its readers wait, nobody interrupts it, and no new reply starts in the chat.
     """
+    parked = False
     try:
         with app.app_context():
-            generate_and_finish(runtime, state, reply, agent, history)
+            parked = generate_and_finish(runtime, state, reply, agent, run, answer)
     finally:
         runtime.pump.unregister(state)
-
-
-@dataclass
-class StepUsage:
-    """Usage summed over a reply's model steps; a step that reported none makes the sum unknown
-    (the finisher then estimates it, as for a reply without usage)."""
-
-    prompt_tokens: int | None = 0
-    completion_tokens: int | None = 0
-    steps: int = 0
-
-    def add(self, completion: Completion) -> None:
-        self.steps += 1
-        self.prompt_tokens = plus(self.prompt_tokens, completion.prompt_tokens)
-        self.completion_tokens = plus(self.completion_tokens, completion.completion_tokens)
-
-    def usage(self, unfinished_text: str = "") -> Usage | None:
-        """What ran, with the text of a step cut short (a stop) estimated; None before any step."""
-        if not self.steps:
-            return None
-        return Usage(self.prompt_tokens, plus(self.completion_tokens, estimate_tokens(unfinished_text)))
-
-
-def plus(total: int | None, more: int | None) -> int | None:
-    return None if total is None or more is None else total + more
+    if parked:
+        wait_ms = (agent.approval_timeout_seconds + 2 * runtime.reaper_interval + 30) * 1000
+        try:
+            runtime.backend.heartbeat([reply.ref], int(wait_ms))
+        except redis.RedisError:
+            log.warning("could not keep %s claimed while it waits for an answer", reply.ref)
 
 
 @dataclass
@@ -155,42 +155,61 @@ def run_step(
 
 
 def generate_and_finish(
-    runtime: Runtime, state: ProducerState, reply: ReplyHandle, agent: Agent, history: ModelMessages
-) -> None:
+    runtime: Runtime,
+    state: ProducerState,
+    reply: ReplyHandle,
+    agent: Agent,
+    run: Run,
+    answer: Answer | None = None,
+) -> bool:
     """Model steps until one answers without calling a tool (or `max_steps`, whose last step is
-    offered no tools), each step's calls run in between; then finish with what reached the log."""
+    offered no tools), each step's calls made in between; then finish with what reached the log.
+    True when the run parked instead (a call waits for a person's answer: runs.py goes on)."""
     config = runtime.app.config
     pump = runtime.pump
     reason, error = FinishReason.STOP, None
     deadline = time.monotonic() + config["MAX_REPLY_SECONDS"]
     tools = runtime.toolbox.specs(agent.tools) if agent.tools else []
-    acting = Acting(runtime.toolbox, pump, state, reply.message_id, reply.stream_id, {t.name: t for t in tools})
+    by_name = {t.name: t for t in tools}
+    acting = Acting(runtime.toolbox, pump, state, reply.message_id, reply.stream_id, by_name, agent, run.calls_made)
     model_names = {tool.name: tool.model_name for tool in tools}
-    messages, used, step = list(history), StepUsage(), Step()
+    step = Step(completion=Completion(FinishReason.STOP))
     try:
-        for number in range(1, agent.max_steps + 1):
-            step = run_step(runtime, state, agent, messages, tools if number < agent.max_steps else [], deadline)
+        if answer is not None:
+            call = run.queued.pop(0)
+            outcome = acting.answered(call, answer.approved, answer.denial)
+            run.messages.append({"role": "tool", "tool_call_id": call.call_id, "content": outcome.result})
+        while True:
+            while run.queued and not state.should_stop:
+                call = run.queued[0]
+                made = acting.run(call, lambda: run.to_json(acting.calls_made))
+                if made is None:
+                    pump.drain(state)  # the `approval` event is in the log before the run lets go
+                    pump.hand_over(state)
+                    return True
+                run.queued.pop(0)
+                run.messages.append({"role": "tool", "tool_call_id": call.call_id, "content": made.result})
+            if state.should_stop or run.step > agent.max_steps:
+                break
+            offered = tools if run.step < agent.max_steps else []
+            step = run_step(runtime, state, agent, run.messages, offered, deadline)
+            run.step += 1
             if step.completion is None:  # stopped mid-step
                 break
-            used.add(step.completion)
+            run.used.add(step.completion)
             reason = step.completion.finish_reason
-            if not step.calls or state.should_stop or reason == FinishReason.LENGTH:
+            if not step.calls or reason == FinishReason.LENGTH:
                 break
             calls = list(step.calls.values())
             tool_calls = [call.as_model_call(model_names.get(call.name, call.name)) for call in calls]
-            messages.append({"role": "assistant", "content": "".join(step.text) or None, "tool_calls": tool_calls})
-            for call in calls:
-                outcome = acting.run(call)
-                messages.append({"role": "tool", "tool_call_id": call.call_id, "content": outcome.result})
-            if state.should_stop:
-                break
-            step = Step()
+            run.messages.append({"role": "assistant", "content": "".join(step.text) or None, "tool_calls": tool_calls})
+            run.queued = calls
     except ProviderError as exc:
         reason, error = FinishReason.ERROR, str(exc)
     except Exception:
         log.exception("generation failed for %s", reply.ref)
         reason, error = FinishReason.ERROR, "The reply failed unexpectedly."
-    usage = used.usage("".join(step.text) if step.completion is None else "")
+    usage = run.used.usage("".join(step.text) if step.completion is None else "")
     if state.cancelled:
         reason, error = FinishReason.CANCELLED, None
     elif state.interrupted:
@@ -216,11 +235,12 @@ def generate_and_finish(
         log.exception("could not finish %s", reply.ref)
     finally:
         pump.hand_over(state)  # before the title: readers here must not wait for a model call
-    if stored is not None and stored.status == MessageStatus.COMPLETE and len(history) == 1:
+    if stored is not None and stored.status == MessageStatus.COMPLETE and run.question:
         try:
-            title_chat(runtime, reply, agent, history[0]["content"], stored.content)
+            title_chat(runtime, reply, agent, run.question, stored.content)
         except Exception:
             log.exception("could not title chat %s", reply.chat_id)
+    return False
 
 
 def title_chat(runtime: Runtime, reply: ReplyHandle, agent: Agent, question: str, answer: str) -> None:

@@ -22,7 +22,17 @@ from typing import NamedTuple, Protocol, cast
 import redis
 
 from ..background import start_daemon
-from ..streams import APPENDED, SEALED, Event, StreamBackend, StreamRef, delta_event, producer_event
+from ..streams import (
+    APPENDED,
+    SEALED,
+    Event,
+    StreamBackend,
+    StreamRef,
+    delta_event,
+    entry_cursor,
+    joined_text,
+    producer_event,
+)
 from ..web import metrics
 
 log = logging.getLogger(__name__)
@@ -186,13 +196,20 @@ class Pump:
             state.interrupted = True
         self.wakeup.set()
 
-    def register(self, ref: StreamRef, start_id: str) -> ProducerState:
-        """A reply whose log starts at `start_id` is produced here from now on."""
+    def register(self, ref: StreamRef, start_id: str, written: list[Event] | None = None) -> ProducerState:
+        """A reply whose log starts at `start_id` is produced here from now on. `written`: the
+        log so far, when a run goes on in a log that already has entries (runs.py): the producer
+        numbers its entries after them, its text starts with theirs, and this process's readers
+        keep reading the log from Redis (they may not have read all of it yet)."""
         state = ProducerState(ref, start_id)
+        if written:
+            state.last_seq = entry_cursor(written[-1].id)[1] - entry_cursor(start_id)[1]
+            state.accepted = [joined_text(written)]
+            state.text_pushed = len(state.accepted[0])
         with self.lock:
             self.producers[ref] = state
         metrics.LIVE_REPLIES.inc()
-        if self.fanout is not None:
+        if self.fanout is not None and not written:
             self.fanout.produced_here(ref, start_id)
         self.wakeup.set()  # its heartbeat is due: a model may take a while to say anything
         return state

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 from flask import Flask
@@ -78,6 +79,7 @@ class Runtime:
         self.toolbox = Toolbox(app.extensions["mcp_servers"], config["TOOL_RESULT_MAX_CHARS"])
         self.stopping = threading.Event()
         self.reaper: threading.Thread | None = None
+        self.chores: list[Callable[[], object]] = []  # run by the reaper after each sweep
 
     def start(self) -> None:
         self.pump.start()
@@ -136,7 +138,12 @@ class Runtime:
             interrupt(self.backend, self.agents, ref)
 
     def reap(self) -> int:
-        return reap_orphans(self.backend, self.agents, self.max_reply_seconds)
+        """Interrupt replies whose producer is gone; then the periodic work others add (the runs
+        whose answer is overdue, replies/runs.py)."""
+        finished = reap_orphans(self.backend, self.agents, self.max_reply_seconds)
+        for chore in self.chores:
+            chore()
+        return finished
 
     def reap_forever(self) -> None:
         while not self.stopping.wait(self.reaper_interval):

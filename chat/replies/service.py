@@ -42,8 +42,9 @@ from ..people.identity import identity_or_guest, store_guest
 from ..people.rate_limits import admit_new_guest
 from ..streams import Event, Hold, LogState, StreamRef, entry_cursor
 from ..streams.client_socket import ClientSocket
-from ..vocabulary import FinishReason
+from ..vocabulary import FinishReason, ToolStatus
 from ..web import metrics, structured_logs
+from . import runs
 from .finish import StoredReply, finish_reply, interrupt, stored_reply
 from .following import HeldStream, OpenStreams, PageStream, continued
 from .producer import ReplyHandle, start_producer
@@ -82,8 +83,9 @@ class Replies:
         if runtime is None or runtime.pid != os.getpid():
             with self._lock:
                 if self._runtime is None or self._runtime.pid != os.getpid():
-                    self._runtime = Runtime(self.app)
-                    self._runtime.start()
+                    built = self._runtime = Runtime(self.app)
+                    built.chores.append(lambda: runs.deny_overdue(self.app, built))
+                    built.start()
                 runtime = self._runtime
         return runtime
 
@@ -241,6 +243,19 @@ class Replies:
         db.session.commit()
         structured_logs.event("chat.fork", chat=str(chat.id), fork=str(fork_id))
         return fork_id
+
+    # -- answering ----------------------------------------------------------------------------
+    def answer(self, chat: Chat, call_id: str, approved: bool) -> ToolStatus:
+        """A person's answer to a call of the chat's live reply that waits for one; its run goes
+        on in this process. `running` (approved) or `denied`.
+
+        :raise ReplyError: 404 for no such call in the chat, 409 when it is not waiting (any more).
+        """
+        structured_logs.event("reply.answer", chat=str(chat.id), call=call_id, approved=approved)
+        try:
+            return runs.answer(self.app, self.runtime, chat, call_id, approved)
+        except redis.RedisError:
+            raise ReplyError(503, STORE_DOWN) from None
 
     # -- stopping -----------------------------------------------------------------------------
     def stop(self, chat: Chat) -> StoredReply | None:

@@ -140,3 +140,21 @@ def stop_chat():
         "status": stored.status,
         "finishReason": stored.finish_reason,
     }
+
+
+@bp.post("/chat/approve")
+def approve_call():
+    """A person's yes or no to a tool call that waits for one (api.md, "Tool calls"), from any
+    tab or instance: the reply goes on here. 404 for a call the caller's chat does not have, 409
+    when it is not waiting any more."""
+    body = json_body()
+    chat = owned_chat(parse_chat_id(body.get("chatId")), current_identity_id())
+    call_id, approved = body.get("toolCallId"), body.get("approved")
+    if chat is None:
+        return error_response(404, "No chat with that id.")
+    if not isinstance(call_id, str) or not call_id or len(call_id) > 128:
+        raise ReplyError(400, "toolCallId is required (the id of the call, as the stream told it).")
+    if not isinstance(approved, bool):
+        raise ReplyError(400, "approved must be true or false.")
+    status = replies().answer(chat, call_id, approved)
+    return {"chatId": str(chat.id), "toolCallId": call_id, "status": status.value}

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
+from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 
 from ..agents import Agent
@@ -291,6 +292,27 @@ def show_message(slug: str, chat_id: uuid.UUID, message_id: uuid.UUID):
     return fragment
 
 
+@bp.post("/agent/<slug>/<uuid:chat_id>/answer")
+def answer_call(slug: str, chat_id: uuid.UUID):
+    """Approve or Deny a tool call that waits (a plain form; htmx posts it without a reload: the
+    stream shows what follows on every tab)."""
+    agent = agent_or_404(slug)
+    chat = chat_or_404(agent, chat_id)
+    decision = request.form.get("decision")
+    if decision not in ("approve", "deny"):
+        abort(400, description="Answer with approve or deny.")
+    try:
+        replies().answer(chat, request.form.get("call_id", ""), decision == "approve")
+    except ReplyError as error:
+        if is_fragment_request():
+            return answer(error.status, error.message, error.retry_after)
+        if error.status != 409:  # answered already (elsewhere): the page shows how
+            raise
+    if is_fragment_request():
+        return Response(status=204)
+    return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
+
+
 @bp.post("/agent/<slug>/<uuid:chat_id>/stop")
 def stop(slug: str, chat_id: uuid.UUID):
     agent = agent_or_404(slug)
@@ -399,9 +421,11 @@ def stream(slug: str, chat_id: uuid.UUID):
         metrics.RESUMES.inc()
         structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
     template = current_app.jinja_env.get_template("_partials/tool_call.html")
+    # What the partial asks of a request, taken now: the stream renders it outside one.
+    answering = {"answer_url": url_for("pages.answer_call", slug=slug, chat_id=chat_id), "csrf": generate_csrf()}
 
     def render_call(call: ToolCallView, oob: bool) -> str:
-        return template.render(call=call, scope=opened.stream_id, oob=oob)
+        return template.render(call=call, scope=opened.stream_id, oob=oob, **answering)
 
     source = browser_events(opened.events, opened.events_before, opened.stream_id, render_call)
     return sse_response(source, retry_ms=RESUME_RETRY_MS)

@@ -30,17 +30,20 @@ class ToolCallView:
     started: bool = False  # its `tool-call` came: the arguments were valid and it ran
     status: str | None = None  # a ToolStatus once settled
     result: str | None = None
+    asked: bool = False  # its `approval` came: it waited for a person's answer
 
     @property
     def state(self) -> str:
         """What it is doing, as its badge says it."""
         if self.status is not None:
             return self.status
-        return ToolStatus.RUNNING if self.started else "writing"
+        if self.started:
+            return ToolStatus.RUNNING
+        return ToolStatus.WAITING if self.asked else "writing"
 
     @property
     def shown_arguments(self) -> str:
-        if self.started:
+        if self.started or self.asked:
             return json.dumps(self.arguments, indent=2, ensure_ascii=False)
         return self.arguments_text
 
@@ -53,6 +56,8 @@ class ToolCallView:
         data = event.payload()
         if event.type == "tool-input":
             self.arguments_text += data["text"]
+        elif event.type == "approval":
+            self.asked, self.arguments = True, data["arguments"]
         elif event.type == "tool-call":
             self.started, self.arguments = True, data["arguments"]
         elif event.type == "tool-result":
@@ -70,10 +75,12 @@ class ReplyParts:
             if isinstance(part, str):
                 parts.append(part)
             else:
-                arguments = json.loads(part.arguments) if part.executed else None
+                asked = part.decide_by is not None
+                arguments = json.loads(part.arguments) if part.executed or asked else None
+                status = None if part.status in (ToolStatus.RUNNING, ToolStatus.WAITING) else part.status
                 parts.append(
                     ToolCallView(
-                        part.call_id, part.name, part.arguments, arguments, part.executed, part.status, part.result
+                        part.call_id, part.name, part.arguments, arguments, part.executed, status, part.result, asked
                     )
                 )
         return cls(parts)

@@ -1,0 +1,77 @@
+"""A run that waits for a person goes on where the answer lands.
+
+A call an agent must have approved parks its run (acting.py, producer.py): the call's row holds
+what the run needs (run_state.py) and the chat stays claimed, but no greenlet or worker waits.
+The answer — from any tab, device or instance (`answer`), or the timeout, which the reaper of any
+worker applies (`deny_overdue`) — is settled once in the database (`decide_call`: one answer
+wins, and a stop that came first wins over it), and then the run goes on in *this* process,
+writing into the same log after its last entry, so every reader just keeps reading.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from ..agents import Agent
+from ..background import spawn_daemon
+from ..extensions import db
+from ..models import Chat, Message, ToolCall, decide_call, overdue_calls, utcnow
+from ..streams import StreamRef
+from ..vocabulary import ToolStatus
+from .producer import Answer, ReplyHandle, produce
+from .run_state import Run
+from .runtime import Runtime
+from .turns import ReplyError
+
+log = logging.getLogger(__name__)
+
+DENIED = "The person denied this call."
+NOT_WAITING = "This tool call is not waiting for an answer any more."
+
+
+def answer(app: Flask, runtime: Runtime, chat: Chat, call_id: str, approved: bool) -> ToolStatus:
+    """Answer a call of the chat's live reply; the run goes on here.
+
+    :raise ReplyError: 404 for a call the chat's reply does not have, 409 when it is not waiting.
+    """
+    call = db.session.scalar(
+        db.select(ToolCall)
+        .join(Message, Message.id == ToolCall.message_id)
+        .where(Message.chat_id == chat.id, ToolCall.call_id == call_id)
+    )
+    if call is None:
+        raise ReplyError(404, "This chat has no such tool call.")
+    if call.status != ToolStatus.WAITING or not decide_call(call.stream_id, call_id, approved, DENIED):
+        raise ReplyError(409, NOT_WAITING)
+    go_on(app, runtime, chat, call, Answer(approved, DENIED))
+    return ToolStatus.RUNNING if approved else ToolStatus.DENIED
+
+
+def deny_overdue(app: Flask, runtime: Runtime) -> int:
+    """Deny every call whose answer is overdue (this worker wins it once) and go on with its run."""
+    denied = 0
+    for call in overdue_calls(utcnow()):
+        message = db.session.get(Message, call.message_id)
+        agent = runtime.agents.get(message.chat.agent_slug) if message else None
+        timeout = agent.approval_timeout_seconds if agent else 0
+        reason = f"No answer within {timeout} seconds: the call counts as denied."
+        if message is not None and decide_call(call.stream_id, call.call_id, False, reason):
+            go_on(app, runtime, message.chat, call, Answer(False, reason))
+            denied += 1
+    return denied
+
+
+def go_on(app: Flask, runtime: Runtime, chat: Chat, call: ToolCall, decided: Answer) -> None:
+    """Continue the parked run of `call` in this process, after its log's last entry."""
+    agent: Agent | None = runtime.agents.get(chat.agent_slug)
+    ref = StreamRef(str(chat.id), call.stream_id)
+    written = runtime.backend.read(ref)
+    if agent is None or call.run_state is None or not written or written[-1].terminal:
+        log.warning("the run of %s cannot go on (its agent or its log is gone)", ref)
+        return
+    reply = ReplyHandle(chat.id, call.stream_id, call.message_id, written[0].id)
+    state = runtime.pump.register(ref, written[0].id, written=written)
+    run = Run.from_json(call.run_state)
+    spawn_daemon(lambda: produce(app, runtime, state, reply, agent, run, decided), "durable-chat-producer")

@@ -1,0 +1,224 @@
+"""Approvals (api.md, "Tool calls": `approval`, `POST /api/chat/approve`): a call an agent must
+have approved waits for a person's answer without holding a worker, from any tab or instance;
+one answer wins — over a second answer, the timeout or a stop."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from test_tools import Following, calls_of, parts_of, stored_parts, told
+
+from helpers.chats import latest_reply, new_chat_id, post_chat, resume, wait_for
+from helpers.sse import Transcript, read_events
+
+AGENT = """
+[[agents]]
+slug = "careful"
+name = "Careful"
+description = "Asks before it calculates."
+model = "demo"
+system_prompt = "Ask first."
+temperature = 0.0
+max_tokens = 256
+price_prompt_per_1k = 1.0
+price_completion_per_1k = 2.0
+tools = ["calculator"]
+confirm = ["calculator"]
+approval_timeout_seconds = {timeout}
+"""
+
+
+def careful_app(app_factory, tmp_path: Path, timeout: int = 60, **settings):
+    path = tmp_path / "agents.toml"
+    path.write_text(AGENT.format(timeout=timeout))
+    return app_factory(AGENTS_FILE=str(path), DEMO_MODEL_WORDS=3, **settings)
+
+
+def approve(client, chat_id: str, call_id: str, approved: bool = True):
+    return client.post("/api/chat/approve", json={"chatId": chat_id, "toolCallId": call_id, "approved": approved})
+
+
+def test_a_call_waits_for_approval_then_runs_and_the_same_stream_goes_on(app_factory, tmp_path):
+    app = careful_app(app_factory, tmp_path)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    post = Following(post_chat(client, chat_id, "What is 20 + 22?", agent="careful"))
+    asked = post.until("approval")[-1].json()
+    assert asked["name"] == "calculator" and asked["arguments"] == {"expression": "20 + 22"}
+    assert not [e for e in post.seen if e.event == "tool-call"], "nothing runs before the answer"
+    (row,) = calls_of(app, chat_id)
+    assert row.status == "waiting" and row.decide_by is not None
+    # The run holds no producer while it waits, yet the chat stays busy and nobody interrupts it.
+    runtime = app.extensions["replies"].runtime
+    wait_for(lambda: not runtime.pump.producers, message="the run to let go of its producer")
+    assert client.post("/api/chat", json={"chatId": chat_id, "agent": "careful", "message": "again"}).status_code == 409
+    page = client.get(f"/agent/careful/{chat_id}").get_data(as_text=True)
+    assert page.count('value="approve"') == 1 and "needs your answer" in page
+
+    answered = approve(client, chat_id, asked["toolCallId"])
+    assert answered.status_code == 200 and answered.get_json()["status"] == "running"
+    rest = post.rest()
+    kinds = [e.event for e in rest.events]
+    assert kinds[:2] == ["tool-call", "tool-result"] and kinds[-1] == "finish"
+    assert rest.events[1].json()["result"] == "42" and "42" in rest.text
+    whole = Transcript(post.seen)
+    assert parts_of(whole) == stored_parts(app, chat_id)
+    ids = [e.id for e in post.seen]
+    assert len(set(ids)) == len(ids), "every event once, after the parked run's last"
+    (row,) = calls_of(app, chat_id)
+    assert (row.status, row.executed) == ("ok", True)
+    assert approve(client, chat_id, asked["toolCallId"]).status_code == 409, "answered once"
+    # After the log expires the stored reply tells the approval too.
+    redis = runtime.backend.client
+    for key in redis.scan_iter(f"chat:{{{chat_id}}}:*"):
+        redis.delete(key)
+    replayed = read_events(resume(client, chat_id))
+    assert [k for k, _ in told(replayed)][:4] == ["tool-input", "approval", "tool-call", "tool-result"]
+    assert parts_of(replayed) == parts_of(whole)
+
+
+def test_a_denied_call_never_runs_and_the_model_is_told(app_factory, tmp_path):
+    app = careful_app(app_factory, tmp_path)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    post = Following(post_chat(client, chat_id, "What is 6 * 7?", agent="careful"))
+    call_id = post.until("approval")[-1].json()["toolCallId"]
+    assert approve(client, chat_id, call_id, approved=False).get_json()["status"] == "denied"
+    rest = post.rest()
+    assert "tool-call" not in [e.event for e in rest.events]
+    result = next(e.json() for e in rest.events if e.event == "tool-result")
+    assert result["status"] == "denied" and "denied" in rest.text
+    (row,) = calls_of(app, chat_id)
+    assert (row.status, row.executed) == ("denied", False)
+    assert latest_reply(app, chat_id).status == "complete"
+
+
+def test_no_answer_within_the_timeout_counts_as_denied(app_factory, tmp_path):
+    app = careful_app(app_factory, tmp_path, timeout=1)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    post = Following(post_chat(client, chat_id, "What is 1 + 1?", agent="careful"))
+    post.until("approval")
+    rest = post.rest()
+    result = next(e.json() for e in rest.events if e.event == "tool-result")
+    assert result["status"] == "denied" and "No answer within 1 seconds" in result["result"]
+    assert rest.terminal.json()["finishReason"] == "stop"
+
+
+def test_answers_are_checked(app_factory, tmp_path):
+    app = careful_app(app_factory, tmp_path)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    post = Following(post_chat(client, chat_id, "What is 5 - 3?", agent="careful"))
+    call_id = post.until("approval")[-1].json()["toolCallId"]
+    assert approve(client, chat_id, "call_nobody_made").status_code == 404
+    stranger = app.test_client()
+    assert approve(stranger, chat_id, call_id).status_code == 404, "another person's chat does not exist"
+    bad = client.post("/api/chat/approve", json={"chatId": chat_id, "toolCallId": call_id, "approved": "yes"})
+    assert bad.status_code == 400 and "true or false" in bad.get_json()["error"]
+    form = client.post("/api/chat/approve", data={"chatId": chat_id})
+    assert form.status_code in (400, 415)
+    assert approve(client, chat_id, call_id).status_code == 200
+    post.rest()
+
+
+def test_an_answer_racing_a_stop_settles_the_call_once(app_factory, tmp_path):
+    for attempt in range(3):
+        app = careful_app(app_factory, tmp_path)
+        client = app.test_client()
+        chat_id = new_chat_id()
+        post = Following(post_chat(client, chat_id, "What is 9 + 9?", agent="careful"))
+        call_id = post.until("approval")[-1].json()["toolCallId"]
+        start = threading.Barrier(2)
+        codes: dict[str, int] = {}
+
+        def stop(client=client, chat_id=chat_id, start=start, codes=codes) -> None:
+            start.wait()
+            codes["stop"] = client.post("/api/chat/stop", json={"chatId": chat_id}).status_code
+
+        racer = threading.Thread(target=stop)
+        racer.start()
+        start.wait()
+        codes["approve"] = approve(client, chat_id, call_id).status_code
+        racer.join()
+        rest = post.rest()
+        results = [e.json() for e in rest.events if e.event == "tool-result"]
+        assert len(results) == 1, f"one outcome for the call (attempt {attempt}: {codes})"
+        assert codes["approve"] in (200, 409) and codes["stop"] == 200
+        assert rest.terminal.json()["finishReason"] == "cancelled"
+        (row,) = calls_of(app, chat_id)
+        assert row.status == results[0]["status"] and row.status in ("cancelled", "ok")
+        assert latest_reply(app, chat_id).status == "cancelled"
+
+
+def test_an_answer_on_another_instance_continues_the_run_there(app_factory, live_server, tmp_path):
+    """Instance A produced the reply up to the approval; the person answers on instance B (same
+    database and Redis); B runs the call and the rest, and A's reader — the POST's stream — just
+    keeps reading the same log."""
+    first = live_server(careful_app(app_factory, tmp_path))
+    second_app = careful_app(app_factory, tmp_path)
+    second = live_server(second_app)
+    session = requests.Session()  # a cookie is per host, not per port: both instances get it
+    chat_id = new_chat_id()
+    post = Following(
+        session.post(
+            f"{first.url}/api/chat",
+            json={"chatId": chat_id, "agent": "careful", "message": "What is 3 * 14?"},
+            stream=True,
+        )
+    )
+    call_id = post.until("approval")[-1].json()["toolCallId"]
+    answered = session.post(
+        f"{second.url}/api/chat/approve", json={"chatId": chat_id, "toolCallId": call_id, "approved": True}
+    )
+    assert answered.status_code == 200
+    rest = post.rest()
+    assert next(e.json() for e in rest.events if e.event == "tool-result")["result"] == "42"
+    assert rest.terminal.json()["finishReason"] == "stop"
+    runtime = second_app.extensions["replies"].runtime
+    assert runtime.pump  # B's pump wrote the rest (A's producer parked and let go)
+    assert stored_parts(second_app, chat_id) == parts_of(Transcript(post.seen))
+
+
+@pytest.mark.browser
+def test_approve_from_a_second_device_after_reloading_the_first(app_factory, live_server, browser, tmp_path):
+    """A person starts a reply on a laptop, reloads it while the call waits, approves on a phone
+    (the same account's cookie); both pages show the answer's outcome, once."""
+    from helpers.browser import send, wait_finished
+
+    server = live_server(careful_app(app_factory, tmp_path, DEMO_MODEL_DELAY_MS=20))
+    laptop = browser.new_context().new_page()
+    laptop.goto(f"{server.url}/agent/careful")
+    send(laptop, "What is 40 + 2?")
+    laptop.wait_for_selector(".tool-call.tool-waiting")
+    laptop.reload()
+    laptop.wait_for_selector(".tool-call.tool-waiting button[value=approve]")
+    phone_context = browser.new_context(viewport={"width": 390, "height": 844})
+    phone_context.add_cookies(laptop.context.cookies())
+    phone = phone_context.new_page()
+    phone.goto(laptop.url)
+    phone.wait_for_selector(".tool-call.tool-waiting")
+    phone.click("button[value=approve]")
+    for page in (phone, laptop):
+        page.wait_for_selector(".tool-call.tool-ok", timeout=15_000)
+        wait_finished(page)
+        assert page.locator(".tool-call").count() == 1 and page.locator(".tool-result").count() == 1
+        assert page.locator("button[value=approve]").count() == 0
+        assert "42" in page.inner_text(".tool-result pre")
+    phone_context.close()
+    laptop.context.close()
+
+
+def test_the_agents_file_checks_confirm(tmp_path):
+    from chat.agents import AgentConfigError, load_agents_file
+
+    path = tmp_path / "agents.toml"
+    path.write_text(AGENT.format(timeout=60).replace('confirm = ["calculator"]', 'confirm = ["abacus"]'))
+    with pytest.raises(AgentConfigError, match="`confirm`: unknown tool 'abacus'"):
+        load_agents_file(path)
+    path.write_text(AGENT.format(timeout=0))
+    with pytest.raises(AgentConfigError, match="approval_timeout_seconds"):
+        load_agents_file(path)
