@@ -222,3 +222,52 @@ def test_the_agents_file_checks_confirm(tmp_path):
     path.write_text(AGENT.format(timeout=0))
     with pytest.raises(AgentConfigError, match="approval_timeout_seconds"):
         load_agents_file(path)
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_while_a_run_waits_for_approval_loses_nothing(gunicorn_server, tmp_path):
+    """SIGTERM of every worker while a reply waits for its approval (a deploy): the parked run is
+    nobody's, the answer lands on a new worker and the reply finishes there; a reader resuming
+    from its last id sees each event once."""
+    import os
+    import signal
+
+    from helpers.gunicorn import worker_pids
+
+    path = tmp_path / "agents.toml"
+    path.write_text(AGENT.format(timeout=60))
+    server = gunicorn_server(workers=2, AGENTS_FILE=str(path), DEMO_MODEL_WORDS="3", GRACEFUL_REPLY_SECONDS="2")
+    session = requests.Session()
+    chat_id = new_chat_id()
+    post = session.post(
+        f"{server.url}/api/chat",
+        json={"chatId": chat_id, "agent": "careful", "message": "What is 30 + 12?"},
+        stream=True,
+    )
+    seen = Following(post).until("approval")
+    call_id = seen[-1].json()["toolCallId"]
+    # A deploy: every worker that existed stops gracefully (gunicorn forks new ones).
+    old = worker_pids(server.process.pid)
+    for pid in old:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(
+        lambda: not set(old) & set(worker_pids(server.process.pid)) and len(worker_pids(server.process.pid)) == 2,
+        timeout=30,
+        message="new workers in place of the stopped ones",
+    )
+    wait_for(server.serves, timeout=10, message="the new workers to serve")
+    answered = session.post(
+        f"{server.url}/api/chat/approve", json={"chatId": chat_id, "toolCallId": call_id, "approved": True}
+    )
+    assert answered.status_code == 200, answered.text
+    rest = read_events(
+        session.get(
+            f"{server.url}/api/chat", params={"chatId": chat_id}, headers={"Last-Event-ID": seen[-1].id}, timeout=30
+        )
+    )
+    kinds = [e.event for e in rest.events]
+    assert kinds[:2] == ["tool-call", "tool-result"] and kinds[-1] == "finish", kinds
+    assert rest.events[1].json()["result"] == "42"
+    assert rest.terminal.json()["finishReason"] == "stop"
+    ids = [e.id for e in seen + rest.events]
+    assert len(set(ids)) == len(ids)
