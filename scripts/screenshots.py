@@ -2,8 +2,8 @@
 
 Starts the app on a free port with a private redis-server and a throwaway SQLite database,
 sends a message that asks the demo model for Markdown, and photographs the desktop (light and
-dark) and mobile chat mid-reply (already formatted) and finished, a code block, and a reply of
-the Analyst agent with its calculator call.
+dark) and mobile chat mid-reply (already formatted) and finished, a code block, a shared chat
+that a viewer joined mid-reply, and a reply of the Analyst agent with its calculator call.
 """
 
 from __future__ import annotations
@@ -82,6 +82,20 @@ def main() -> None:
                     page.locator(".message.assistant .code-block").first.screenshot(
                         path=str(OUT / f"code-block{name.removeprefix('desktop')}.png")
                     )
+            # A shared chat: a viewer (no cookie, a context of their own) joins the owner's reply mid-way.
+            owner = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
+            owner.goto(f"{url}/agent/helper")
+            owner.fill("#message-input", MESSAGE)
+            owner.keyboard.press("Enter")
+            owner.wait_for_selector(".message.assistant.status-streaming")
+            time.sleep(0.3)
+            owner.goto(owner.url.rstrip("/") + "/shares")
+            owner.click("text=Create a link")
+            link = owner.input_value("#new-link")
+            viewer = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
+            viewer.goto(link)
+            time.sleep(1.5)
+            viewer.screenshot(path=str(OUT / "shared-streaming.png"))
             # An agent that acts: the Analyst's calculator call, finished, in its place in the reply.
             page = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
             page.goto(f"{url}/agent/analyst")

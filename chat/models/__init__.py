@@ -52,6 +52,7 @@ from .people import (
     reserve_credit,
     revoke_api_token,
 )
+from .shares import ShareLink, create_share_link, revoke_share_link, share_link_live, share_links, shared_chat
 from .tools import (
     ToolCall,
     add_unrecorded_calls,
@@ -68,6 +69,12 @@ from .tools import (
 )
 
 __all__ = [
+    "ShareLink",
+    "create_share_link",
+    "revoke_share_link",
+    "share_link_live",
+    "share_links",
+    "shared_chat",
     "ToolCall",
     "calls_of_replies",
     "call_events",

@@ -145,8 +145,10 @@ def admit_new_guest() -> None:
         raise Refused(429, "Too many new guests from your network; sign up, or try again later.", retry_after=wait)
 
 
-def page_stream_allowed() -> bool:
-    """Count a page's stream against the caller's stream opens. A browser stream is never
-    answered 429 (EventSource would give up, see docs/api.md): over the limit, the page shows the
-    reply when it ends instead of following it."""
-    return seconds_until_allowed("RATE_LIMIT_STREAM_OPENS", "page-stream-opens", caller()) is None
+def page_stream_allowed(viewer: bool = False) -> bool:
+    """Count a page's stream against the caller's stream opens — a share link's viewer's against
+    their address (they are nobody: no identity). A browser stream is never answered 429
+    (EventSource would give up, see docs/api.md): over the limit, the page shows the reply when it
+    ends instead of following it."""
+    key = f"viewer:{get_remote_address()}" if viewer else caller()
+    return seconds_until_allowed("RATE_LIMIT_STREAM_OPENS", "page-stream-opens", key) is None

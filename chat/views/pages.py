@@ -5,11 +5,12 @@ because the chat page's browser stream (Markdown rendered block by block) is sha
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, abort, current_app, g, redirect, render_template, request, url_for
 from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 
@@ -59,9 +60,10 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def page_globals() -> dict[str, Any]:
-        """What every page's layout shows: the caller's balance (or the grant a new guest gets)."""
+        """What every page's layout shows: the caller's balance (or the grant a new guest gets).
+        A share link's viewer is nobody: no identity is looked up, so none is made for them."""
         try:
-            identity = current_identity()
+            identity = None if g.get("viewer") else current_identity()
         except AuthenticationRequired:  # the sign-in page itself, where guests are not allowed
             identity = None
         return {
@@ -409,23 +411,53 @@ def stream(slug: str, chat_id: uuid.UUID):
         cursor = parse_cursor()
     except ReplyError:
         cursor = None
+    answering = {"answer_url": url_for("pages.answer_call", slug=slug, chat_id=chat_id), "csrf": generate_csrf()}
+    return page_stream(chat, current_identity_id(), cursor, answering)
+
+
+def page_stream(
+    chat: Chat,
+    holder: uuid.UUID,
+    cursor: str | None,
+    answering: dict[str, str | None],
+    viewer: bool = False,
+    until: Callable[[], bool] | None = None,
+) -> Response:
+    """A chat page's stream of `chat`'s pending reply (the owner's, or a share link's viewer's):
+    its open-stream place held by `holder`; `answering`: what a waiting tool call's form needs
+    (taken now: the stream renders it outside a request); `until`: checked every few seconds,
+    False ends the stream (a revoked share link)."""
     opened = None
-    if rate_limits.page_stream_allowed():
+    if rate_limits.page_stream_allowed(viewer):
         try:
-            opened = replies().open_page_stream(current_identity_id(), chat, cursor)
+            opened = replies().open_page_stream(holder, chat, cursor)
         except ReplyError:  # too many open (or no Redis): the page shows the reply when it ends
             opened = None
     if opened is None:
         return sse_response(browser_events(None), retry_ms=RESUME_RETRY_MS)
     if cursor:
         metrics.RESUMES.inc()
-        structured_logs.event("reply.resume", chat=str(chat_id), cursor=cursor)
+        structured_logs.event("reply.resume", chat=str(chat.id), cursor=cursor)
     template = current_app.jinja_env.get_template("_partials/tool_call.html")
-    # What the partial asks of a request, taken now: the stream renders it outside one.
-    answering = {"answer_url": url_for("pages.answer_call", slug=slug, chat_id=chat_id), "csrf": generate_csrf()}
 
     def render_call(call: ToolCallView, oob: bool) -> str:
         return template.render(call=call, scope=opened.stream_id, oob=oob, **answering)
 
-    source = browser_events(opened.events, opened.events_before, opened.stream_id, render_call)
+    events = opened.events if until is None else while_true(opened.events, until)
+    source = browser_events(events, opened.events_before, opened.stream_id, render_call)
     return sse_response(source, retry_ms=RESUME_RETRY_MS)
+
+
+def while_true(events: Iterable[Event | None], until: Callable[[], bool], every: float = 1.0) -> Iterator[Event | None]:
+    """`events` for as long as `until()` says so, asked at most every `every` seconds (the
+    reader's keepalives come at least that often while nothing else does)."""
+    next_check = time.monotonic() + every
+    for event in events:
+        if time.monotonic() >= next_check:
+            if not until():
+                close = getattr(events, "close", None)
+                if close:
+                    close()
+                return
+            next_check = time.monotonic() + every
+        yield event

@@ -106,6 +106,15 @@ def json_api_request() -> None:
         raise Refused(415, "Send the body as JSON, with the header Content-Type: application/json.")
     if request.headers.get("Authorization", "").lower().startswith("bearer "):
         return  # no cookie rides along with a token: nothing to forge
+    same_site_request()
+
+
+def same_site_request() -> None:
+    """Refuse a browser request another site's page sent (its Origin, or Sec-Fetch-Site): the
+    protection of a form that cannot carry a CSRF token (a share link's page sets no cookie).
+
+    :raise Refused: 403.
+    """
     origin = request.headers.get("Origin")
     cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site" or (
         origin is not None and urlsplit(origin).netloc != request.host
