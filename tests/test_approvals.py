@@ -271,3 +271,27 @@ def test_a_worker_stopped_while_a_run_waits_for_approval_loses_nothing(gunicorn_
     assert rest.terminal.json()["finishReason"] == "stop"
     ids = [e.id for e in seen + rest.events]
     assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.browser
+def test_a_screen_reader_hears_an_approval_request_and_the_call_once_each(app_factory, live_server, page, tmp_path):
+    from helpers.browser import send, wait_finished
+
+    server = live_server(careful_app(app_factory, tmp_path, DEMO_MODEL_DELAY_MS=20))
+    page.goto(f"{server.url}/agent/careful")
+    page.evaluate(
+        "window.__said = []; new MutationObserver(() => { const t = document.getElementById('announcer').textContent;"
+        " if (t) window.__said.push(t); }).observe(document.getElementById('announcer'),"
+        " {childList: true, characterData: true, subtree: true})"
+    )
+    send(page, "What is 40 + 2?")
+    page.wait_for_selector(".tool-call.tool-waiting button[value=approve]")
+    page.click("button[value=approve]")
+    wait_finished(page)
+    wait_for(lambda: len(page.evaluate("window.__said")) >= 4, message="four announcements")
+    assert page.evaluate("window.__said") == [
+        "Careful is replying.",
+        "The agent asks to run calculator: approve or deny.",
+        "The agent is calling calculator.",
+        "The reply is finished.",
+    ]

@@ -295,6 +295,24 @@
     });
   });
 
+  // A tool call is announced once when it starts, and once if it waits for the person's answer
+  // (its block is swapped in again as it changes: the announced states are kept per call).
+  var toolsAnnounced = {};
+  document.addEventListener("htmx:load", function (evt) {
+    var blocks = evt.target.matches && evt.target.matches(".tool-call") ? [evt.target]
+      : Array.prototype.slice.call(evt.target.querySelectorAll ? evt.target.querySelectorAll(".tool-call") : []);
+    blocks.forEach(function (block) {
+      if (!block.closest(".message.status-streaming") || block.classList.contains("tool-writing")) return;
+      var name = (block.querySelector(".tool-name") || {}).textContent || "a tool";
+      var state = block.classList.contains("tool-waiting") ? "waiting" : "called";
+      var key = block.id + ":" + state;
+      if (toolsAnnounced[key]) return;
+      toolsAnnounced[key] = true;
+      announce(state === "waiting" ? "The agent asks to run " + name + ": approve or deny."
+                                   : "The agent is calling " + name + ".");
+    });
+  });
+
   // --- keyboard shortcuts ----------------------------------------------------------------------
   // The map people know from other chat apps; `?` lists it. Letters never fire while typing in
   // a field; Esc (stop) and Shift+Esc (the message box) do, as they are meant to.
