@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     Table,
@@ -12,7 +12,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql.dml import Insert
 
 from ..extensions import db
@@ -53,5 +52,7 @@ def insert_or_ignore(model: type[Model], **values: object) -> bool:
     statement = INSERT_OR_IGNORE.get((model, dialect))
     if statement is None:
         insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        statement = INSERT_OR_IGNORE[model, dialect] = insert_into(table(model)).on_conflict_do_nothing()
-    return cast(CursorResult, db.session.execute(statement, values)).rowcount == 1
+        # RETURNING tells whether the row went in (psycopg reports no rowcount for this INSERT).
+        key = table(model).primary_key.columns[0]
+        statement = INSERT_OR_IGNORE[model, dialect] = insert_into(table(model)).on_conflict_do_nothing().returning(key)
+    return db.session.execute(statement, values).first() is not None
