@@ -295,3 +295,42 @@ def test_a_screen_reader_hears_an_approval_request_and_the_call_once_each(app_fa
         "The agent is calling calculator.",
         "The reply is finished.",
     ]
+
+
+def test_continue_carries_on_an_interrupted_reply_without_making_its_calls_again(app_factory):
+    """A reply interrupted after its tool call (its server shut down mid-text): Continue tells
+    the interrupted text and the settled call first, never runs the call again, and bills only
+    the new step."""
+    from chat.agents import estimate_tokens
+    from chat.agents.demo import demo_words
+
+    app = app_factory(DEMO_MODEL_WORDS=60, DEMO_MODEL_DELAY_MS=20)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    post = Following(post_chat(client, chat_id, "What is 6 * 7?", agent="analyst"))
+    post.until("tool-result")
+    post.until("delta")
+    app.extensions["replies"].runtime.pump.interrupt_all()  # the shutdown's grace is over
+    first = post.rest()
+    assert first.terminal.json()["finishReason"] == "interrupted"
+    interrupted = latest_reply(app, chat_id)
+    assert interrupted.status == "interrupted" and "42" in interrupted.content
+
+    carried = read_events(client.post("/api/chat/continue", json={"chatId": chat_id}, buffered=False))
+    kinds = [e.event for e in carried.events]
+    assert kinds[:4] == ["start", "tool-input", "tool-call", "tool-result"] and kinds[-1] == "finish"
+    assert carried.events[3].json()["result"] == "42", "the settled call is told, not made again"
+    assert carried.text.startswith(interrupted.content) and len(carried.text) > len(interrupted.content)
+    assert carried.terminal.json()["finishReason"] == "stop"
+    calls = calls_of(app, chat_id)
+    assert [(c.call_id, c.status) for c in calls] == [("call_demo_1", "ok")], "no new call"
+    continued = latest_reply(app, chat_id)
+    assert continued.status == "complete" and continued.content == carried.text
+    # Billed: the new step's own usage as the model reported it, not the carried text again.
+    agent = app.extensions["agents"]["analyst"]
+    new_step = sum(estimate_tokens(piece) for piece in demo_words(agent, "What is 6 * 7?", 60))
+    assert continued.completion_tokens == new_step
+    page = client.get(f"/agent/analyst/{chat_id}").get_data(as_text=True)
+    assert "2 / 2" in page, "the interrupted version stays readable"
+    again = client.post("/api/chat/continue", json={"chatId": chat_id})
+    assert again.status_code == 400 and "interrupted" in again.get_json()["error"]

@@ -123,7 +123,8 @@ def generate_demo(
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     prompt_tokens = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
     after_tools = bool(messages) and messages[-1]["role"] == "tool"
-    plan = None if after_tools else planned_call(last_user, tools)
+    first_step = bool(messages) and messages[-1]["role"] == "user"  # (a Continue's is not)
+    plan = planned_call(last_user, tools) if first_step else None
     if plan is not None:
         tool, arguments = plan
         text = json.dumps(arguments)

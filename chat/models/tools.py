@@ -144,6 +144,29 @@ def settle_running_calls(stream_id: str, status: ToolStatus, result: str) -> lis
     return running
 
 
+def copy_calls(calls: Sequence[ToolCall], message_id: uuid.UUID, stream_id: str) -> None:
+    """Settled calls of an interrupted reply, recorded again for the reply that carries it on
+    (same ids, states and results: a call's row is its at-most-once guard there too), and commit."""
+    for call in calls:
+        insert_or_ignore(
+            ToolCall,
+            id=uuid.uuid4(),
+            message_id=message_id,
+            stream_id=stream_id,
+            call_id=call.call_id,
+            position=call.position,
+            text_offset=call.text_offset,
+            name=call.name,
+            arguments=call.arguments,
+            status=call.status,
+            result=call.result,
+            executed=call.executed,
+            started_at=call.started_at,
+            finished_at=call.finished_at,
+        )
+    db.session.commit()
+
+
 def waiting_call(stream_id: str, call_id: str) -> ToolCall | None:
     return db.session.scalar(select(ToolCall).where(ToolCall.stream_id == stream_id, ToolCall.call_id == call_id))
 

@@ -32,7 +32,7 @@ from ..vocabulary import FinishReason, MessageStatus
 from .acting import Acting, RequestedCall
 from .finish import Usage, finish_reply, keep_provisional_text, record_title
 from .pump import ProducerState
-from .run_state import Run
+from .run_state import Carried, Run
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,20 @@ class ReplyHandle:
         return Event(self.start_id, "start", json.dumps(self.start_data))
 
 
-def start_producer(app: Flask, runtime: Runtime, reply: ReplyHandle, agent: Agent, history: ModelMessages) -> None:
+def start_producer(
+    app: Flask,
+    runtime: Runtime,
+    reply: ReplyHandle,
+    agent: Agent,
+    history: ModelMessages,
+    carried: Carried | None = None,
+) -> None:
     """Register the reply with the pump now (so readers that follow it from this moment are fed
-    by the pump), then generate in the background."""
+    by the pump), then generate in the background. `carried`: what a Continue starts from."""
     state = runtime.pump.register(reply.ref, reply.start_id)
-    question = history[0]["content"] if len(history) == 1 else ""
-    run = Run(messages=list(history), question=question)
-    spawn_daemon(lambda: produce(app, runtime, state, reply, agent, run), "durable-chat-producer")
+    question = history[0]["content"] if len(history) == 1 and carried is None else ""
+    run = Run(messages=list(history), question=question, carried=carried is not None)
+    spawn_daemon(lambda: produce(app, runtime, state, reply, agent, run, carried=carried), "durable-chat-producer")
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ def produce(
     agent: Agent,
     run: Run,
     answer: Answer | None = None,
+    carried: Carried | None = None,
 ) -> None:
     """Run the model, feeding the pump; then finish the reply with what reached the log.
 
@@ -98,7 +106,7 @@ def produce(
     parked = False
     try:
         with app.app_context():
-            parked = generate_and_finish(runtime, state, reply, agent, run, answer)
+            parked = generate_and_finish(runtime, state, reply, agent, run, answer, carried)
     finally:
         runtime.pump.unregister(state)
     if parked:
@@ -161,6 +169,7 @@ def generate_and_finish(
     agent: Agent,
     run: Run,
     answer: Answer | None = None,
+    carried: Carried | None = None,
 ) -> bool:
     """Model steps until one answers without calling a tool (or `max_steps`, whose last step is
     offered no tools), each step's calls made in between; then finish with what reached the log.
@@ -174,6 +183,13 @@ def generate_and_finish(
     acting = Acting(runtime.toolbox, pump, state, reply.message_id, reply.stream_id, by_name, agent, run.calls_made)
     model_names = {tool.name: tool.model_name for tool in tools}
     step = Step(completion=Completion(FinishReason.STOP))
+    if carried is not None:  # a Continue: its log tells the interrupted reply first, the model too
+        for kind, data in carried.events():
+            if kind == "delta":
+                pump.push(state, data["text"])
+            else:
+                pump.push_event(state, kind, data)
+        run.messages.extend(carried.model_messages(model_names))
     try:
         if answer is not None:
             call = run.queued.pop(0)
@@ -209,7 +225,7 @@ def generate_and_finish(
     except Exception:
         log.exception("generation failed for %s", reply.ref)
         reason, error = FinishReason.ERROR, "The reply failed unexpectedly."
-    usage = run.used.usage("".join(step.text) if step.completion is None else "")
+    usage = run.used.usage("".join(step.text) if step.completion is None else "", run.carried)
     if state.cancelled:
         reason, error = FinishReason.CANCELLED, None
     elif state.interrupted:

@@ -32,8 +32,10 @@ from ..models import (
     Message,
     calls_of_replies,
     chat_stream_ids,
+    copy_calls,
     fork_chat,
     get_recent_stream_id,
+    interleaved,
     latest_reply,
     streaming_message,
     utcnow,
@@ -42,12 +44,13 @@ from ..people.identity import identity_or_guest, store_guest
 from ..people.rate_limits import admit_new_guest
 from ..streams import Event, Hold, LogState, StreamRef, entry_cursor
 from ..streams.client_socket import ClientSocket
-from ..vocabulary import FinishReason, ToolStatus
+from ..vocabulary import FinishReason, MessageStatus, ToolStatus
 from ..web import metrics, structured_logs
 from . import runs
 from .finish import StoredReply, finish_reply, interrupt, stored_reply
 from .following import HeldStream, OpenStreams, PageStream, continued
 from .producer import ReplyHandle, start_producer
+from .run_state import Carried, CarriedCall
 from .runtime import Runtime
 from .turns import (
     CHAT_BUSY,
@@ -170,7 +173,8 @@ class Replies:
                 if isinstance(exc, IntegrityError):
                     raise ReplyError(409, CHAT_BUSY) from None
                 raise
-        start_producer(self.app, self.runtime, reply, agent, history)
+        carried = self.carry_over(revision.carried, reply) if revision and revision.carried else None
+        start_producer(self.app, self.runtime, reply, agent, history, carried)
         metrics.REPLIES_STARTED.inc()
         structured_logs.event("reply.start", chat=str(chat_id), stream=reply.stream_id, agent=agent.slug)
         return reply
@@ -192,6 +196,16 @@ class Replies:
             raise
         return self.open_streams.keep(identity_id, hold.hold_id, self.follow_started(reply, ClientSocket.of(environ)))
 
+    def continue_and_follow(self, identity_id: uuid.UUID, chat: Chat, agent: Agent, environ: dict) -> HeldStream:
+        """What POST /api/chat/continue streams: `continue_reply`, followed from its first event."""
+        hold = self.open_streams.new(identity_id)
+        try:
+            reply = self.continue_reply(identity_id, chat, agent, hold)
+        except BaseException:
+            self.open_streams.release(identity_id, hold.hold_id)
+            raise
+        return self.open_streams.keep(identity_id, hold.hold_id, self.follow_started(reply, ClientSocket.of(environ)))
+
     def regenerate(self, identity_id: uuid.UUID, chat: Chat, agent: Agent) -> ReplyHandle:
         """A new version of the chat's last reply, to the same message; the earlier one is kept.
 
@@ -205,6 +219,35 @@ class Replies:
         # The prompt stays (it is sent once, as the last message), the reply is replaced.
         revision = Revision(turn_of(turn), [reply.id], new_message=False, resent=prompt.id)
         return self.start(identity_id, chat.id, agent, prompt.content, revision)
+
+    def continue_reply(self, identity_id: uuid.UUID, chat: Chat, agent: Agent, hold: Hold | None = None) -> ReplyHandle:
+        """Carry on the chat's interrupted last reply: a new version of that turn whose stream
+        tells the interrupted text and settled tool calls first (never run again), then the
+        model's next steps — the only ones billed.
+
+        :raise ReplyError: 409 while a reply is being written, 400 when the last reply was not
+            interrupted.
+        """
+        turn = last_turn(chat)
+        reply = turn[1] if turn else None
+        if turn is None or reply is None or reply.status != MessageStatus.INTERRUPTED:
+            raise ReplyError(400, "Only an interrupted reply can be continued; regenerate this one instead.")
+        prompt, _ = turn
+        revision = Revision(turn_of(turn), [reply.id], new_message=False, resent=prompt.id, carried=reply.id)
+        return self.start(identity_id, chat.id, agent, prompt.content, revision, hold)
+
+    def carry_over(self, interrupted_id: uuid.UUID, reply: ReplyHandle) -> Carried:
+        """The interrupted reply's parts for its Continue, its calls recorded for the new stream."""
+        interrupted = db.session.get_one(Message, interrupted_id)
+        calls = calls_of_replies([interrupted_id])[interrupted_id]
+        copy_calls(calls, reply.message_id, reply.stream_id)
+        parts = tuple(
+            part
+            if isinstance(part, str)
+            else CarriedCall(part.call_id, part.name, part.arguments, part.status, part.result or "", part.executed)
+            for part in interleaved(interrupted.content, calls)
+        )
+        return Carried(parts)
 
     def edit_last_message(self, identity_id: uuid.UUID, chat: Chat, agent: Agent, text: str) -> ReplyHandle:
         """Send `text` in place of the chat's last message: a new version of the last turn.

@@ -55,6 +55,7 @@ class Revision:
     supersede: list[uuid.UUID]
     new_message: bool
     resent: uuid.UUID | None = None  # the user's message a regenerate sends again
+    carried: uuid.UUID | None = None  # the interrupted reply a Continue carries on (its text and calls)
 
     @property
     def left_out(self) -> list[uuid.UUID]:

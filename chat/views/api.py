@@ -107,6 +107,22 @@ def post_chat():
     return sse_response(replies().start_and_follow(current_identity_id(), chat_id, agent, text, request.environ))
 
 
+@bp.post("/chat/continue")
+@rate_limits.messages_per_address
+@rate_limits.messages_per_identity
+def continue_chat():
+    """Carry on the chat's interrupted last reply: answered like POST /api/chat, a new stream
+    that tells the interrupted reply first (its tool calls are not made again), then goes on."""
+    body = json_body()
+    chat = owned_chat(parse_chat_id(body.get("chatId")), current_identity_id())
+    if chat is None:
+        raise ReplyError(404, "No chat with that id.")
+    agent = current_app.extensions["agents"].get(chat.agent_slug)
+    if agent is None:
+        raise ReplyError(404, f"The agent {chat.agent_slug!r} of this chat is gone.")
+    return sse_response(replies().continue_and_follow(current_identity_id(), chat, agent, request.environ))
+
+
 @bp.get("/chat")
 @rate_limits.stream_opens
 def get_chat():

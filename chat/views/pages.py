@@ -230,6 +230,16 @@ def regenerate(slug: str, chat_id: uuid.UUID):
     return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
 
 
+@bp.post("/agent/<slug>/<uuid:chat_id>/continue")
+@rate_limits.messages_per_address
+@rate_limits.messages_per_identity
+def continue_reply(slug: str, chat_id: uuid.UUID):
+    """Carry on an interrupted last reply (a new version of its turn that starts from it)."""
+    agent = agent_or_404(slug)
+    replies().continue_reply(current_identity_id(), chat_or_404(agent, chat_id), agent)
+    return redirect(url_for("pages.show_chat", slug=slug, chat_id=chat_id), code=303)
+
+
 @bp.post("/agent/<slug>/<uuid:chat_id>/edit")
 @rate_limits.messages_per_address
 @rate_limits.messages_per_identity
