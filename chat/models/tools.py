@@ -50,6 +50,37 @@ class ToolCall(Model):
     run_state: Mapped[str | None] = mapped_column(Text)
 
 
+def insert_call(
+    message_id: uuid.UUID,
+    stream_id: str,
+    call_id: str,
+    position: int,
+    text_offset: int,
+    name: str,
+    arguments: str,
+    status: ToolStatus,
+    **more: object,
+) -> bool:
+    """INSERT a call's row unless its stream has one with that id, in the caller's transaction;
+    whether it went in. `more`: the other columns (a settled call is finished when it starts)."""
+    now = utcnow()
+    columns: dict[str, object] = {"started_at": now, "finished_at": None if status in UNSETTLED_TOOL_STATUSES else now}
+    columns.update(more)
+    return insert_or_ignore(
+        ToolCall,
+        id=uuid.uuid4(),
+        message_id=message_id,
+        stream_id=stream_id,
+        call_id=call_id,
+        position=position,
+        text_offset=text_offset,
+        name=name,
+        arguments=arguments,
+        status=status,
+        **columns,
+    )
+
+
 def claim_call(
     message_id: uuid.UUID,
     stream_id: str,
@@ -66,22 +97,17 @@ def claim_call(
 ) -> bool:
     """Record a call before it starts, and commit; False when its row exists already (it was
     claimed before: it must not run again)."""
-    now = utcnow()
-    claimed = insert_or_ignore(
-        ToolCall,
-        id=uuid.uuid4(),
-        message_id=message_id,
-        stream_id=stream_id,
-        call_id=call_id,
-        position=position,
-        text_offset=text_offset,
-        name=name,
-        arguments=arguments,
-        status=status,
+    claimed = insert_call(
+        message_id,
+        stream_id,
+        call_id,
+        position,
+        text_offset,
+        name,
+        arguments,
+        status,
         result=result,
         executed=executed,
-        started_at=now,
-        finished_at=None if status in UNSETTLED_TOOL_STATUSES else now,
         decide_by=decide_by,
         run_state=run_state,
     )
@@ -96,20 +122,7 @@ def add_unrecorded_calls(message_id: uuid.UUID, stream_id: str, calls: Sequence[
     known = set(db.session.scalars(select(ToolCall.call_id).where(ToolCall.stream_id == stream_id)))
     for position, (call_id, name, text_offset, arguments) in enumerate(calls):
         if call_id not in known:
-            insert_or_ignore(
-                ToolCall,
-                id=uuid.uuid4(),
-                message_id=message_id,
-                stream_id=stream_id,
-                call_id=call_id,
-                position=position,
-                text_offset=text_offset,
-                name=name,
-                arguments=arguments,
-                status=ToolStatus.RUNNING,
-                executed=False,
-                started_at=utcnow(),
-            )
+            insert_call(message_id, stream_id, call_id, position, text_offset, name, arguments, ToolStatus.RUNNING)
 
 
 def settle_call(stream_id: str, call_id: str, status: ToolStatus, result: str) -> bool:
@@ -148,17 +161,15 @@ def copy_calls(calls: Sequence[ToolCall], message_id: uuid.UUID, stream_id: str)
     """Settled calls of an interrupted reply, recorded again for the reply that carries it on
     (same ids, states and results: a call's row is its at-most-once guard there too), and commit."""
     for call in calls:
-        insert_or_ignore(
-            ToolCall,
-            id=uuid.uuid4(),
-            message_id=message_id,
-            stream_id=stream_id,
-            call_id=call.call_id,
-            position=call.position,
-            text_offset=call.text_offset,
-            name=call.name,
-            arguments=call.arguments,
-            status=call.status,
+        insert_call(
+            message_id,
+            stream_id,
+            call.call_id,
+            call.position,
+            call.text_offset,
+            call.name,
+            call.arguments,
+            ToolStatus(call.status),
             result=call.result,
             executed=call.executed,
             started_at=call.started_at,
