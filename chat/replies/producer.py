@@ -112,7 +112,7 @@ def produce(
     if parked:
         wait_ms = (agent.approval_timeout_seconds + 2 * runtime.reaper_interval + 30) * 1000
         try:
-            runtime.backend.heartbeat([reply.ref], int(wait_ms))
+            runtime.backend.keep_waiting(reply.ref, int(wait_ms))
         except redis.RedisError:
             log.warning("could not keep %s claimed while it waits for an answer", reply.ref)
 

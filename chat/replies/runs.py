@@ -20,6 +20,7 @@ from ..extensions import db
 from ..models import Chat, Message, ToolCall, decide_call, overdue_calls, utcnow
 from ..streams import StreamRef
 from ..vocabulary import ToolStatus
+from .finish import interrupt
 from .producer import Answer, ReplyHandle, produce
 from .run_state import Run
 from .runtime import Runtime
@@ -69,7 +70,8 @@ def go_on(app: Flask, runtime: Runtime, chat: Chat, call: ToolCall, decided: Ans
     ref = StreamRef(str(chat.id), call.stream_id)
     written = runtime.backend.read(ref)
     if agent is None or call.run_state is None or not written or written[-1].terminal:
-        log.warning("the run of %s cannot go on (its agent or its log is gone)", ref)
+        log.warning("the run of %s cannot go on (its agent or its log is gone): interrupted", ref)
+        interrupt(runtime.backend, runtime.agents, ref)
         return
     reply = ReplyHandle(chat.id, call.stream_id, call.message_id, written[0].id)
     state = runtime.pump.register(ref, written[0].id, written=written)

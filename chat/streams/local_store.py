@@ -86,6 +86,9 @@ class LocalStreams:
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
         return [self.logs[ref].cancelled or self.logs[ref].sealed if ref in self.logs else True for ref in refs]
 
+    def keep_waiting(self, ref: StreamRef, wait_ms: int) -> None:
+        """Memory keeps a log until it ends: nothing to extend."""
+
     def request_cancel(self, ref: StreamRef) -> None:
         if ref in self.logs:
             self.logs[ref].cancelled = True

@@ -294,6 +294,12 @@ class RedisStreams:
         ]
         return [bool(flag) for flag in self._run_script(self._heartbeat, calls)]
 
+    def keep_waiting(self, ref: StreamRef, wait_ms: int) -> None:
+        """A run parked for a person's answer: its chat stays claimed and its log kept for
+        `wait_ms` at least (the claim as a heartbeat would keep it; the log's TTL only raised)."""
+        self.heartbeat([ref], wait_ms)
+        self.client.execute_command("EXPIRE", log_key(ref), wait_ms // 1000 + self.ttl_seconds, "GT")
+
     def request_cancel(self, ref: StreamRef) -> None:
         self.client.set(self._state_key(ref, "cancel"), "1", ex=self.live_log_ttl_seconds)
 
