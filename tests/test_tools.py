@@ -168,6 +168,23 @@ def test_the_chat_page_shows_a_tool_call_as_its_own_block_with_escaped_result(ap
     assert page.index("tool-call tool-ok") < page.index("used its tools")
 
 
+def test_a_fork_keeps_the_tool_calls_of_the_replies_it_copies(app_factory):
+    import re
+
+    app = app_factory(DEMO_MODEL_WORDS=3)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    read_events(post_chat(client, chat_id, "What is 8 * 8?", agent="analyst"))
+    reply = latest_reply(app, chat_id)
+    page = client.get(f"/agent/analyst/{chat_id}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    forked = client.post(f"/agent/analyst/{chat_id}/messages/{reply.id}/fork", data={"csrf_token": token.group(1)})
+    assert forked.status_code == 303
+    copy = client.get(forked.headers["Location"]).get_data(as_text=True)
+    assert copy.count('class="tool-call tool-ok"') == 1 and "<pre>64</pre>" in copy
+
+
 # --- models that call tools (the loopback OpenAI-compatible fake) ------------------------------
 def test_invalid_arguments_are_refused_before_any_run_and_the_model_is_told(app_factory, provider, tmp_path):
     provider.tool_calls = [

@@ -353,10 +353,13 @@ def write_provisional_text(stream_id: str, text: str) -> None:
     )
 
 
-def fork_chat(source: Chat, up_to: Message, owner_id: uuid.UUID, fork_id: uuid.UUID, now: datetime) -> None:
+def fork_chat(
+    source: Chat, up_to: Message, owner_id: uuid.UUID, fork_id: uuid.UUID, now: datetime
+) -> dict[uuid.UUID, uuid.UUID]:
     """Copy `source` up to and including `up_to` (every version of its turns as they were) into a
     new chat of `owner_id`, in the caller's transaction. The copy has no streams and no costs of
-    its own: nothing in it was generated or billed for its owner."""
+    its own: nothing in it was generated or billed for its owner. Returns each copied message's
+    new id, by its old one."""
     rows = list(
         db.session.scalars(
             select(Message)
@@ -388,3 +391,4 @@ def fork_chat(source: Chat, up_to: Message, owner_id: uuid.UUID, fork_id: uuid.U
             for message in rows
         ],
     )
+    return new_ids

@@ -158,8 +158,9 @@ def settle_running_calls(stream_id: str, status: ToolStatus, result: str) -> lis
 
 
 def copy_calls(calls: Sequence[ToolCall], message_id: uuid.UUID, stream_id: str) -> None:
-    """Settled calls of an interrupted reply, recorded again for the reply that carries it on
-    (same ids, states and results: a call's row is its at-most-once guard there too), and commit."""
+    """Settled calls recorded again for another reply — one carrying on an interrupted reply, or
+    a fork's copy (same ids, states and results: a call's row is its at-most-once guard there
+    too), in the caller's transaction."""
     for call in calls:
         insert_call(
             message_id,
@@ -175,7 +176,6 @@ def copy_calls(calls: Sequence[ToolCall], message_id: uuid.UUID, stream_id: str)
             started_at=call.started_at,
             finished_at=call.finished_at,
         )
-    db.session.commit()
 
 
 def waiting_call(stream_id: str, call_id: str) -> ToolCall | None:

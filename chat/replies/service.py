@@ -241,6 +241,7 @@ class Replies:
         interrupted = db.session.get_one(Message, interrupted_id)
         calls = calls_of_replies([interrupted_id])[interrupted_id]
         copy_calls(calls, reply.message_id, reply.stream_id)
+        db.session.commit()
         parts = tuple(
             part
             if isinstance(part, str)
@@ -282,7 +283,10 @@ class Replies:
             admit_new_guest()  # a first chat brings a guest's first credits
         fork_id = uuid.uuid4()
         store_guest(identity)
-        fork_chat(chat, message, identity.id, fork_id, utcnow())
+        copied = fork_chat(chat, message, identity.id, fork_id, utcnow())
+        # A reply's tool calls go with it (a forked message has no stream: its copy's key is its id).
+        for old_id, calls in calls_of_replies(list(copied)).items():
+            copy_calls(calls, copied[old_id], f"fork-{copied[old_id].hex}")
         db.session.commit()
         structured_logs.event("chat.fork", chat=str(chat.id), fork=str(fork_id))
         return fork_id
