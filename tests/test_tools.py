@@ -463,3 +463,58 @@ def test_a_reload_mid_tool_shows_the_call_once_and_then_its_result_once(mcp_app,
     assert page.locator(".tool-call").count() == 1 and page.locator(".tool-call .tool-result").count() == 1
     answer = page.inner_text(".message.assistant .content")
     assert answer.index("trigger-long-running-operation") < answer.index("used its tools")
+
+
+@pytest.mark.slow
+def test_a_worker_that_stops_hands_a_run_between_steps_to_another(gunicorn_server, tmp_path):
+    """SIGTERM (a deploy) of the worker whose reply is inside a 3-second MCP call: the call
+    finishes within the grace period, and at the step boundary that follows the run is handed to
+    the other worker, which writes the next step into the same log — not interrupted."""
+    import requests
+
+    from helpers.gunicorn import worker_pids
+
+    path = agents_file(tmp_path, stdio_server(stdio_command(tmp_path / "traffic.jsonl")))
+    # The next step (400 words, 20 ms apart: 8 s) outlasts the stopping worker's grace (5 s): only
+    # a hand-over lets it end `stop` — the stopping worker itself would have to interrupt it.
+    server = gunicorn_server(workers=2, AGENTS_FILE=str(path), DEMO_MODEL_WORDS="400", GRACEFUL_REPLY_SECONDS="5")
+    session = requests.Session()
+    chat_id = new_chat_id()
+    post = Following(
+        session.post(
+            f"{server.url}/api/chat", json={"chatId": chat_id, "agent": "actor", "message": "wait: 3"}, stream=True
+        )
+    )
+    seen = post.until("tool-call")
+    gateway = next(p for p in Path("/proc").glob("[0-9]*") if b"chat.tools.mcp_gateway" in (p / "cmdline").read_bytes())
+    producer = int((gateway / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert producer in worker_pids(server.process.pid)
+    os.kill(producer, signal.SIGTERM)
+    try:
+        seen = seen + post.rest().events  # the stopping worker lets its readers go: they resume
+    except requests.RequestException:
+        pass
+    deadline = time.monotonic() + 40
+    while seen[-1].event not in ("finish", "error") and time.monotonic() < deadline:
+        try:  # as a browser would: resume from the last id until the reply ends
+            resumed = Following(
+                requests.get(
+                    f"{server.url}/api/chat",
+                    params={"chatId": chat_id},
+                    headers={"Last-Event-ID": seen[-1].id},
+                    cookies=session.cookies,
+                    stream=True,
+                    timeout=30,
+                )
+            )
+            seen = seen + resumed.rest().events
+        except requests.RequestException:
+            time.sleep(0.2)
+    whole = Transcript(seen)
+    assert whole.terminal.json()["finishReason"] == "stop", "handed over, not interrupted"
+    result = next(e.json() for e in whole.events if e.event == "tool-result")
+    assert result["status"] == "ok" and "completed" in result["result"]
+    assert "used its tools" in whole.text, "the next step ran on the other worker"
+    ids = [e.id for e in whole.events]
+    assert len(set(ids)) == len(ids)
+    assert len([m for m in traffic(tmp_path) if m.get("method") == "tools/call"]) == 1

@@ -54,19 +54,22 @@ from .people import (
 )
 from .shares import ShareLink, create_share_link, revoke_share_link, share_link_live, share_links, shared_chat
 from .tools import (
+    ParkedRun,
     ToolCall,
     add_unrecorded_calls,
     call_events,
     calls_of_replies,
+    chat_call,
     claim_call,
     copy_calls,
     decide_call,
     interleaved,
     overdue_calls,
+    park_run,
     result_event,
     settle_call,
     settle_running_calls,
-    waiting_call,
+    take_parked_runs,
 )
 
 __all__ = [
@@ -77,6 +80,9 @@ __all__ = [
     "share_links",
     "shared_chat",
     "ToolCall",
+    "ParkedRun",
+    "park_run",
+    "take_parked_runs",
     "calls_of_replies",
     "call_events",
     "interleaved",
@@ -86,7 +92,7 @@ __all__ = [
     "decide_call",
     "copy_calls",
     "overdue_calls",
-    "waiting_call",
+    "chat_call",
     "settle_call",
     "settle_running_calls",
     "revoke_api_token",

@@ -15,13 +15,26 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid, select, update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
 from ..vocabulary import UNSETTLED_TOOL_STATUSES, ToolStatus
 from .base import Model, insert_or_ignore, utcnow
+from .chats import Message
 
 
 class ToolCall(Model):
@@ -79,6 +92,35 @@ def insert_call(
         status=status,
         **columns,
     )
+
+
+class ParkedRun(Model):
+    """A run handed over between two model steps by a worker that stops (replies/runs.py)."""
+
+    __tablename__ = "parked_runs"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    run_state: Mapped[str] = mapped_column(Text, nullable=False)
+    parked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+def park_run(message_id: uuid.UUID, stream_id: str, run_state: str) -> None:
+    """Hand a run over, and commit."""
+    db.session.add(ParkedRun(message_id=message_id, stream_id=stream_id, run_state=run_state, parked_at=utcnow()))
+    db.session.commit()
+
+
+def take_parked_runs(limit: int = 20) -> list[ParkedRun]:
+    """Runs handed over, each taken by one caller only (its row deleted, and committed)."""
+    taken = []
+    for parked in list(db.session.scalars(select(ParkedRun).order_by(ParkedRun.parked_at).limit(limit))):
+        db.session.expunge(parked)
+        deleted = db.session.execute(delete(ParkedRun).where(ParkedRun.message_id == parked.message_id))
+        db.session.commit()
+        if cast(CursorResult, deleted).rowcount == 1:
+            taken.append(parked)
+    return taken
 
 
 def claim_call(
@@ -178,8 +220,15 @@ def copy_calls(calls: Sequence[ToolCall], message_id: uuid.UUID, stream_id: str)
         )
 
 
-def waiting_call(stream_id: str, call_id: str) -> ToolCall | None:
-    return db.session.scalar(select(ToolCall).where(ToolCall.stream_id == stream_id, ToolCall.call_id == call_id))
+def chat_call(chat_id: uuid.UUID, call_id: str) -> ToolCall | None:
+    """A tool call of any reply of the chat, by its id (None: the chat has no such call)."""
+    return db.session.scalar(
+        select(ToolCall)
+        .join(Message, Message.id == ToolCall.message_id)
+        .where(Message.chat_id == chat_id, ToolCall.call_id == call_id)
+        .order_by(ToolCall.started_at.desc())
+        .limit(1)
+    )
 
 
 def decide_call(stream_id: str, call_id: str, approved: bool, result: str) -> bool:

@@ -26,6 +26,7 @@ from ..agents import (
     suggest_title,
 )
 from ..background import spawn_daemon
+from ..models import park_run
 from ..streams import Event, StreamRef
 from ..tools import ToolSpec
 from ..vocabulary import FinishReason, MessageStatus
@@ -173,7 +174,8 @@ def generate_and_finish(
 ) -> bool:
     """Model steps until one answers without calling a tool (or `max_steps`, whose last step is
     offered no tools), each step's calls made in between; then finish with what reached the log.
-    True when the run parked instead (a call waits for a person's answer: runs.py goes on)."""
+    True when the run parked instead (a call waits for a person's answer, or this worker is
+    stopping and the run is between two steps: runs.py goes on with it)."""
     config = runtime.app.config
     pump = runtime.pump
     reason, error = FinishReason.STOP, None
@@ -207,6 +209,11 @@ def generate_and_finish(
                 run.messages.append({"role": "tool", "tool_call_id": call.call_id, "content": made.result})
             if state.should_stop or run.step > agent.max_steps:
                 break
+            if runtime.handing_off and run.step > 1:  # this worker stops: another takes the run on
+                park_run(reply.message_id, reply.stream_id, run.to_json(acting.calls_made))
+                pump.drain(state)
+                pump.hand_over(state)
+                return True
             offered = tools if run.step < agent.max_steps else []
             step = run_step(runtime, state, agent, run.messages, offered, deadline)
             run.step += 1

@@ -1,4 +1,4 @@
-"""A run that waits for a person goes on where the answer lands.
+"""A parked run goes on where it is picked up: an answer, the timeout, or a hand-over.
 
 A call an agent must have approved parks its run (acting.py, producer.py): the call's row holds
 what the run needs (run_state.py) and the chat stays claimed, but no greenlet or worker waits.
@@ -6,18 +6,23 @@ The answer — from any tab, device or instance (`answer`), or the timeout, whic
 worker applies (`deny_overdue`) — is settled once in the database (`decide_call`: one answer
 wins, and a stop that came first wins over it), and then the run goes on in *this* process,
 writing into the same log after its last entry, so every reader just keeps reading.
+
+A worker that stops gracefully parks the runs that reach a step boundary during its grace
+period (`handing_off`, producer.py) instead of waiting for them; the reaper of another worker
+takes each one (`adopt_parked`) and goes on with it the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from flask import Flask
 
 from ..agents import Agent
 from ..background import spawn_daemon
 from ..extensions import db
-from ..models import Chat, Message, ToolCall, decide_call, overdue_calls, utcnow
+from ..models import Chat, Message, chat_call, decide_call, overdue_calls, take_parked_runs, utcnow
 from ..streams import StreamRef
 from ..vocabulary import ToolStatus
 from .finish import interrupt
@@ -37,16 +42,12 @@ def answer(app: Flask, runtime: Runtime, chat: Chat, call_id: str, approved: boo
 
     :raise ReplyError: 404 for a call the chat's reply does not have, 409 when it is not waiting.
     """
-    call = db.session.scalar(
-        db.select(ToolCall)
-        .join(Message, Message.id == ToolCall.message_id)
-        .where(Message.chat_id == chat.id, ToolCall.call_id == call_id)
-    )
+    call = chat_call(chat.id, call_id)
     if call is None:
         raise ReplyError(404, "This chat has no such tool call.")
     if call.status != ToolStatus.WAITING or not decide_call(call.stream_id, call_id, approved, DENIED):
         raise ReplyError(409, NOT_WAITING)
-    go_on(app, runtime, chat, call, Answer(approved, DENIED))
+    go_on(app, runtime, chat, call.message_id, call.stream_id, call.run_state, Answer(approved, DENIED))
     return ToolStatus.RUNNING if approved else ToolStatus.DENIED
 
 
@@ -59,21 +60,43 @@ def deny_overdue(app: Flask, runtime: Runtime) -> int:
         timeout = agent.approval_timeout_seconds if agent else 0
         reason = f"No answer within {timeout} seconds: the call counts as denied."
         if message is not None and decide_call(call.stream_id, call.call_id, False, reason):
-            go_on(app, runtime, message.chat, call, Answer(False, reason))
+            go_on(app, runtime, message.chat, call.message_id, call.stream_id, call.run_state, Answer(False, reason))
             denied += 1
     return denied
 
 
-def go_on(app: Flask, runtime: Runtime, chat: Chat, call: ToolCall, decided: Answer) -> None:
-    """Continue the parked run of `call` in this process, after its log's last entry."""
+def adopt_parked(app: Flask, runtime: Runtime) -> int:
+    """Go on, here, with the runs a stopping worker handed over (each taken by one worker)."""
+    if runtime.handing_off:
+        return 0  # this worker is stopping itself: it hands over, it does not take
+    adopted = 0
+    for parked in take_parked_runs():
+        message = db.session.get(Message, parked.message_id)
+        if message is not None:
+            go_on(app, runtime, message.chat, parked.message_id, parked.stream_id, parked.run_state, None)
+            adopted += 1
+    return adopted
+
+
+def go_on(
+    app: Flask,
+    runtime: Runtime,
+    chat: Chat,
+    message_id: uuid.UUID,
+    stream_id: str,
+    run_state: str | None,
+    decided: Answer | None,
+) -> None:
+    """Continue a parked run in this process, after its log's last entry (`decided`: the answer
+    to the call it waited for; None for a run handed over between steps)."""
     agent: Agent | None = runtime.agents.get(chat.agent_slug)
-    ref = StreamRef(str(chat.id), call.stream_id)
+    ref = StreamRef(str(chat.id), stream_id)
     written = runtime.backend.read(ref)
-    if agent is None or call.run_state is None or not written or written[-1].terminal:
+    if agent is None or run_state is None or not written or written[-1].terminal:
         log.warning("the run of %s cannot go on (its agent or its log is gone): interrupted", ref)
         interrupt(runtime.backend, runtime.agents, ref)
         return
-    reply = ReplyHandle(chat.id, call.stream_id, call.message_id, written[0].id)
+    reply = ReplyHandle(chat.id, stream_id, message_id, written[0].id)
     state = runtime.pump.register(ref, written[0].id, written=written)
-    run = Run.from_json(call.run_state)
+    run = Run.from_json(run_state)
     spawn_daemon(lambda: produce(app, runtime, state, reply, agent, run, decided), "durable-chat-producer")

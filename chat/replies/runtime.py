@@ -80,6 +80,7 @@ class Runtime:
         self.stopping = threading.Event()
         self.reaper: threading.Thread | None = None
         self.chores: list[Callable[[], object]] = []  # run by the reaper after each sweep
+        self.handing_off = False  # stopping: runs at a step boundary are parked for other workers
 
     def start(self) -> None:
         self.pump.start()
@@ -117,6 +118,7 @@ class Runtime:
         """
         if self.hub is not None:
             self.hub.release_everyone()
+        self.handing_off = True  # a run between model steps is handed to another worker
         deadline = time.monotonic() + grace_seconds
         while self.pump.producers and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -88,6 +88,7 @@ class Replies:
                 if self._runtime is None or self._runtime.pid != os.getpid():
                     built = self._runtime = Runtime(self.app)
                     built.chores.append(lambda: runs.deny_overdue(self.app, built))
+                    built.chores.append(lambda: runs.adopt_parked(self.app, built))
                     built.start()
                 runtime = self._runtime
         return runtime
