@@ -298,3 +298,19 @@ def test_delta_ids_follow_the_start_event_and_increase():
         "1700000000000-2",
         "1700000000000-10",
     ]
+
+
+def test_a_producer_whose_log_was_taken_over_cannot_write(store):
+    """Fencing: a new producer takes a log on (a run handed over, or answered elsewhere) while
+    the old one might still be writing: the old one's next entries are refused (it stops), the
+    new one's go in after everything already written."""
+    streams = store()
+    ref = StreamRef("f" * 32, "fenced")
+    start = streams.create(ref, {"chatId": ref.chat_id})
+    assert streams.append_deltas([(ref, delta_event(start, 1, "old "))]) == [APPENDED]
+    base = streams.fence(ref)
+    assert base is not None and base.endswith("-0")
+    stale = streams.append_deltas([(ref, delta_event(start, 2, "stale "))])
+    fresh = streams.append_deltas([(ref, delta_event(base, 1, "new"))])
+    assert stale == [SEALED] and fresh == [APPENDED]
+    assert streams.read_text(ref) == "old new"

@@ -19,6 +19,7 @@ from chat.models import ToolCall
 from chat.streams import Event
 from chat.web.reply_parts import ReplyParts
 from helpers.chats import latest_reply, new_chat_id, post_chat, resume, wait_for
+from helpers.gunicorn import worker_pids
 from helpers.mcp import HttpServer, agents_file, stdio_command, stdio_server
 from helpers.sse import Transcript, parse_sse, read_events, response_lines
 
@@ -46,6 +47,42 @@ class Following:
             if event.event in ("finish", "error"):
                 break
         return Transcript(self.seen[start:])
+
+
+def resume_until_the_end(url: str, chat_id: str, cookies, seen: list) -> list:
+    """As a browser does: resume from the last id seen until the reply ends (a worker that dies
+    or stops cuts its streams; the next request lands on another)."""
+    import requests
+
+    deadline = time.monotonic() + 40
+    while seen[-1].event not in ("finish", "error") and time.monotonic() < deadline:
+        try:
+            response = requests.get(
+                f"{url}/api/chat",
+                params={"chatId": chat_id},
+                headers={"Last-Event-ID": seen[-1].id},
+                cookies=cookies,
+                stream=True,
+                timeout=30,
+            )
+            seen = seen + Following(response).rest().events
+        except requests.RequestException:
+            time.sleep(0.2)
+    return seen
+
+
+def gateway_worker(server) -> int:
+    """The worker of `server` whose MCP gateway process runs (the one that ran the tool)."""
+    workers = worker_pids(server.process.pid)
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"chat.tools.mcp_gateway" in (process / "cmdline").read_bytes():
+                parent = int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent in workers:
+                    return parent
+        except OSError:
+            continue
+    raise AssertionError("no worker of this server runs an MCP gateway")
 
 
 def calls_of(app, chat_id: str) -> list[ToolCall]:
@@ -410,19 +447,14 @@ def test_a_worker_killed_during_an_mcp_call_leaves_it_interrupted_and_never_runs
     )
     seen = post.until("tool-call")
     wait_for(lambda: any(m.get("method") == "tools/call" for m in traffic(tmp_path)), message="the call to start")
-    gateway = next(p for p in Path("/proc").glob("[0-9]*") if b"chat.tools.mcp_gateway" in (p / "cmdline").read_bytes())
-    worker = int((gateway / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    worker = gateway_worker(server)
     os.kill(worker, signal.SIGKILL)
     killed_at = time.monotonic()
     try:
-        post.rest()
+        seen = seen + post.rest().events
     except requests.RequestException:
         pass  # it was served by the killed worker
-    ending = read_events(
-        session.get(
-            f"{server.url}/api/chat", params={"chatId": chat_id}, headers={"Last-Event-ID": seen[-1].id}, timeout=30
-        )
-    )
+    ending = Transcript(resume_until_the_end(server.url, chat_id, session.cookies, seen))
     elapsed = time.monotonic() - killed_at
     assert ending.terminal.json()["finishReason"] == "interrupted" and elapsed < 10
     result = next(e.json() for e in ending.events if e.event == "tool-result")
@@ -472,8 +504,6 @@ def test_a_worker_that_stops_hands_a_run_between_steps_to_another(gunicorn_serve
     the other worker, which writes the next step into the same log — not interrupted."""
     import requests
 
-    from helpers.gunicorn import worker_pids
-
     path = agents_file(tmp_path, stdio_server(stdio_command(tmp_path / "traffic.jsonl")))
     # The next step (400 words, 20 ms apart: 8 s) outlasts the stopping worker's grace (5 s): only
     # a hand-over lets it end `stop` — the stopping worker itself would have to interrupt it.
@@ -486,31 +516,13 @@ def test_a_worker_that_stops_hands_a_run_between_steps_to_another(gunicorn_serve
         )
     )
     seen = post.until("tool-call")
-    gateway = next(p for p in Path("/proc").glob("[0-9]*") if b"chat.tools.mcp_gateway" in (p / "cmdline").read_bytes())
-    producer = int((gateway / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    assert producer in worker_pids(server.process.pid)
+    producer = gateway_worker(server)
     os.kill(producer, signal.SIGTERM)
     try:
         seen = seen + post.rest().events  # the stopping worker lets its readers go: they resume
     except requests.RequestException:
         pass
-    deadline = time.monotonic() + 40
-    while seen[-1].event not in ("finish", "error") and time.monotonic() < deadline:
-        try:  # as a browser would: resume from the last id until the reply ends
-            resumed = Following(
-                requests.get(
-                    f"{server.url}/api/chat",
-                    params={"chatId": chat_id},
-                    headers={"Last-Event-ID": seen[-1].id},
-                    cookies=session.cookies,
-                    stream=True,
-                    timeout=30,
-                )
-            )
-            seen = seen + resumed.rest().events
-        except requests.RequestException:
-            time.sleep(0.2)
-    whole = Transcript(seen)
+    whole = Transcript(resume_until_the_end(server.url, chat_id, session.cookies, seen))
     assert whole.terminal.json()["finishReason"] == "stop", "handed over, not interrupted"
     result = next(e.json() for e in whole.events if e.event == "tool-result")
     assert result["status"] == "ok" and "completed" in result["result"]

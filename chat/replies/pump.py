@@ -29,7 +29,6 @@ from ..streams import (
     StreamBackend,
     StreamRef,
     delta_event,
-    entry_cursor,
     joined_text,
     producer_event,
 )
@@ -197,13 +196,13 @@ class Pump:
         self.wakeup.set()
 
     def register(self, ref: StreamRef, start_id: str, written: list[Event] | None = None) -> ProducerState:
-        """A reply whose log starts at `start_id` is produced here from now on. `written`: the
-        log so far, when a run goes on in a log that already has entries (runs.py): the producer
-        numbers its entries after them, its text starts with theirs, and this process's readers
-        keep reading the log from Redis (they may not have read all of it yet)."""
+        """A reply whose producer entries number from `start_id` is produced here from now on.
+        `written`: the log so far, when a run goes on in a log that already has entries (runs.py;
+        `start_id` is then its new epoch's base, StreamBackend.fence): the producer's text starts
+        with theirs, and this process's readers keep reading the log from Redis (they may not
+        have read all of it yet)."""
         state = ProducerState(ref, start_id)
-        if written:
-            state.last_seq = entry_cursor(written[-1].id)[1] - entry_cursor(start_id)[1]
+        if written:  # its entries number from start_id as a fresh producer's do: 1, 2, …
             state.accepted = [joined_text(written)]
             state.text_pushed = len(state.accepted[0])
         with self.lock:

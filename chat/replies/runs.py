@@ -96,7 +96,11 @@ def go_on(
         log.warning("the run of %s cannot go on (its agent or its log is gone): interrupted", ref)
         interrupt(runtime.backend, runtime.agents, ref)
         return
+    base = runtime.backend.fence(ref)  # a producer still writing somewhere is refused from now on
+    if base is None:
+        interrupt(runtime.backend, runtime.agents, ref)
+        return
     reply = ReplyHandle(chat.id, stream_id, message_id, written[0].id)
-    state = runtime.pump.register(ref, written[0].id, written=written)
+    state = runtime.pump.register(ref, base, written=written)
     run = Run.from_json(run_state)
     spawn_daemon(lambda: produce(app, runtime, state, reply, agent, run, decided), "durable-chat-producer")

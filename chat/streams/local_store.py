@@ -86,6 +86,11 @@ class LocalStreams:
     def heartbeat(self, refs: Sequence[StreamRef], timeout_ms: int) -> list[bool]:
         return [self.logs[ref].cancelled or self.logs[ref].sealed if ref in self.logs else True for ref in refs]
 
+    def fence(self, ref: StreamRef) -> str | None:
+        """One process, one producer at a time: the next producer numbers on from the last entry."""
+        log = self.logs.get(ref)
+        return log.events[-1].id if log and log.events else None
+
     def keep_waiting(self, ref: StreamRef, wait_ms: int) -> None:
         """Memory keeps a log until it ends: nothing to extend."""
 

@@ -56,6 +56,18 @@ local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if top then redis.call('XSETID', KEYS[1], string.match(top[1], '^%d+') .. '-' .. ARGV[2]) end
 """
 
+# Start a new epoch of a log's producer entries: raise its top id to `<ms>-0`, ms above every id
+# it holds and at least now, so entries a previous producer still writes (`T-n`, its own epoch's
+# millisecond T) are refused, while the new producer's (`<ms>-n`) go in. Returns the new base id.
+FENCE = """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if not top then return false end
+local ms = math.max(tonumber(string.match(top[1], '^%d+')) + 1, tonumber(ARGV[1]))
+local base = ms .. '-0'
+redis.call('XSETID', KEYS[1], base)
+return base
+"""
+
 SEALED_SEQ = "9223372036854775807"  # 2^63 - 1: above any delta number, below the id space's end
 
 REFUSED_ID = "equal or smaller than the target stream top item"
@@ -177,6 +189,7 @@ class RedisStreams:
         self.chat_streams_ttl_seconds = chat_streams_ttl_seconds
         self._seal = client.register_script(SEAL)
         self._end_log = client.register_script(END_LOG)
+        self._fence = client.register_script(FENCE)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._release = client.register_script(RELEASE)
         self._hold = client.register_script(HOLD)
@@ -184,7 +197,7 @@ class RedisStreams:
         self._abandon = client.register_script(ABANDON)
         self._newest_log = client.register_script(NEWEST_LOG)
         self._scripts = [
-            *(self._seal, self._end_log, self._heartbeat, self._release),
+            *(self._seal, self._end_log, self._heartbeat, self._release, self._fence),
             *(self._hold, self._newest_log, self._claim_and_create),
         ]
 
@@ -293,6 +306,12 @@ class RedisStreams:
             for ref in refs
         ]
         return [bool(flag) for flag in self._run_script(self._heartbeat, calls)]
+
+    def fence(self, ref: StreamRef) -> str | None:
+        """A new producer takes the log on: the base id of its entries (`<ms>-0`, its epoch);
+        a previous producer's entries are refused from now on. None when the log is gone."""
+        base = self._run_script(self._fence, [([log_key(ref)], [int(time.time() * 1000)])])[0]
+        return cast(str | None, base) or None
 
     def keep_waiting(self, ref: StreamRef, wait_ms: int) -> None:
         """A run parked for a person's answer: its chat stays claimed and its log kept for
