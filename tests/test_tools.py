@@ -427,7 +427,7 @@ def test_a_call_is_claimed_once_whoever_asks_again(app_factory):
 
 
 @pytest.mark.slow
-def test_a_worker_killed_during_an_mcp_call_leaves_it_interrupted_and_never_runs_it_again(
+def test_a_worker_killed_during_an_mcp_call_leaves_it_interrupted_never_run_again_and_continue_goes_on(
     gunicorn_server, database, tmp_path
 ):
     """SIGKILL of the worker whose reply is inside a long MCP call (under gunicorn's gevent
@@ -469,6 +469,15 @@ def test_a_worker_killed_during_an_mcp_call_leaves_it_interrupted_and_never_runs
     time.sleep(3)  # long enough for any worker that would run it again to have started
     calls = [m for m in traffic(tmp_path) if m.get("method") == "tools/call"]
     assert len(calls) == 1, "the interrupted call was not run again"
+    # Continue carries the reply on (on a live worker): the interrupted call is told, not made again.
+    carried = read_events(
+        session.post(f"{server.url}/api/chat/continue", json={"chatId": chat_id}, stream=True, timeout=30)
+    )
+    assert carried.terminal.json()["finishReason"] == "stop"
+    told_result = next(e.json() for e in carried.events if e.event == "tool-result")
+    assert told_result["status"] == "interrupted" and "may or may not" in told_result["result"]
+    assert "used its tools" in carried.text
+    assert len([m for m in traffic(tmp_path) if m.get("method") == "tools/call"]) == 1, "still made once"
 
 
 @pytest.mark.browser
