@@ -214,9 +214,13 @@ class Pump:
         return state
 
     def unregister(self, state: ProducerState) -> None:
+        """`state`'s producer is done here (a run that went on in this process meanwhile has
+        registered a state of its own for the same log: that one stays)."""
         with self.lock:
-            if self.producers.pop(state.ref, None) is not None:
-                metrics.LIVE_REPLIES.dec()
+            if self.producers.get(state.ref) is not state:
+                return
+            del self.producers[state.ref]
+            metrics.LIVE_REPLIES.dec()
         if self.fanout is not None:
             self.fanout.produced_elsewhere(state.ref)
 

@@ -15,6 +15,7 @@ takes each one (`adopt_parked`) and goes on with it the same way.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from flask import Flask
@@ -47,8 +48,19 @@ def answer(app: Flask, runtime: Runtime, chat: Chat, call_id: str, approved: boo
         raise ReplyError(404, "This chat has no such tool call.")
     if call.status != ToolStatus.WAITING or not decide_call(call.stream_id, call_id, approved, DENIED):
         raise ReplyError(409, NOT_WAITING)
+    wait_until_asked(runtime, StreamRef(str(chat.id), call.stream_id), call_id)
     go_on(app, runtime, chat, call.message_id, call.stream_id, call.run_state, Answer(approved, DENIED))
     return ToolStatus.RUNNING if approved else ToolStatus.DENIED
+
+
+def wait_until_asked(runtime: Runtime, ref: StreamRef, call_id: str, timeout: float = 5.0) -> None:
+    """An answer can come before the parking producer's `approval` entry is written (its row
+    is recorded first): going on now would fence that entry out of the log. Wait for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.type == "approval" and e.payload()["toolCallId"] == call_id for e in runtime.backend.read(ref)):
+            return
+        time.sleep(0.05)
 
 
 def deny_overdue(app: Flask, runtime: Runtime) -> int:
