@@ -374,10 +374,10 @@ def one_stream(
         sink["token_lag_ms"].extend(token_lags(pieces, reading["arrivals"], delay_ms))
 
 
-def resume(port: int, chat_id: str, cursor: str | None, cookie: str, reading: dict) -> float:
+def resume(port: int, chat_id: str, cursor: str | None, cookie: str, reading: dict, timeout: float = 120) -> float:
     """GET the chat from `cursor` (the whole reply without one), reading on into `reading`: the
     time to its first event in ms, NaN when there was none (a 204 or an error)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     headers = {"Cookie": cookie, **({"Last-Event-ID": cursor} if cursor else {})}
     asked = time.time()
     conn.request("GET", f"/api/chat?chatId={chat_id}", headers=headers)
@@ -463,8 +463,9 @@ def crash(server, streams: int, words: int, delay_ms: int) -> dict:
         with contextlib.suppress(http.client.HTTPException, OSError):  # the kill cuts the reply short
             new_chat(server.port, message, chat_id=chat_id, reading=reading)
         while "end" not in reading and time.time() < deadline:
-            try:
-                resume(server.port, chat_id, reading["id"], reading.get("cookie", ""), reading)
+            try:  # no read outlasts the scenario's deadline (a server may hold a resume open)
+                left = max(1.0, deadline - time.time())
+                resume(server.port, chat_id, reading["id"], reading.get("cookie", ""), reading, timeout=left)
             except (http.client.HTTPException, OSError):
                 gevent.sleep(0.1)  # not listening yet (the peer restarting), or cut off again
                 continue
@@ -485,7 +486,7 @@ def crash(server, streams: int, words: int, delay_ms: int) -> dict:
     for chat_id, reading in chats.values():
         again = new_reading()
         with contextlib.suppress(http.client.HTTPException, OSError):
-            resume(server.port, chat_id, None, reading.get("cookie", ""), again)
+            resume(server.port, chat_id, None, reading.get("cookie", ""), again, timeout=10)
         kept += bool(again["text"]) and "".join(again["text"]) == "".join(reading["text"])
     endings = collections.Counter(str(reading.get("end", "none in time")) for _, reading in chats.values())
     return {
