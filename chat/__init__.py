@@ -61,12 +61,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions["replies"] = Replies(app)
 
-    from .views import account, api, chats, errors, health, pages, shares
+    from .views import account, admin, api, chats, errors, health, pages, shares
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(chats.bp)
     app.register_blueprint(shares.bp)
+    app.register_blueprint(admin.bp)
     security.csrf.exempt(shares.fork)  # a viewer's page has no CSRF token: shares.fork checks the origin
     app.register_blueprint(api.bp)
     security.csrf.exempt(api.bp)  # the JSON API's own protection: security.json_api_request

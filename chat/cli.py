@@ -8,11 +8,10 @@ import click
 from flask import Flask
 
 from .extensions import db
-from .models import Identity, account_by_email, ledger, streaming_replies, utcnow
-from .people import accounts, credits
+from .models import Identity, account_by_email, ledger
+from .people import accounts, credits, operators
 from .people.secret_key import rotate_secret_key
 from .replies import replies
-from .streams import StreamRef
 
 
 def account_or_fail(email: str) -> Identity:
@@ -59,15 +58,11 @@ def init_app(app: Flask) -> None:
     @replies_group.command("status")
     def status() -> None:
         """Every reply still marked generating: its chat, stream, age and whether its producer lives."""
-        pending = streaming_replies()
-        backend = replies().runtime.backend
-        alive = backend.alive([StreamRef(str(m.chat_id), str(m.stream_id)) for m in pending]) if pending else []
-        now = utcnow()
-        for message, producing in zip(pending, alive, strict=True):
-            age = (now - message.created_at.replace(tzinfo=now.tzinfo)).total_seconds()
-            state = "generating" if producing else "producer gone (the reaper will interrupt it)"
-            click.echo(f"chat {message.chat_id}  stream {message.stream_id}  {age:7.1f}s  {state}")
-        click.echo(f"{len(pending)} replies generating.")
+        live = operators.live_replies()
+        for reply in live:
+            state = "generating" if reply.producing else "producer gone (the reaper will interrupt it)"
+            click.echo(f"chat {reply.chat_id}  stream {reply.stream_id}  {reply.age_seconds:7.1f}s  {state}")
+        click.echo(f"{len(live)} replies generating.")
 
     @replies_group.command("reap")
     def reap() -> None:

@@ -79,6 +79,14 @@ FAILED_STATUSES = frozenset({MessageStatus.INTERRUPTED, MessageStatus.CANCELLED,
 CHAT_TITLE_MAX = 200
 
 
+class AdminActionKind(StrEnum):
+    """What an operator did in the console (the audit trail's `action`)."""
+
+    GRANT = "grant"
+    STOP_REPLY = "stop-reply"
+    REAP = "reap"
+
+
 class LedgerKind(StrEnum):
     CHARGE = "charge"  # a reply or a chat title
     GRANT = "grant"  # credits given: to a new guest, at sign-up, by an operator

@@ -314,3 +314,6 @@ def test_a_producer_whose_log_was_taken_over_cannot_write(store):
     fresh = streams.append_deltas([(ref, delta_event(base, 1, "new"))])
     assert stale == [SEALED] and fresh == [APPENDED]
     assert streams.read_text(ref) == "old new"
+    streams.seal(ref)  # somebody finishes the reply: nobody may start a new epoch over the seal
+    assert streams.fence(ref) is None
+    assert streams.append_deltas([(ref, delta_event(base, 2, " late"))]) == [SEALED]

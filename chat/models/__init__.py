@@ -2,6 +2,7 @@
 tokens, the ledger, secrets; chats.py: chats, messages, the stream audit trail). Importing the
 package registers every table with SQLAlchemy (Alembic's env.py relies on it)."""
 
+from .audit import AdminAction, accounts_matching, admin_actions, record_admin_action
 from .base import insert_or_ignore, insert_rows, utcnow
 from .chats import (
     CHATS_PER_PAGE,
@@ -73,6 +74,10 @@ from .tools import (
 )
 
 __all__ = [
+    "AdminAction",
+    "accounts_matching",
+    "admin_actions",
+    "record_admin_action",
     "ShareLink",
     "create_share_link",
     "revoke_share_link",

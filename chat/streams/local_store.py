@@ -89,7 +89,7 @@ class LocalStreams:
     def fence(self, ref: StreamRef) -> str | None:
         """One process, one producer at a time: the next producer numbers on from the last entry."""
         log = self.logs.get(ref)
-        return log.events[-1].id if log and log.events else None
+        return log.events[-1].id if log and log.events and not log.sealed else None
 
     def keep_waiting(self, ref: StreamRef, wait_ms: int) -> None:
         """Memory keeps a log until it ends: nothing to extend."""

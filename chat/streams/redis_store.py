@@ -58,8 +58,10 @@ if top then redis.call('XSETID', KEYS[1], string.match(top[1], '^%d+') .. '-' ..
 
 # Start a new epoch of a log's producer entries: raise its top id to `<ms>-0`, ms above every id
 # it holds and at least now, so entries a previous producer still writes (`T-n`, its own epoch's
-# millisecond T) are refused, while the new producer's (`<ms>-n`) go in. Returns the new base id.
+# millisecond T) are refused, while the new producer's (`<ms>-n`) go in. Returns the new base id;
+# nothing for a log that is sealed or ended (somebody is finishing the reply: no new epoch).
 FENCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if not top then return false end
 local ms = math.max(tonumber(string.match(top[1], '^%d+')) + 1, tonumber(ARGV[1]))
@@ -309,8 +311,10 @@ class RedisStreams:
 
     def fence(self, ref: StreamRef) -> str | None:
         """A new producer takes the log on: the base id of its entries (`<ms>-0`, its epoch);
-        a previous producer's entries are refused from now on. None when the log is gone."""
-        base = self._run_script(self._fence, [([log_key(ref)], [int(time.time() * 1000)])])[0]
+        a previous producer's entries are refused from now on. None when the log is gone, sealed
+        or ended (a finisher got there first)."""
+        keys = [log_key(ref), self._state_key(ref, "state")]
+        base = self._run_script(self._fence, [(keys, [int(time.time() * 1000)])])[0]
         return cast(str | None, base) or None
 
     def keep_waiting(self, ref: StreamRef, wait_ms: int) -> None:
