@@ -314,6 +314,11 @@ def test_a_producer_whose_log_was_taken_over_cannot_write(store):
     fresh = streams.append_deltas([(ref, delta_event(base, 1, "new"))])
     assert stale == [SEALED] and fresh == [APPENDED]
     assert streams.read_text(ref) == "old new"
+    other = StreamRef("f" * 32, "fenced-then-sealed")  # a seal right after a fence holds too
+    other_base = streams.fence(other) if streams.create(other, {}) else None
+    assert other_base is not None
+    streams.seal(other)
+    assert streams.append_deltas([(other, delta_event(other_base, 1, "x"))]) == [SEALED]
     streams.seal(ref)  # somebody finishes the reply: nobody may start a new epoch over the seal
     assert streams.fence(ref) is None
     assert streams.append_deltas([(ref, delta_event(base, 2, " late"))]) == [SEALED]

@@ -104,13 +104,14 @@ def go_on(
     agent: Agent | None = runtime.agents.get(chat.agent_slug)
     ref = StreamRef(str(chat.id), stream_id)
     written = runtime.backend.read(ref)
-    if agent is None or run_state is None or not written or written[-1].terminal:
+    if agent is None or run_state is None or not written:
         log.warning("the run of %s cannot go on (its agent or its log is gone): interrupted", ref)
         interrupt(runtime.backend, runtime.agents, ref)
         return
-    base = runtime.backend.fence(ref)  # a producer still writing somewhere is refused from now on
+    # A producer still writing somewhere is refused from now on. No epoch over an ended or sealed
+    # log: whoever ended or sealed it (a stop) records the outcome, not us.
+    base = None if written[-1].terminal else runtime.backend.fence(ref)
     if base is None:
-        interrupt(runtime.backend, runtime.agents, ref)
         return
     reply = ReplyHandle(chat.id, stream_id, message_id, written[0].id)
     state = runtime.pump.register(ref, base, written=written)

@@ -46,14 +46,19 @@ from .events import Entry, Event, Hold, LogState, StreamRef, joined_text, to_eve
 RECENT_STREAMS_KEPT = 5
 
 # Refuse further deltas: mark the log sealed and raise its top id above every id its producer can
-# still write (`T-n`, T being the millisecond of the log's first entries). A log whose top entry
+# still write (`T-n`, T being the millisecond of its epoch's entries: the log's last generated
+# id's, which a fence may have raised above its last entry's). A log whose top entry
 # is already the terminal event is raised the same way, harmlessly. A log that is gone (lost, or
 # its chat deleted) takes no delta anyway (NOMKSTREAM): nothing is left behind for it.
 SEAL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return end
 redis.call('SET', KEYS[2], 'sealed', 'NX', 'EX', ARGV[1])
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-if top then redis.call('XSETID', KEYS[1], string.match(top[1], '^%d+') .. '-' .. ARGV[2]) end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then
+    redis.call('XSETID', KEYS[1], string.match(info[i + 1], '^%d+') .. '-' .. ARGV[2])
+  end
+end
 """
 
 # Start a new epoch of a log's producer entries: raise its top id to `<ms>-0`, ms above every id
