@@ -162,8 +162,10 @@ def test_post_resume_on_the_other_instance_and_stop_through_the_proxy(proxied, d
 
 @pytest.fixture
 def nginx_h2(gunicorn_server, tmp_path):
-    """nginx over HTTPS and HTTP/2, in front of instances whose replies take ~9 s."""
-    yield from start_proxy("nginx", gunicorn_server, tmp_path, DEMO_MODEL_WORDS="300", DEMO_MODEL_DELAY_MS="30")
+    """nginx over HTTPS and HTTP/2, in front of instances whose replies take ~18 s: eight tabs
+    opened one after the other on a loaded CI machine must all join before the reply ends (at
+    ~9 s the last tabs sometimes found it finished, twice in one day's CI runs)."""
+    yield from start_proxy("nginx", gunicorn_server, tmp_path, DEMO_MODEL_WORDS="600", DEMO_MODEL_DELAY_MS="30")
 
 
 @pytest.mark.browser
