@@ -8,7 +8,7 @@ import pytest
 
 from chat.models import Message
 from chat.vocabulary import credits_text
-from helpers.browser import SLOW, frames, send, shown_reply, streamed, wait_finished, wait_for_text
+from helpers.browser import SLOW, frames, send, shown_reply, streamed, submit, wait_finished, wait_for_text
 from helpers.chats import latest_reply
 
 pytestmark = pytest.mark.browser
@@ -169,7 +169,7 @@ def test_hostile_message_and_reply_render_inert(server, page):
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(f"{server.url}/agent/helper")
     evil = "<script>alert('user')</script><img src=x onerror=alert('img')>"
-    send(page, evil)
+    submit(page, evil)
     wait_finished(page)
     page.reload()
     page.wait_for_selector(".message.assistant.status-complete")

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from chat.extensions import db
 from chat.models import Identity, LedgerEntry
-from helpers.browser import send, wait_finished
+from helpers.browser import send, submit, wait_finished
 from helpers.chats import charges, latest_reply, new_chat_id, post_chat, wait_for
 from helpers.fake_openai import FakeOpenAI
 from helpers.sse import read_events
@@ -49,7 +49,7 @@ def test_another_persons_chat_does_not_export(app, client):
 def test_the_export_link_downloads_the_markdown(live_server, page):
     server = live_server(DEMO_MODEL_WORDS=40, DEMO_MODEL_DELAY_MS=20)  # seen streaming before it ends
     page.goto(f"{server.url}/agent/helper")
-    send(page, "Download me")
+    submit(page, "Download me")
     wait_finished(page)
     page.reload()  # the chat's own page (a new chat's first turn arrives as a fragment)
     with page.expect_download() as download:
@@ -166,7 +166,7 @@ def test_the_chat_list_comes_in_pages_of_thirty(app, client):
 def test_in_the_browser_rename_search_and_delete_a_chat_with_a_live_reply(live_server, page):
     server = live_server(DEMO_MODEL_WORDS=400, DEMO_MODEL_DELAY_MS=30)
     page.goto(f"{server.url}/agent/helper")
-    send(page, "Keep this one")
+    submit(page, "Keep this one")
     wait_finished(page, timeout=30_000)
     page.goto(f"{server.url}/agent/helper")
     send(page, "Throw this away")
@@ -213,7 +213,7 @@ def test_a_code_block_in_a_reply_is_highlighted_and_its_copy_button_copies_the_c
         server = live_server(OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=fake.base_url)
         page = browser_context(permissions=["clipboard-read", "clipboard-write"]).new_page()
         page.goto(f"{server.url}/agent/helper")
-        send(page, "Show me code")
+        submit(page, "Show me code")
         wait_finished(page)
         block = page.locator(".message.assistant .code-block")
         assert block.locator(".code-lang").inner_text() == "python"

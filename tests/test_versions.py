@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from helpers.browser import send, wait_finished
+from helpers.browser import submit, wait_finished
 from helpers.chats import charges, latest_reply, new_chat_id, post_chat, wait_for
 from helpers.sse import read_events
 
@@ -79,7 +79,7 @@ def test_regenerate_or_edit_while_a_reply_is_live_is_a_409_and_changes_nothing(a
 def test_in_the_browser_regenerate_switch_versions_and_edit(live_server, page):
     server = live_server(DEMO_MODEL_WORDS=30, DEMO_MODEL_DELAY_MS=20)
     page.goto(f"{server.url}/agent/helper")
-    send(page, "Tell me about streams")
+    submit(page, "Tell me about streams")
     wait_finished(page)
     page.click(".message.assistant form.regenerate button")
     # A 0.6 s reply may be over before a loaded machine shows the page: wait for its outcome.

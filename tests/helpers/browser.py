@@ -63,14 +63,24 @@ SLOW = {"DEMO_MODEL_WORDS": 60, "DEMO_MODEL_DELAY_MS": 60}
 def finished_reply(page, server_url: str, text: str) -> None:
     """Open a new chat with the helper, send `text` and wait until the reply has ended."""
     page.goto(f"{server_url}/agent/helper")
-    send(page, text)
+    submit(page, text)
     wait_finished(page)
 
 
 def send(page, text: str) -> None:
+    """Send `text` and wait until its reply shows streaming (for slow replies acted on mid-reply)."""
     page.fill("#message-input", text)
     page.keyboard.press("Enter")
     page.wait_for_selector(".message.assistant.status-streaming")
+
+
+def submit(page, text: str) -> None:
+    """Send `text` and wait until its reply is on the page, streaming or already over: a short
+    reply can end before a loaded machine paints its streaming state."""
+    replies = page.locator(".message.assistant").count()
+    page.fill("#message-input", text)
+    page.keyboard.press("Enter")
+    wait_for(lambda: page.locator(".message.assistant").count() > replies, timeout=15.0, message="the reply appeared")
 
 
 # Waits poll from the test, never with `page.wait_for_function`: that evaluates a string inside
