@@ -61,7 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions["replies"] = Replies(app)
 
-    from .views import account, admin, api, chats, errors, health, pages, shares
+    from .views import account, admin, api, chats, errors, files, health, pages, shares
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(account.bp)
@@ -71,6 +71,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     security.csrf.exempt(shares.fork)  # a viewer's page has no CSRF token: shares.fork checks the origin
     app.register_blueprint(api.bp)
     security.csrf.exempt(api.bp)  # the JSON API's own protection: security.json_api_request
+    app.register_blueprint(files.bp)
+    security.csrf.exempt(files.upload)  # like the JSON API: same-site or a bearer token
     app.register_blueprint(health.bp)
     errors.init_app(app)
     pages.init_app(app)

@@ -130,6 +130,7 @@ class Config:
     RATE_LIMIT_SIGN_IN_PER_ACCOUNT = os.environ.get("RATE_LIMIT_SIGN_IN_PER_ACCOUNT") or "5/minute;20/hour"
     RATE_LIMIT_STREAM_OPENS = os.environ.get("RATE_LIMIT_STREAM_OPENS") or "120/minute"  # per identity
     RATE_LIMIT_SEARCHES = os.environ.get("RATE_LIMIT_SEARCHES") or "60/minute"  # per identity
+    RATE_LIMIT_UPLOADS = os.environ.get("RATE_LIMIT_UPLOADS") or "60/minute"  # per identity (POST /api/files)
     # Replies one identity may have being written at once (each holds a credit reservation).
     LIVE_REPLIES_PER_IDENTITY = env_int("LIVE_REPLIES_PER_IDENTITY", 10)
     # Streams one identity may hold open at once (every tab of a page holds one; scripts too).
@@ -140,6 +141,9 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None
 
     MAX_MESSAGE_CHARS = env_int("MAX_MESSAGE_CHARS", 8000)
+    # Attachments: bytes per file, files per message (the upload endpoints' body limit follows).
+    MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 10_000_000)
+    MAX_FILES_PER_MESSAGE = env_int("MAX_FILES_PER_MESSAGE", 5)
     # CPU one streaming reply's Markdown may cost a worker (shared by every tab watching it);
     # past it the reply's open block streams as escaped text, and the finished message renders once.
     MARKDOWN_CPU_BUDGET_MS = env_int("MARKDOWN_CPU_BUDGET_MS", 1000)

@@ -3,7 +3,8 @@
 Starts the app on a free port with a private redis-server and a throwaway SQLite database,
 sends a message that asks the demo model for Markdown, and photographs the desktop (light and
 dark) and mobile chat mid-reply (already formatted) and finished, a code block, a shared chat
-that a viewer joined mid-reply, and a reply of the Analyst agent with its calculator call.
+that a viewer joined mid-reply, a reply of the Analyst agent with its calculator call, and a
+chat with an image and a PDF attached.
 """
 
 from __future__ import annotations
@@ -28,6 +29,29 @@ from helpers.browser import CHROMIUM_ARGS  # noqa: E402  (the flags the browser 
 
 OUT = ROOT / "docs" / "screenshots"
 MESSAGE = "How do resumable streams keep a reply safe when I refresh? Show me some Markdown."
+
+
+def write_chart(path: Path) -> Path:
+    """A small bar chart, drawn with Pillow, to attach."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (480, 300), "white")
+    draw = ImageDraw.Draw(image)
+    for index, height in enumerate((90, 140, 120, 210, 250)):
+        left = 50 + index * 85
+        draw.rectangle((left, 270 - height, left + 55, 270), fill=(52, 81, 209))
+    draw.line((30, 270, 460, 270), fill="black", width=2)
+    draw.text((30, 15), "Revenue by quarter", fill="black")
+    image.save(path)
+    return path
+
+
+def write_report(folder: Path) -> Path:
+    from helpers.files import pdf
+
+    path = folder / "q3-report.pdf"
+    path.write_bytes(pdf("Q3 report: revenue grew nine percent on the year, led by the new plans."))
+    return path
 
 
 def main() -> None:
@@ -103,6 +127,15 @@ def main() -> None:
             page.keyboard.press("Enter")
             page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)
             page.locator(".message.assistant").first.screenshot(path=str(OUT / "tool-call.png"))
+            # Attachments: a chart and a PDF, previewed in the composer, then sent and answered.
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
+            page.goto(f"{url}/agent/helper")
+            page.set_input_files("#attach-input", [write_chart(tmp / "revenue-chart.png"), write_report(tmp)])
+            page.fill("#message-input", "What do the chart and the report say about revenue?")
+            page.screenshot(path=str(OUT / "attachments-composer.png"))
+            page.keyboard.press("Enter")
+            page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)
+            page.screenshot(path=str(OUT / "attachments.png"))
             browser.close()
     finally:
         server.shutdown()

@@ -46,6 +46,9 @@ class Agent:
     # long a call waits before it counts as denied.
     confirm: tuple[str, ...] = ()
     approval_timeout_seconds: int = 600
+    # The attachments it takes (types, `image/*` patterns): text a model reads by default; images
+    # only for a model that takes image inputs.
+    accepts: tuple[str, ...] = ("application/pdf", "text/*")
 
     def needs_approval(self, tool: str) -> bool:
         server = tool.partition("/")[0]
@@ -96,7 +99,9 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "max_steps": int,
     "confirm": list,
     "approval_timeout_seconds": int,
+    "accepts": list,
 }
+MEDIA_PATTERN = re.compile(r"^[a-z]+/([a-z0-9.+-]+|\*)$")
 MCP_FIELDS: dict[str, type] = {
     "name": str,
     "command": list,
@@ -148,7 +153,11 @@ def load_agents_file(path: str | Path) -> tuple[dict[str, Agent], dict[str, McpS
         confirm = tuple(entry.pop("confirm", ()))
         for tool in confirm:
             check_tool_reference(f"{where}, `confirm`", tool, servers)
-        agent = Agent(**entry, tools=tools, confirm=confirm)
+        accepts = tuple(entry.pop("accepts", Agent.accepts))
+        for pattern in accepts:
+            if not isinstance(pattern, str) or not MEDIA_PATTERN.match(pattern):
+                raise AgentConfigError(f"{where}, `accepts`: {pattern!r} is not a type like image/* or application/pdf")
+        agent = Agent(**entry, tools=tools, confirm=confirm, accepts=accepts)
         if not 1 <= agent.max_steps <= 50:
             raise AgentConfigError(f"{where}: `max_steps` must be between 1 and 50")
         if agent.approval_timeout_seconds <= 0:

@@ -16,6 +16,7 @@ from typing import Any
 from ..tools import ToolSpec
 from ..vocabulary import FinishReason
 from . import Agent, Completion, Generation, ModelMessages, ToolInput, estimate_tokens
+from .attachments import attached, prompt_tokens_estimate
 
 VOCABULARY = (
     "durable streams keep every token safe while browsers come and go across workers and hosts "
@@ -100,6 +101,21 @@ def paced(pieces: Sequence[str], delay_ms: int) -> Iterator[str]:
         yield piece
 
 
+def attachments_text(files: Sequence[dict[str, Any]]) -> str:
+    """The demo's words on the files sent with the message: each one's name, type and size, and
+    a document's first words (and that it was cut)."""
+    lines = []
+    for file in files:
+        line = f"- **{file['name']}** ({file['type']}, {file['size']:,} bytes)"
+        if "text" in file:
+            words = " ".join(str(file["text"]).split()[:12])
+            line += f": “{words}”" if words else ": no text in it"
+        if file.get("cut"):
+            line += f" (cut: {file['cut']:,} characters did not fit)"
+        lines.append(line + "\n")
+    return "Attached:\n\n" + "".join(lines) + "\n"
+
+
 def tool_results_text(agent: Agent, messages: ModelMessages, tools: Sequence[ToolSpec]) -> str:
     """The demo's words on the tool results that end `messages` (its step after calling)."""
     names = {tool.model_name: tool.name for tool in tools}
@@ -120,8 +136,9 @@ def generate_demo(
 ) -> Generation:
     """One step of the demo model: a tool call when the last message asks for one and the agent
     has the tool (api.md, "Offline demo model"), else text (after tool results: about them)."""
-    last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    prompt_tokens = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+    user = next((m for m in reversed(messages) if m["role"] == "user"), {})
+    last_user = str(user.get("content") or "")
+    prompt_tokens = prompt_tokens_estimate(messages)
     after_tools = bool(messages) and messages[-1]["role"] == "tool"
     first_step = bool(messages) and messages[-1]["role"] == "user"  # (a Continue's is not)
     plan = planned_call(last_user, tools) if first_step else None
@@ -138,6 +155,8 @@ def generate_demo(
     pieces = demo_words(agent, last_user, words)
     if after_tools:
         pieces = [tool_results_text(agent, messages, tools), *pieces[1:]]
+    elif attached(user):
+        pieces.insert(1, attachments_text(attached(user)))
     completion_tokens = 0
     for piece in paced(pieces, delay_ms):
         completion_tokens += estimate_tokens(piece)

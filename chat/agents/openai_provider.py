@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolPara
 from ..tools import ToolSpec
 from ..vocabulary import FinishReason
 from . import Agent, Completion, Generation, ModelMessages, ProviderError, ToolInput
+from .attachments import attached, is_image, message_text, without_files
 
 TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "httpcore2", "h11"}
 
@@ -44,6 +45,23 @@ def person_readable(exc: Exception, started: bool = True) -> str:
 def as_params(messages: list[dict[str, Any]]) -> list[ChatCompletionMessageParam]:
     """Our role/content dicts are exactly the SDK's message params (its TypedDicts, to mypy)."""
     return cast(list[ChatCompletionMessageParam], messages)
+
+
+def with_attachments(message: dict[str, Any]) -> dict[str, Any]:
+    """A message with files in the OpenAI shape: one text part (the message and its documents'
+    text), then each image as an `image_url` part carrying its bytes (a `data:` URL)."""
+    files = attached(message)
+    if not files:
+        return message
+    images = [file for file in files if is_image(file)]
+    text = message_text(message)
+    if not images:
+        return {**without_files(message), "content": text}
+    from ..files import data_url  # the bytes are in the database (the producer has an app context)
+
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": data_url(file["id"])}} for file in images]
+    return {**without_files(message), "content": parts}
 
 
 def client_for(config: dict) -> openai.OpenAI:
@@ -77,7 +95,7 @@ def complete_openai(
 def generate_openai(agent: Agent, history: ModelMessages, config: dict, tools: Sequence[ToolSpec] = ()) -> Generation:
     """One streamed model step. Tool-call deltas (parallel calls interleave by `index`) become
     ToolInput pieces carrying their call's id and our name for the tool."""
-    messages = [{"role": "system", "content": agent.system_prompt}, *history]
+    messages = [{"role": "system", "content": agent.system_prompt}, *map(with_attachments, history)]
     finish_reason = FinishReason.STOP
     usage = None
     started = False

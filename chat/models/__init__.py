@@ -1,5 +1,6 @@
 """Storage: the tables and the named queries and writes on them, by domain (people.py: identities,
-tokens, the ledger, secrets; chats.py: chats, messages, the stream audit trail). Importing the
+tokens, the ledger, secrets; chats.py: chats, messages, the stream audit trail; files.py:
+attachments and their bytes). Importing the
 package registers every table with SQLAlchemy (Alembic's env.py relies on it)."""
 
 from .audit import AdminAction, accounts_matching, admin_actions, record_admin_action
@@ -31,6 +32,21 @@ from .chats import (
     touch_chat,
     turn_versions,
     write_provisional_text,
+)
+from .files import (
+    FileBlob,
+    StoredFile,
+    add_file,
+    attach_files,
+    blob_of,
+    blob_texts,
+    chat_file_hashes,
+    copy_files,
+    files_of_messages,
+    forget_unattached,
+    forget_unheld_blobs,
+    move_guest_files,
+    owned_file,
 )
 from .people import (
     ApiToken,
@@ -74,6 +90,19 @@ from .tools import (
 )
 
 __all__ = [
+    "FileBlob",
+    "StoredFile",
+    "add_file",
+    "attach_files",
+    "blob_of",
+    "blob_texts",
+    "chat_file_hashes",
+    "copy_files",
+    "files_of_messages",
+    "forget_unattached",
+    "forget_unheld_blobs",
+    "move_guest_files",
+    "owned_file",
     "AdminAction",
     "accounts_matching",
     "admin_actions",

@@ -28,6 +28,7 @@ from ..models import (
     insert_or_ignore,
     mark_guest_merged,
     move_guest_chats,
+    move_guest_files,
     revoke_api_token,
     utcnow,
 )
@@ -133,6 +134,7 @@ def move_guest(guest_id: uuid.UUID, account_id: uuid.UUID) -> bool:
     one conditional UPDATE marks it merged; only the call whose UPDATE matched moves its balance,
     so a double submit moves once."""
     move_guest_chats(guest_id, account_id)
+    move_guest_files(guest_id, account_id)
     claimed = mark_guest_merged(guest_id, account_id)
     if not claimed and db.session.get(Identity, guest_id) is None:
         # A guest that never sent a message has no row: one is kept, merged, so that its id is

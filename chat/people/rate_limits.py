@@ -103,6 +103,11 @@ searches = limiter.limit(
     exempt_when=lambda: not request.args.get("q", "").strip(),
     error_message="You are searching too fast; wait a moment and search again.",
 )
+uploads = limiter.limit(
+    setting("RATE_LIMIT_UPLOADS"),
+    key_func=caller,
+    error_message="You are uploading files too fast; wait a moment and try again.",
+)
 stream_opens = limiter.limit(
     setting("RATE_LIMIT_STREAM_OPENS"),
     key_func=caller,

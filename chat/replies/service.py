@@ -17,8 +17,9 @@ import dataclasses
 import json
 import os
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import redis
 from flask import Flask, current_app
@@ -26,13 +27,20 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 from ..agents import Agent, estimate_tokens
+from ..agents.attachments import prompt_tokens_estimate
 from ..extensions import db
+from ..files import forget_unsent
 from ..models import (
     Chat,
     Message,
+    StoredFile,
     calls_of_replies,
+    chat_file_hashes,
     chat_stream_ids,
     copy_calls,
+    copy_files,
+    files_of_messages,
+    forget_unheld_blobs,
     fork_chat,
     get_recent_stream_id,
     interleaved,
@@ -66,6 +74,18 @@ from .turns import (
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
 
 
+def every(seconds: float, chore: Callable[[], object]) -> Callable[[], None]:
+    """`chore`, run by the reaper's sweeps at most once per `seconds` (the first sweep runs it)."""
+    due = [0.0]
+
+    def maybe() -> None:
+        if time.monotonic() >= due[0]:
+            due[0] = time.monotonic() + seconds
+            chore()
+
+    return maybe
+
+
 class Replies:
     """One per app; `runtime` is this process's machinery, built on first use."""
 
@@ -89,6 +109,7 @@ class Replies:
                     built = self._runtime = Runtime(self.app)
                     built.chores.append(lambda: runs.deny_overdue(self.app, built))
                     built.chores.append(lambda: runs.adopt_parked(self.app, built))
+                    built.chores.append(every(3600, forget_unsent))
                     built.start()
                 runtime = self._runtime
         return runtime
@@ -118,11 +139,13 @@ class Replies:
         text: str,
         revision: Revision | None = None,
         hold: Hold | None = None,
+        files: Sequence[StoredFile] = (),
     ) -> ReplyHandle:
         """Store the user's message, claim the chat and start generating in the background.
         With a `revision`, the reply is a new version of the chat's last turn instead. With a
         `hold`, the caller's open-stream place for following the reply is taken in the claim's
-        round trip (releasing it, whatever happens, is the caller's).
+        round trip (releasing it, whatever happens, is the caller's). `files`: the message's
+        attachments (files.for_message chose them).
 
         :raise ReplyError: 404 foreign chat, 400 wrong agent, 402 too little credit, 429 no
             open-stream place left, 409 a reply is already live, 503 Redis unreachable.
@@ -139,10 +162,17 @@ class Replies:
                 raise ReplyError(404, "No chat with that id.")
             if chat is not None and chat.agent_slug != agent.slug:
                 raise ReplyError(400, f"This chat is with the agent '{chat.agent_slug}', not '{agent.slug}'.")
-            history = model_history(
-                chat, text, self.config["HISTORY_CHAR_BUDGET"], revision.left_out if revision else ()
+            resent = (
+                files_of_messages([revision.resent]).get(revision.resent, []) if revision and revision.resent else []
             )
-            prompt_estimate = sum(estimate_tokens(m["content"]) for m in history) + estimate_tokens(agent.system_prompt)
+            history = model_history(
+                chat,
+                text,
+                self.config["HISTORY_CHAR_BUDGET"],
+                revision.left_out if revision else (),
+                files or resent,
+            )
+            prompt_estimate = prompt_tokens_estimate(history) + estimate_tokens(agent.system_prompt)
             reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)  # the most the reply can cost
             if identity.available_micros <= 0 or identity.available_micros < reserve:
                 raise ReplyError(402, not_enough_credit(identity, reserve))
@@ -166,7 +196,7 @@ class Replies:
                 if chat is not None:
                     self.interrupt_leftover(chat)
                 live_cap = self.config["LIVE_REPLIES_PER_IDENTITY"]
-                store_turn(chat, identity, agent, text, reply, prompt_estimate, reserve, live_cap, revision)
+                store_turn(chat, identity, agent, text, reply, prompt_estimate, reserve, live_cap, revision, files)
             except BaseException as exc:
                 db.session.rollback()
                 with contextlib.suppress(redis.RedisError):  # else its claim and log expire by themselves
@@ -181,7 +211,13 @@ class Replies:
         return reply
 
     def start_and_follow(
-        self, identity_id: uuid.UUID, chat_id: uuid.UUID, agent: Agent, text: str, environ: dict
+        self,
+        identity_id: uuid.UUID,
+        chat_id: uuid.UUID,
+        agent: Agent,
+        text: str,
+        environ: dict,
+        files: Sequence[StoredFile] = (),
     ) -> HeldStream:
         """What POST /api/chat streams: the reply `start` begins, followed from its first event,
         holding one of the caller's open-stream places (taken in the claim's round trip).
@@ -191,7 +227,7 @@ class Replies:
         """
         hold = self.open_streams.new(identity_id)
         try:
-            reply = self.start(identity_id, chat_id, agent, text, hold=hold)
+            reply = self.start(identity_id, chat_id, agent, text, hold=hold, files=files)
         except BaseException:
             self.open_streams.release(identity_id, hold.hold_id)
             raise
@@ -288,6 +324,7 @@ class Replies:
         # A reply's tool calls go with it (a forked message has no stream: its copy's key is its id).
         for old_id, calls in calls_of_replies(list(copied)).items():
             copy_calls(calls, copied[old_id], f"fork-{copied[old_id].hex}")
+        copy_files(copied, identity.id)  # the same bytes, the fork's owner's files
         db.session.commit()
         structured_logs.event("chat.fork", chat=str(chat.id), fork=str(fork_id))
         return fork_id
@@ -336,7 +373,10 @@ class Replies:
         except redis.RedisError:
             raise ReplyError(503, STORE_DOWN) from None
         structured_logs.event("chat.delete", chat=str(chat.id))
+        hashes = chat_file_hashes(chat.id)
         db.session.delete(chat)
+        db.session.flush()  # its messages, and their files, go with it (ON DELETE CASCADE)
+        forget_unheld_blobs(hashes)
         db.session.commit()
 
     # -- reading ------------------------------------------------------------------------------

@@ -7,14 +7,19 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
-from ..agents import Agent
+from .. import files as uploads
+from ..agents import Agent, ModelMessages
 from ..extensions import db
 from ..models import (
     Chat,
     Identity,
     Message,
+    StoredFile,
+    attach_files,
     conversation,
+    files_of_messages,
     insert_chat_stream,
     insert_rows,
     newest_messages,
@@ -83,12 +88,27 @@ def turn_of(turn: tuple[Message, Message | None]) -> uuid.UUID:
 
 
 def model_history(
-    chat: Chat | None, text: str, char_budget: int, leaving_out: Sequence[uuid.UUID] = ()
-) -> list[dict[str, str]]:
-    """The conversation sent to the model: newest messages that fit the character budget."""
-    budget = char_budget - len(text)
+    chat: Chat | None,
+    text: str,
+    char_budget: int,
+    leaving_out: Sequence[uuid.UUID] = (),
+    files: Sequence[StoredFile] = (),
+) -> ModelMessages:
+    """The conversation sent to the model: newest messages that fit the character budget, with
+    their attachments. The new message's documents come first, then earlier messages, then their
+    documents' text, newest first; a text is cut, saying so, where the budget runs out."""
+    entries, budget = uploads.history_entries(files, uploads.texts_of(files), char_budget - len(text))
+    history: ModelMessages = [{"role": "user", "content": text, **({"files": entries} if files else {})}]
     earlier = conversation(chat.id, budget, leaving_out=leaving_out) if chat is not None else []
-    return [*({"role": m.role, "content": m.content} for m in earlier), {"role": "user", "content": text}]
+    budget -= sum(len(message.content) for message in earlier)
+    earlier_files = files_of_messages([m.id for m in earlier if m.role == MessageRole.USER])
+    texts = uploads.texts_of([stored for held in earlier_files.values() for stored in held])
+    for message in reversed(earlier):
+        entry: dict = {"role": message.role, "content": message.content}
+        if message.id in earlier_files:
+            entry["files"], budget = uploads.history_entries(earlier_files[message.id], texts, budget)
+        history.insert(0, entry)
+    return history
 
 
 def store_turn(
@@ -101,11 +121,12 @@ def store_turn(
     reserve: int,
     live_cap: int,
     revision: Revision | None = None,
+    files: Sequence[StoredFile] = (),
 ) -> None:
     """One transaction, with no round trip to anything else between its first write and its
     commit (on SQLite that would stall the worker, see chat/people/identity.py). `reserve`: the
     credit the reply holds until it is finished; `live_cap`: the replies one identity may have
-    being written."""
+    being written; `files`: the new message's attachments (the caller's, unsent)."""
     now = utcnow()
     store_guest(identity)
     if chat is None:
@@ -170,5 +191,7 @@ def store_turn(
             },
         )
     insert_rows(Message, messages)
+    if files and not attach_files([stored.id for stored in files], identity.id, cast(uuid.UUID, messages[0]["id"])):
+        raise ReplyError(404, "One of the files was sent with another message meanwhile.")
     insert_chat_stream(reply.chat_id, reply.stream_id)
     db.session.commit()

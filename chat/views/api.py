@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response, current_app, request
 
+from .. import files
 from ..models import owned_chat
 from ..people import rate_limits
 from ..people.identity import current_identity_id
@@ -104,7 +105,9 @@ def post_chat():
     if agent is None:
         raise ReplyError(404, f"Unknown agent {body.get('agent')!r}.")
     text = parse_message(body.get("message"))
-    return sse_response(replies().start_and_follow(current_identity_id(), chat_id, agent, text, request.environ))
+    identity_id = current_identity_id()
+    attached = files.for_message(identity_id, body.get("files"), agent)
+    return sse_response(replies().start_and_follow(identity_id, chat_id, agent, text, request.environ, attached))
 
 
 @bp.post("/chat/continue")

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from markupsafe import escape
 
 from ..extensions import db
-from ..models import calls_of_replies, chats_page, recent_chats
+from ..models import calls_of_replies, chats_page, files_of_messages, recent_chats
 from ..people import rate_limits
 from ..people.identity import current_identity_id
 from ..refusals import Refused
@@ -92,10 +92,14 @@ def export(slug: str, chat_id: uuid.UUID, kind: str):
     agent = agent_or_404(slug)
     chat = chat_or_404(agent, chat_id)
     calls = calls_of_replies([message.id for message in chat.messages])
+    attached = {
+        message_id: [(stored, url_for("files.download", file_id=stored.id, _external=True)) for stored in held]
+        for message_id, held in files_of_messages([message.id for message in chat.messages]).items()
+    }
     if kind == "md":
-        body, mimetype = as_markdown(chat, agent.name, calls), "text/markdown"
+        body, mimetype = as_markdown(chat, agent.name, calls, attached), "text/markdown"
     else:
-        body, mimetype = as_json(chat, calls), "application/json"
+        body, mimetype = as_json(chat, calls, attached), "application/json"
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{file_name(chat, kind)}"'
     return response

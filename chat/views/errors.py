@@ -7,9 +7,10 @@ from __future__ import annotations
 from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..extensions import db
+from ..files.intake import megabytes
 from ..people import rate_limits
 from ..people.identity import AuthenticationRequired
 from ..refusals import Refused
@@ -73,6 +74,15 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(error: RateLimitExceeded):
         return answer(429, error.description or error.name, rate_limits.retry_after())
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):
+        limit, files = app.config["MAX_UPLOAD_BYTES"], app.config["MAX_FILES_PER_MESSAGE"]
+        return answer(
+            413,
+            f"That is too much to send at once: files may be {megabytes(limit)} each, {files} to a message, "
+            "and a message's text takes much less.",
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -14,13 +14,17 @@ from flask import Blueprint, Flask, Response, abort, current_app, g, redirect, r
 from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 
+from .. import files
 from ..agents import Agent
 from ..extensions import db
+from ..files.intake import megabytes
 from ..models import (
     Chat,
     Message,
+    StoredFile,
     ToolCall,
     calls_of_replies,
+    files_of_messages,
     messages_page,
     newest_messages,
     owned_chat,
@@ -30,6 +34,7 @@ from ..models import (
 )
 from ..people import rate_limits
 from ..people.identity import AuthenticationRequired, current_identity, current_identity_id
+from ..refusals import Refused
 from ..replies import ReplyError, replies
 from ..streams.events import Event
 from ..vocabulary import FAILED_STATUSES, MessageRole, MessageStatus, credits_text
@@ -53,6 +58,7 @@ def init_app(app: Flask) -> None:
     markdown.SHARED.budget_seconds = app.config["MARKDOWN_CPU_BUDGET_MS"] / 1000
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["credits"] = credits_text
+    app.jinja_env.filters["filesize"] = megabytes
     app.jinja_env.globals["streaming_markdown"] = StreamingMarkdown
     app.jinja_env.globals["tail_element_id"] = tail_element_id
     app.jinja_env.globals["tool_element_id"] = tool_element_id
@@ -95,11 +101,17 @@ def chat_or_404(agent: Agent, chat_id: uuid.UUID) -> Chat:
     return chat
 
 
-def message_view(message: Message, calls: Sequence[ToolCall] | None = None) -> dict:
+def message_view(
+    message: Message, calls: Sequence[ToolCall] | None = None, attached: Sequence[StoredFile] | None = None
+) -> dict:
     """What the message partial needs; for a pending reply, its log so far (the text still being
-    written apart) and its cursor. `calls`: the reply's tool calls, when the caller has them."""
+    written apart) and its cursor. `calls`: the reply's tool calls, `attached`: a message's
+    files, when the caller has them."""
+    if attached is None and message.role == MessageRole.USER:
+        attached = files_of_messages([message.id]).get(message.id, [])
     view: dict[str, Any] = {
         "message": message,
+        "files": attached or [],
         "text": message.content,
         "parts": [message.content],
         "scope": message.stream_id or str(message.id),
@@ -125,9 +137,10 @@ def message_view(message: Message, calls: Sequence[ToolCall] | None = None) -> d
 
 
 def message_views(messages: Sequence[Message]) -> list[dict]:
-    """message_view of each, their tool calls read in one query."""
+    """message_view of each, their tool calls read in one query and their files in another."""
     calls = calls_of_replies([m.id for m in messages if m.role == MessageRole.ASSISTANT and not m.is_pending])
-    return [message_view(m, calls.get(m.id, [])) for m in messages]
+    attached = files_of_messages([m.id for m in messages if m.role == MessageRole.USER])
+    return [message_view(m, calls.get(m.id, []), attached.get(m.id, [])) for m in messages]
 
 
 def chat_page(
@@ -257,10 +270,12 @@ def edit_message(slug: str, chat_id: uuid.UUID):
 def send_message(slug: str, chat_id: uuid.UUID):
     agent = agent_or_404(slug)
     raw = request.form.get("message", "")
+    sent = [(part.filename, part.stream) for part in request.files.getlist("files") if part.filename]
     try:
         text = parse_message(raw)
-        replies().start(current_identity_id(), chat_id, agent, text)
-    except ReplyError as error:
+        attached = files.from_form(current_identity_id(), sent, agent) if sent else []
+        replies().start(current_identity_id(), chat_id, agent, text, files=attached)
+    except Refused as error:
         if is_fragment_request():
             return answer(error.status, error.message, error.retry_after)
         chat = owned_chat(chat_id, current_identity_id())

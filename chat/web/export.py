@@ -7,10 +7,20 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 
-from ..models import Chat, ToolCall, interleaved
+from ..models import Chat, StoredFile, ToolCall, interleaved
 from ..vocabulary import MessageRole
 
 Calls = Mapping[uuid.UUID, Sequence[ToolCall]]
+# A message's files, each with the link that downloads it (for its owner).
+Attached = Mapping[uuid.UUID, Sequence[tuple[StoredFile, str]]]
+
+
+def files_as_markdown(files: Sequence[tuple[StoredFile, str]]) -> str:
+    lines = []
+    for stored, link in files:
+        name = stored.name.replace("[", "(").replace("]", ")")  # a name cannot end the link text
+        lines.append(f"- Attached: [{name}](<{link}>) ({stored.media_type}, {stored.size:,} bytes)")
+    return "\n".join(lines)
 
 
 def call_as_markdown(call: ToolCall) -> str:
@@ -30,10 +40,10 @@ def content_as_markdown(content: str, calls: Sequence[ToolCall]) -> str:
     )
 
 
-def as_markdown(chat: Chat, agent_name: str, calls: Calls | None = None) -> str:
+def as_markdown(chat: Chat, agent_name: str, calls: Calls | None = None, attached: Attached | None = None) -> str:
     """The conversation as Markdown: a heading, then each message under who said it (a reply's
-    tool calls as quoted blocks in their place)."""
-    calls = calls or {}
+    tool calls as quoted blocks in their place, a message's files as links after it)."""
+    calls, attached = calls or {}, attached or {}
     parts = [f"# {chat.title}", f"_A chat with {agent_name}, started {chat.created_at:%Y-%m-%d %H:%M} UTC._"]
     for message in chat.messages:
         who = "You" if message.role == MessageRole.USER else agent_name
@@ -41,6 +51,8 @@ def as_markdown(chat: Chat, agent_name: str, calls: Calls | None = None) -> str:
         if message.superseded:  # regenerated or edited since: kept, and marked for what it is
             status += " _(an earlier version)_"
         parts.append(f"## {who}{status}\n\n{content_as_markdown(message.content, calls.get(message.id, ()))}")
+        if attached.get(message.id):
+            parts.append(files_as_markdown(attached[message.id]))
     return "\n\n".join(parts) + "\n"
 
 
@@ -57,9 +69,14 @@ def call_as_json(call: ToolCall) -> dict:
     }
 
 
-def as_json(chat: Chat, calls: Calls | None = None) -> str:
-    """The chat as data; a reply's `toolCalls` in order, each with where it sits in the text."""
-    calls = calls or {}
+def file_as_json(stored: StoredFile, link: str) -> dict:
+    return {"fileId": str(stored.id), "name": stored.name, "type": stored.media_type, "size": stored.size, "url": link}
+
+
+def as_json(chat: Chat, calls: Calls | None = None, attached: Attached | None = None) -> str:
+    """The chat as data; a reply's `toolCalls` in order, each with where it sits in the text; a
+    message's `files` with their download links."""
+    calls, attached = calls or {}, attached or {}
     return json.dumps(
         {
             "id": str(chat.id),
@@ -74,6 +91,7 @@ def as_json(chat: Chat, calls: Calls | None = None) -> str:
                     "status": m.status,
                     "createdAt": m.created_at.isoformat(),
                     **({"toolCalls": [call_as_json(c) for c in calls[m.id]]} if calls.get(m.id) else {}),
+                    **({"files": [file_as_json(*pair) for pair in attached[m.id]]} if attached.get(m.id) else {}),
                 }
                 for m in chat.messages
             ],

@@ -31,7 +31,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data:",
+        "img-src 'self' data: blob:",  # blob: the composer's previews of files about to be sent
         "connect-src 'self'",
         "font-src 'self'",
         "object-src 'none'",
@@ -70,7 +70,18 @@ def redact_logs() -> None:
         handler.addFilter(RedactSecrets())
 
 
+# Endpoints whose bodies carry files: their own body limit (a file, or a message's files).
+UPLOADING_ENDPOINTS = {"files.upload": 1, "pages.send_message": None}
+
+
 def init_app(app: Flask) -> None:
+    @app.before_request
+    def body_limit() -> None:
+        """Registered before the CSRF check, which reads the form (and so the body) first."""
+        if request.endpoint in UPLOADING_ENDPOINTS:
+            files = UPLOADING_ENDPOINTS[request.endpoint] or app.config["MAX_FILES_PER_MESSAGE"]
+            request.max_content_length = files * app.config["MAX_UPLOAD_BYTES"] + app.config["MAX_CONTENT_LENGTH"]
+
     csrf.init_app(app)
 
     @app.before_request

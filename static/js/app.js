@@ -100,6 +100,94 @@
     }
   });
 
+  // --- attachments -------------------------------------------------------------------------
+  // The composer's file input is the one source of what is sent (htmx posts the form as
+  // multipart, and so does the form without JavaScript). Dropping, pasting and picking again
+  // add to it; each file gets a preview with a Remove button before sending.
+  var picked = [];
+
+  function showPicked() {
+    var input = document.getElementById("attach-input");
+    var list = document.getElementById("attachment-previews");
+    if (!input || !list) return;
+    var transfer = new DataTransfer();
+    picked.forEach(function (file) { transfer.items.add(file); });
+    input.files = transfer.files;
+    list.querySelectorAll("img").forEach(function (img) { URL.revokeObjectURL(img.src); });
+    list.replaceChildren();
+    picked.forEach(function (file, index) {
+      var item = document.createElement("li");
+      if (file.type.indexOf("image/") === 0) {
+        var img = document.createElement("img");
+        img.src = URL.createObjectURL(file);
+        img.alt = "";
+        item.appendChild(img);
+      }
+      var name = document.createElement("span");
+      name.className = "attachment-name";
+      name.textContent = file.name + " (" + Math.max(1, Math.round(file.size / 1000)) + " kB)";
+      item.appendChild(name);
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "remove-attachment";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", function () {
+        picked.splice(index, 1);
+        showPicked();
+        document.getElementById("message-input").focus();
+      });
+      item.appendChild(remove);
+      list.appendChild(item);
+    });
+    list.hidden = picked.length === 0;
+  }
+
+  function addFiles(files) {
+    if (!document.getElementById("attach-input")) return false;
+    Array.prototype.forEach.call(files, function (file) { picked.push(file); });
+    showPicked();
+    return files.length > 0;
+  }
+
+  document.addEventListener("change", function (evt) {
+    if (evt.target.id !== "attach-input") return;
+    var chosen = Array.prototype.slice.call(evt.target.files);
+    picked = picked.concat(chosen.filter(function (file) { return picked.indexOf(file) < 0; }));
+    showPicked();
+  });
+
+  document.addEventListener("dragover", function (evt) {
+    var composer = evt.target.closest && evt.target.closest("#composer");
+    if (!composer || !evt.dataTransfer || Array.prototype.indexOf.call(evt.dataTransfer.types, "Files") < 0) return;
+    evt.preventDefault();
+    composer.classList.add("dropping");
+  });
+
+  document.addEventListener("dragleave", function (evt) {
+    var composer = evt.target.closest && evt.target.closest("#composer");
+    if (composer && !composer.contains(evt.relatedTarget)) composer.classList.remove("dropping");
+  });
+
+  document.addEventListener("drop", function (evt) {
+    var composer = evt.target.closest && evt.target.closest("#composer");
+    if (!composer || !evt.dataTransfer || !evt.dataTransfer.files.length) return;
+    evt.preventDefault();
+    composer.classList.remove("dropping");
+    addFiles(evt.dataTransfer.files);
+  });
+
+  document.addEventListener("paste", function (evt) {
+    if (evt.target.id !== "message-input" || !evt.clipboardData || !evt.clipboardData.files.length) return;
+    if (addFiles(evt.clipboardData.files)) evt.preventDefault();
+  });
+
+  document.addEventListener("reset", function (evt) {
+    if (evt.target.id !== "composer") return;
+    picked = [];
+    setTimeout(showPicked);  // after the reset has emptied the input itself
+  });
+
   // --- copy buttons --------------------------------------------------------------------------
   function enableCopy(root) {
     root.querySelectorAll("button.copy[hidden]").forEach(function (button) {
