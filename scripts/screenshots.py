@@ -128,13 +128,15 @@ def main() -> None:
             page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)
             page.locator(".message.assistant").first.screenshot(path=str(OUT / "tool-call.png"))
             # Attachments: a chart and a PDF, previewed in the composer, then sent and answered.
-            page = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
+            page = browser.new_context(viewport={"width": 1280, "height": 1250}, color_scheme="light").new_page()
             page.goto(f"{url}/agent/helper")
             page.set_input_files("#attach-input", [write_chart(tmp / "revenue-chart.png"), write_report(tmp)])
             page.fill("#message-input", "What do the chart and the report say about revenue?")
             page.screenshot(path=str(OUT / "attachments-composer.png"))
             page.keyboard.press("Enter")
             page.wait_for_selector(".message.assistant.status-complete", timeout=30_000)
+            page.locator(".message.user").evaluate("(message) => message.scrollIntoView()")
+            time.sleep(0.3)
             page.screenshot(path=str(OUT / "attachments.png"))
             browser.close()
     finally:
