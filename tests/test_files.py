@@ -65,7 +65,13 @@ def test_files_sent_with_a_message_reach_the_demo_model_and_the_page(app, client
         assert line in reply.text
     assert "“Quarterly report: revenue grew nine percent”" in reply.text
     assert "Ship the attachments feature on Monday." in reply.text
-    assert latest_reply(app, chat_id).content == reply.text
+    stored = latest_reply(app, chat_id)
+    assert stored.content == reply.text
+    assert stored.prompt_tokens > 765  # the estimate counts the image (and the documents' text)
+
+    assert client.post(f"/agent/helper/{chat_id}/regenerate").status_code == 303
+    wait_for(lambda: latest_reply(app, chat_id).status == "complete" and latest_reply(app, chat_id).id != stored.id)
+    assert "**report.pdf** (application/pdf" in latest_reply(app, chat_id).content  # sent again with its files
 
     page = client.get(f"/agent/helper/{chat_id}").get_data(as_text=True)
     assert f'src="/files/{image["fileId"]}/thumbnail"' in page
