@@ -157,6 +157,10 @@ class Config:
     # e-mail check an account is no harder to make than a guest: a larger sign-up grant is farmed.
     # ALLOW_GUESTS=0 sends everyone to sign in first.
     GUEST_CREDIT_GRANT = env_int("GUEST_CREDIT_GRANT", 100)
+    # Credits an identity may spend in a calendar month (UTC) unless the console sets its own;
+    # 0: no cap. Once charges and live replies reach it, new messages are refused (402) until the
+    # month ends.
+    MONTHLY_SPEND_CAP = env_int("MONTHLY_SPEND_CAP", 0)
     SIGNUP_CREDIT_GRANT = env_int("SIGNUP_CREDIT_GRANT", 100)
     ALLOW_GUESTS = env_flag("ALLOW_GUESTS", True)
     MIN_PASSWORD_LENGTH = env_int("MIN_PASSWORD_LENGTH", 8)

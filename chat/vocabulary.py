@@ -83,8 +83,14 @@ class AdminActionKind(StrEnum):
     """What an operator did in the console (the audit trail's `action`)."""
 
     GRANT = "grant"
+    TAKE = "take"
     STOP_REPLY = "stop-reply"
     REAP = "reap"
+    DISABLE = "disable"
+    ENABLE = "enable"
+    MAKE_ADMIN = "make-admin"
+    UNMAKE_ADMIN = "unmake-admin"
+    LIMITS = "limits"
 
 
 class LedgerKind(StrEnum):

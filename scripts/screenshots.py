@@ -4,7 +4,7 @@ Starts the app on a free port with a private redis-server and a throwaway SQLite
 sends a message that asks the demo model for Markdown, and photographs the desktop (light and
 dark) and mobile chat mid-reply (already formatted) and finished, a code block, a shared chat
 that a viewer joined mid-reply, a reply of the Analyst agent with its calculator call, and a
-chat with an image and a PDF attached.
+chat with an image and a PDF attached, and the operator's console (people, usage).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from chat import create_app  # noqa: E402
 from chat.embedded_redis import start_redis_server, stop_redis_server  # noqa: E402
+from chat.people.accounts import create_account  # noqa: E402
 from helpers.browser import CHROMIUM_ARGS  # noqa: E402  (the flags the browser tests use)
 
 OUT = ROOT / "docs" / "screenshots"
@@ -138,6 +139,21 @@ def main() -> None:
             page.locator(".message.user").evaluate("(message) => message.scrollIntoView()")
             time.sleep(0.3)
             page.screenshot(path=str(OUT / "attachments.png"))
+            # The operator's console: people (one of them managed) and the usage of the replies above.
+            with app.app_context():
+                create_account("operator@example.com", "correct horse battery", admin=True)
+                create_account("ada@example.com", "correct horse battery")
+            page = browser.new_context(viewport={"width": 1280, "height": 1000}, color_scheme="light").new_page()
+            page.goto(f"{url}/signin")
+            page.fill("#email", "operator@example.com")
+            page.fill("#password", "correct horse battery")
+            page.click("form.auth-form button[type=submit]")
+            page.wait_for_selector("#account-link")
+            page.goto(f"{url}/admin/?q=ada")
+            page.click("details.manage summary")
+            page.screenshot(path=str(OUT / "console.png"))
+            page.goto(f"{url}/admin/usage")
+            page.screenshot(path=str(OUT / "console-usage.png"))
             browser.close()
     finally:
         server.shutdown()

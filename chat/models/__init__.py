@@ -1,6 +1,6 @@
 """Storage: the tables and the named queries and writes on them, by domain (people.py: identities,
 tokens, the ledger, secrets; chats.py: chats, messages, the stream audit trail; files.py:
-attachments and their bytes). Importing the
+attachments and their bytes; usage.py: what the operator's console sums). Importing the
 package registers every table with SQLAlchemy (Alembic's env.py relies on it)."""
 
 from .audit import AdminAction, accounts_matching, admin_actions, record_admin_action
@@ -68,6 +68,7 @@ from .people import (
     replace_app_secret,
     reserve_credit,
     revoke_api_token,
+    spent_since,
 )
 from .shares import ShareLink, create_share_link, revoke_share_link, share_link_live, share_links, shared_chat
 from .tools import (
@@ -88,8 +89,16 @@ from .tools import (
     settle_running_calls,
     take_parked_runs,
 )
+from .usage import Standing, UsageGrouping, UsageRow, active_admins, live_chats_of, standings, usage
 
 __all__ = [
+    "Standing",
+    "UsageGrouping",
+    "UsageRow",
+    "active_admins",
+    "live_chats_of",
+    "standings",
+    "usage",
     "FileBlob",
     "StoredFile",
     "add_file",
@@ -130,6 +139,7 @@ __all__ = [
     "settle_call",
     "settle_running_calls",
     "revoke_api_token",
+    "spent_since",
     "mark_guest_merged",
     "bump_session_epoch",
     "add_api_token",

@@ -54,6 +54,12 @@ class Identity(Model):
     live_replies: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     # A guest that signed in to an account: its chats and balance moved there, once.
     merged_into: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"))
+    # Set by an operator (the console): a disabled account cannot sign in or use its tokens.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What it may spend in a calendar month (None: MONTHLY_SPEND_CAP), and the agents it may use
+    # (None: every agent; else slugs, comma-separated).
+    monthly_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    allowed_agents: Mapped[str | None] = mapped_column(Text)
 
     @property
     def balance(self) -> float:
@@ -69,8 +75,14 @@ class Identity(Model):
     def is_authenticated(self) -> bool:
         return self.email is not None
 
-    is_active = True
+    @property
+    def is_active(self) -> bool:
+        return self.disabled_at is None
+
     is_anonymous = False
+
+    def may_use(self, agent_slug: str) -> bool:
+        return self.allowed_agents is None or agent_slug in self.allowed_agents.split(",")
 
     def get_id(self) -> str:
         """The session's user id: the account and its current epoch (see `session_epoch`)."""
@@ -219,6 +231,20 @@ def ledger(identity_id: uuid.UUID, limit: int = 50) -> list[LedgerEntry]:
             .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id)
             .limit(limit)
         )
+    )
+
+
+def spent_since(identity_id: uuid.UUID, since: datetime) -> int:
+    """What the identity's replies and titles were charged since `since`, in micro-credits."""
+    return int(
+        db.session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.cost_micros), 0)).where(
+                LedgerEntry.identity_id == identity_id,
+                LedgerEntry.kind == LedgerKind.CHARGE,
+                LedgerEntry.created_at >= since,
+            )
+        )
+        or 0
     )
 
 

@@ -108,6 +108,8 @@ def sign_in(email: str, password: str, guest_id: uuid.UUID | None) -> Identity:
         raise AccountError(401, WRONG_CREDENTIALS)
     if not password_matches(account, password):
         raise AccountError(401, WRONG_CREDENTIALS)
+    if not account.is_active:
+        raise AccountError(403, "This account is disabled; ask the operator of this server.")
     if guest_id is not None and guest_id != account.id:
         merge_guest(guest_id, account.id)
     return account

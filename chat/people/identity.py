@@ -46,7 +46,7 @@ def load_account(user_id: str) -> Identity | None:
         identity = db.session.get(Identity, uuid.UUID(raw_id))
     except ValueError:
         return None
-    if identity is None or identity.email is None or str(identity.session_epoch) != epoch:
+    if identity is None or identity.email is None or str(identity.session_epoch) != epoch or not identity.is_active:
         return None
     return identity
 
@@ -57,7 +57,8 @@ def load_token_account(req) -> Identity | None:
     scheme, _, token = req.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return account_by_token_hash(token_hash(token.strip()))
+    account = account_by_token_hash(token_hash(token.strip()))
+    return account if account is not None and account.is_active else None  # a disabled account's: 401
 
 
 def token_hash(token: str) -> str:

@@ -48,6 +48,7 @@ from ..models import (
     streaming_message,
     utcnow,
 )
+from ..people.credits import credits_to_micros
 from ..people.identity import identity_or_guest, store_guest
 from ..people.rate_limits import admit_new_guest
 from ..streams import Event, Hold, LogState, StreamRef, entry_cursor
@@ -64,6 +65,7 @@ from .turns import (
     CHAT_BUSY,
     ReplyError,
     Revision,
+    check_limits,
     last_turn,
     model_history,
     not_enough_credit,
@@ -174,6 +176,7 @@ class Replies:
             )
             prompt_estimate = prompt_tokens_estimate(history) + estimate_tokens(agent.system_prompt)
             reserve = agent.cost_micros(prompt_estimate, agent.max_tokens)  # the most the reply can cost
+            check_limits(identity, agent, credits_to_micros(self.config["MONTHLY_SPEND_CAP"]))
             if identity.available_micros <= 0 or identity.available_micros < reserve:
                 raise ReplyError(402, not_enough_credit(identity, reserve))
             if inspect(identity).transient:

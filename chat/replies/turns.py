@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import cast
+
+from sqlalchemy import inspect
 
 from .. import files as uploads
 from ..agents import Agent, ModelMessages
@@ -25,6 +28,7 @@ from ..models import (
     newest_messages,
     next_position,
     reserve_credit,
+    spent_since,
     streaming_message,
     touch_chat,
     utcnow,
@@ -66,6 +70,31 @@ class Revision:
     def left_out(self) -> list[uuid.UUID]:
         """Messages the model is not sent as history (the text to answer comes last anyway)."""
         return [*self.supersede, *([self.resent] if self.resent else [])]
+
+
+def check_limits(identity: Identity, agent: Agent, default_cap_micros: int) -> None:
+    """What an operator set for the identity (chat/people/operators.py): the agents it may use,
+    and what it may spend in a calendar month (its own cap, else the default; 0: none). A month's
+    spend counts what was charged and what live replies hold: once it reaches the cap, no new
+    reply starts (the one that crossed it ends as usual).
+
+    :raise ReplyError: 403 for an agent it may not use; 402 once the cap is reached.
+    """
+    if not identity.may_use(agent.slug):
+        raise ReplyError(403, f"Your account may not use {agent.name}; ask the operator of this server.")
+    cap = identity.monthly_cap_micros if identity.monthly_cap_micros is not None else default_cap_micros
+    if not cap or inspect(identity).transient:  # (a new guest has spent nothing)
+        return
+    now = utcnow()
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    spent = spent_since(identity.id, month) + identity.reserved_micros
+    if spent >= cap:
+        resets = (month + timedelta(days=32)).replace(day=1)
+        raise ReplyError(
+            402,
+            f"You have reached your monthly spending cap of {cap / MICROS_PER_CREDIT:.2f} credits "
+            f"({spent / MICROS_PER_CREDIT:.2f} spent or held this month); it resets on {resets:%Y-%m-%d} (UTC).",
+        )
 
 
 def last_turn(chat: Chat) -> tuple[Message, Message | None] | None:
