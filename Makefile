@@ -9,7 +9,7 @@ TEST_WORKERS ?= 2
 BENCH_ARGS ?=
 
 .PHONY: help run dev test test-fast test-postgres lint fmt smoke-run bench screenshots migrate \
-        system-deps test-system-deps test-mcp-server clean lock
+        system-deps test-system-deps test-node-packages clean lock
 
 help:  ## this list
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16
@@ -23,7 +23,7 @@ dev: system-deps $(VENV)/.installed migrate  ## Flask's reloading dev server
 test: test-system-deps $(VENV)/.installed-test  ## the whole suite (SQLite, real Redis, real Chromium)
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-fast: test-mcp-server $(VENV)/.installed-test  ## the inner loop: no browser, no gunicorn, no restarts (under 30 s)
+test-fast: test-node-packages $(VENV)/.installed-test  ## the inner loop: no browser, no gunicorn, no restarts (under 30 s)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not browser and not slow" $(PYTEST_ARGS)
 
 test-postgres: test-system-deps $(VENV)/.installed-test  ## the suite on PostgreSQL (TEST_DATABASE_URL)
@@ -57,12 +57,15 @@ migrate: $(VENV)/.installed  ## apply the database migrations (flask db upgrade)
 system-deps:
 	scripts/ensure-system-packages run
 
-test-mcp-server:  # the reference MCP server the tool tests run (tests/mcp/, from npm)
-
-test-system-deps: test-mcp-server
-	scripts/ensure-system-packages test
+# What the tests run from npm, each pinned by its package-lock.json: axe-core (tests/axe/), the
+# reference MCP server (tests/mcp/) and an S3-compatible server (tests/s3/, FILE_STORE=s3://…).
+test-node-packages:
 	test -f tests/axe/node_modules/axe-core/axe.min.js || npm ci --prefix tests/axe --no-audit --no-fund --silent
 	test -f tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js || npm ci --prefix tests/mcp --no-audit --no-fund --silent
+	test -f tests/s3/node_modules/s3rver/package.json || npm ci --prefix tests/s3 --no-audit --no-fund --silent
+
+test-system-deps: test-node-packages
+	scripts/ensure-system-packages test
 
 # The run install holds the run dependencies only; the test extra is added on top by the test
 # targets, never needed by `make run` (scripts/smoke-run proves that on a fresh clone).

@@ -23,6 +23,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from . import cli
     from .agents import load_agents_file
     from .extensions import db, init_redis, migrate
+    from .files import store as file_store
     from .people import identity, rate_limits
     from .people.secret_key import SharedKeySessionInterface
     from .web import metrics, security, structured_logs
@@ -56,6 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(shipped("migrations")))
     init_redis(app)
     app.extensions["agents"], app.extensions["mcp_servers"] = load_agents_file(app.config["AGENTS_FILE"])
+    file_store.init_app(app)
 
     from .replies import Replies
 

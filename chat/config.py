@@ -144,6 +144,10 @@ class Config:
     # Attachments: bytes per file, files per message (the upload endpoints' body limit follows).
     MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 10_000_000)
     MAX_FILES_PER_MESSAGE = env_int("MAX_FILES_PER_MESSAGE", 5)
+    # Where attachments' bytes live: `database` (shared by every instance), or s3://bucket/prefix
+    # (boto3; S3_ENDPOINT_URL for a bucket that is not AWS's: MinIO, R2, …).
+    FILE_STORE = os.environ.get("FILE_STORE") or "database"
+    S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL") or None
     # CPU one streaming reply's Markdown may cost a worker (shared by every tab watching it);
     # past it the reply's open block streams as escaped text, and the finished message renders once.
     MARKDOWN_CPU_BUDGET_MS = env_int("MARKDOWN_CPU_BUDGET_MS", 1000)

@@ -6,6 +6,7 @@ deleted with their chat."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -15,12 +16,14 @@ from PIL import ExifTags, Image
 from sqlalchemy import func, select
 
 from chat.extensions import db
+from chat.files.store import FileStoreError
 from chat.models import FileBlob, Message, StoredFile
 from helpers.accounts import AccountActions
 from helpers.axe import violations
 from helpers.browser import wait_finished
 from helpers.chats import latest_reply, new_chat_id, wait_for
 from helpers.files import SVG, damaged_pdf, encrypted_pdf, jpeg_with_location, pdf, png, zip_file
+from helpers.s3 import CREDENTIALS, object_keys, s3_server
 from helpers.sse import read_events
 
 REPORT = "Quarterly report: revenue grew nine percent"
@@ -338,3 +341,29 @@ def test_without_javascript_the_form_sends_the_files(live_server, browser_contex
     chat_id = page.url.rstrip("/").split("/")[-1]
     wait_for(lambda: (reply := latest_reply(server.app, chat_id)) and reply.status == "complete")
     assert "plain.pdf" in latest_reply(server.app, chat_id).content
+
+
+def test_with_a_bucket_the_bytes_live_there_and_go_with_their_chat(app_factory, tmp_path, monkeypatch):
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with s3_server(tmp_path / "s3", "attachments") as endpoint:
+        app = app_factory(FILE_STORE="s3://attachments/chat-files", S3_ENDPOINT_URL=endpoint)
+        client = app.test_client()
+        report = uploaded(client, "report.pdf", pdf(REPORT))
+        chat_id = new_chat_id()
+        reply = read_events(send(client, chat_id, "Read it", [report["fileId"]]))
+        assert REPORT in reply.text  # the text was extracted as it came in
+        sha256 = hashlib.sha256(pdf(REPORT)).hexdigest()
+        assert object_keys(endpoint, "attachments") == [f"chat-files/{sha256}"]
+        with app.app_context():
+            assert db.session.get(FileBlob, sha256).data is None, "the database keeps no copy"
+        assert client.get(f"/files/{report['fileId']}").data == pdf(REPORT)
+        image = uploaded(client, "chart.png", png("olive"))  # not sent: kept until the daily sweep
+        assert client.post(f"/agent/helper/{chat_id}/delete").status_code in (200, 303)
+        assert object_keys(endpoint, "attachments") == [f"chat-files/{hashlib.sha256(png('olive')).hexdigest()}"]
+        assert client.get(f"/files/{image['fileId']}").data == png("olive")
+
+
+def test_a_file_store_that_is_not_a_bucket_url_stops_the_app_at_start(app_factory):
+    with pytest.raises(FileStoreError, match="FILE_STORE must be `database` or s3://bucket/prefix"):
+        app_factory(FILE_STORE="ftp://nowhere")

@@ -32,6 +32,7 @@ from ..models import (
 from ..people.identity import identity_or_guest, store_guest
 from ..people.rate_limits import admit_new_guest
 from ..refusals import Refused
+from . import store
 from .intake import IMAGE_TYPES, TYPE_NAMES, Intake, take_in
 
 UNATTACHED_KEPT = timedelta(days=1)  # an upload never sent with a message is deleted after this
@@ -47,13 +48,20 @@ def receive(name: str, stream: IO[bytes]) -> Intake:
     return off_loop(take_in, name, data, limit)  # decoding and parsing: not on the worker's loop
 
 
-def store(identity_id: uuid.UUID, taken: Sequence[Intake]) -> list[StoredFile]:
+def keep(identity_id: uuid.UUID, taken: Sequence[Intake]) -> list[StoredFile]:
     """Store files that were taken in, unattached until a message is sent with them."""
     identity = identity_or_guest(identity_id)
     if inspect(identity).transient:
         admit_new_guest()  # an upload is a new guest's first visit that stores something
+    keeping = store.bucket()
+    if keeping is not None:
+        for intake in taken:
+            keeping.put(intake.sha256, intake.data)  # before the rows: a row never names missing bytes
     store_guest(identity)
-    stored = [add_file(identity.id, t.name, t.media_type, t.data, t.sha256, t.thumbnail, t.text) for t in taken]
+    stored = [
+        add_file(identity.id, t.name, t.media_type, t.data, t.sha256, t.thumbnail, t.text, keeping is None)
+        for t in taken
+    ]
     db.session.commit()
     return stored
 
@@ -63,7 +71,7 @@ def upload(identity_id: uuid.UUID, name: str, stream: IO[bytes]) -> StoredFile:
 
     :raise Refused: as intake.take_in; nothing is stored then.
     """
-    return store(identity_id, [receive(name, stream)])[0]
+    return keep(identity_id, [receive(name, stream)])[0]
 
 
 def from_form(identity_id: uuid.UUID, uploads: Sequence[tuple[str, IO[bytes]]], agent: Agent) -> list[StoredFile]:
@@ -76,7 +84,7 @@ def from_form(identity_id: uuid.UUID, uploads: Sequence[tuple[str, IO[bytes]]], 
     check_count(len(uploads))
     taken = [receive(name, stream) for name, stream in uploads]
     check_accepted(taken, agent)
-    return store(identity_id, taken)
+    return keep(identity_id, taken)
 
 
 def check_count(count: int) -> None:
@@ -142,10 +150,21 @@ def texts_of(files: Sequence[StoredFile]) -> dict[str, str]:
     return blob_texts([stored.sha256 for stored in files if stored.text_chars is not None])
 
 
+def bytes_of(stored: StoredFile) -> bytes:
+    """A file's bytes, from its blob row or the bucket that keeps them."""
+    data = blob_of(stored).data
+    if data is not None:
+        return data
+    keeping = store.bucket()
+    if keeping is None:
+        raise RuntimeError(f"the bytes of {stored.sha256} are in a bucket, and FILE_STORE names none")
+    return keeping.get(stored.sha256)
+
+
 def data_url(file_id: str) -> str:
     """An image as a `data:` URL, for a model request (which cannot fetch our links)."""
     stored = db.session.get_one(StoredFile, uuid.UUID(file_id))
-    return f"data:{stored.media_type};base64,{base64.b64encode(blob_of(stored).data).decode()}"
+    return f"data:{stored.media_type};base64,{base64.b64encode(bytes_of(stored)).decode()}"
 
 
 def download(file_id: uuid.UUID, identity_id: uuid.UUID, thumbnail: bool = False) -> tuple[StoredFile, bytes]:
@@ -156,8 +175,9 @@ def download(file_id: uuid.UUID, identity_id: uuid.UUID, thumbnail: bool = False
     stored = owned_file(file_id, identity_id)
     if stored is None:
         raise Refused(404, "No such file.")
-    blob = blob_of(stored)
-    data = blob.thumbnail if thumbnail else blob.data
+    if not thumbnail:
+        return stored, bytes_of(stored)
+    data = blob_of(stored).thumbnail
     if data is None:
         raise Refused(404, "This file has no thumbnail.")
     return stored, data
@@ -168,7 +188,9 @@ def shown_inline(stored: StoredFile) -> bool:
 
 
 def forget_unsent() -> int:
-    """Delete uploads never sent with a message after a day, and bytes nothing holds (a chore)."""
+    """Delete uploads never sent with a message after a day, and bytes nothing holds (a chore);
+    how many blobs went."""
     gone = forget_unattached(None, utcnow() - UNATTACHED_KEPT)
     db.session.commit()
-    return gone
+    store.forget(gone)
+    return len(gone)

@@ -20,12 +20,13 @@ from .base import Model, insert_or_ignore, insert_rows, utcnow
 
 class FileBlob(Model):
     """The bytes of a file, once per content; with what is derived from them once (a thumbnail
-    for an image, the text of a document)."""
+    for an image, the text of a document). `data` is None when a bucket keeps the bytes
+    (chat/files/store.py)."""
 
     __tablename__ = "file_blobs"
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)
     text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
@@ -62,10 +63,12 @@ def add_file(
     sha256: str,
     thumbnail: bytes | None,
     text: str | None,
+    keep_bytes: bool = True,
 ) -> StoredFile:
-    """A new unattached file of `identity_id`, in the caller's transaction; its bytes are stored
-    unless a blob with the same content exists."""
-    insert_or_ignore(FileBlob, sha256=sha256, data=data, thumbnail=thumbnail, text=text, created_at=utcnow())
+    """A new unattached file of `identity_id`, in the caller's transaction; its blob row is
+    stored unless one with the same content exists (`keep_bytes`: with the bytes in it)."""
+    kept = data if keep_bytes else None
+    insert_or_ignore(FileBlob, sha256=sha256, data=kept, thumbnail=thumbnail, text=text, created_at=utcnow())
     stored = StoredFile(
         id=uuid.uuid4(),
         identity_id=identity_id,
@@ -157,16 +160,15 @@ def move_guest_files(guest_id: uuid.UUID, account_id: uuid.UUID) -> None:
     db.session.execute(update(StoredFile).where(StoredFile.identity_id == guest_id).values(identity_id=account_id))
 
 
-def forget_unattached(identity_id: uuid.UUID | None, older_than: datetime) -> int:
+def forget_unattached(identity_id: uuid.UUID | None, older_than: datetime) -> list[str]:
     """Delete uploads never sent with a message (of one identity, or everyone's), then the bytes
-    no file holds any more; in the caller's transaction. How many files went."""
+    no file holds any more; in the caller's transaction. The hashes of the bytes that went."""
     where = [StoredFile.message_id.is_(None), StoredFile.created_at < older_than]
     if identity_id is not None:
         where.append(StoredFile.identity_id == identity_id)
     hashes = list(db.session.scalars(select(StoredFile.sha256).where(*where)))
-    gone = db.session.execute(delete(StoredFile).where(*where))
-    forget_unheld_blobs(hashes)
-    return gone.rowcount if isinstance(gone, CursorResult) else 0
+    db.session.execute(delete(StoredFile).where(*where))
+    return forget_unheld_blobs(hashes)
 
 
 def chat_file_hashes(chat_id: uuid.UUID) -> list[str]:
@@ -182,10 +184,13 @@ def chat_file_hashes(chat_id: uuid.UUID) -> list[str]:
     )
 
 
-def forget_unheld_blobs(hashes: Sequence[str] | None = None) -> None:
-    """Delete the bytes (of these hashes, or any) that no file row holds any more."""
+def forget_unheld_blobs(hashes: Sequence[str]) -> list[str]:
+    """Delete the blob rows of these hashes that no file row holds any more; the hashes deleted
+    (a bucket's objects of them go next, chat/files/store.py)."""
+    if not hashes:
+        return []
     unheld = FileBlob.sha256.not_in(select(StoredFile.sha256).distinct())
-    if hashes is None:
-        db.session.execute(delete(FileBlob).where(unheld))
-    elif hashes:
-        db.session.execute(delete(FileBlob).where(FileBlob.sha256.in_(set(hashes)), unheld))
+    deleted = db.session.execute(
+        delete(FileBlob).where(FileBlob.sha256.in_(set(hashes)), unheld).returning(FileBlob.sha256)
+    )
+    return list(deleted.scalars())

@@ -30,6 +30,7 @@ from ..agents import Agent, estimate_tokens
 from ..agents.attachments import prompt_tokens_estimate
 from ..extensions import db
 from ..files import forget_unsent
+from ..files import store as file_store
 from ..models import (
     Chat,
     Message,
@@ -379,8 +380,9 @@ class Replies:
         hashes = chat_file_hashes(chat.id)
         db.session.delete(chat)
         db.session.flush()  # its messages, and their files, go with it (ON DELETE CASCADE)
-        forget_unheld_blobs(hashes)
+        gone = forget_unheld_blobs(hashes)
         db.session.commit()
+        file_store.forget(gone)
 
     # -- reading ------------------------------------------------------------------------------
     def follow_started(self, reply: ReplyHandle, client: ClientSocket | None = None) -> Iterator[Event | None]:

@@ -18,7 +18,7 @@ def upgrade():
     op.create_table(
         "file_blobs",
         sa.Column("sha256", sa.String(64), primary_key=True),
-        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=True),
         sa.Column("thumbnail", sa.LargeBinary(), nullable=True),
         sa.Column("text", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
