@@ -108,7 +108,7 @@ def test_viewers_joining_mid_reply_see_it_whole_exactly_once(app_factory, live_s
     from helpers.axe import violations
     from helpers.browser import send, shown_reply, streamed, wait_finished, wait_for_text
 
-    server = live_server(app_factory(DEMO_MODEL_WORDS=80, DEMO_MODEL_DELAY_MS=40))
+    server = live_server(app_factory(DEMO_MODEL_WORDS=240, DEMO_MODEL_DELAY_MS=40))
     owner = browser_context().new_page()
     owner.goto(f"{server.url}/agent/helper")
     send(owner, "Tell me something long, with Markdown")
