@@ -293,6 +293,14 @@ def test_a_fork_keeps_the_files_for_its_new_owner_and_a_share_link_viewer_sees_n
     assert other.get(f"/files/{image['fileId']}").status_code == 404
 
 
+PASTE = """([name, type, encoded]) => {
+  const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type}));
+  document.querySelector('#message-input').dispatchEvent(
+    new ClipboardEvent('paste', {bubbles: true, cancelable: true, clipboardData: transfer}));
+}"""
+
 DROP = """([name, type, encoded]) => {
   const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
   const transfer = new DataTransfer();
@@ -305,23 +313,25 @@ DROP = """([name, type, encoded]) => {
 
 
 @pytest.mark.browser
-def test_in_the_browser_drop_preview_remove_and_send(live_server, page, tmp_path):
+def test_in_the_browser_drop_paste_pick_preview_remove_and_send(live_server, page, tmp_path):
     server = live_server()
     page.goto(f"{server.url}/agent/helper")
     page.evaluate(DROP, ["dropped.png", "image/png", base64.b64encode(png("navy")).decode()])
     page.wait_for_selector("#attachment-previews li img")
+    page.evaluate(PASTE, ["pasted.png", "image/png", base64.b64encode(png("maroon")).decode()])
+    wait_for(lambda: page.locator("#attachment-previews li").count() == 2, message="the pasted image's preview")
     (tmp_path / "report.pdf").write_bytes(pdf(REPORT))
     (tmp_path / "extra.txt").write_bytes(b"remove me")
     page.set_input_files("#attach-input", [str(tmp_path / "report.pdf"), str(tmp_path / "extra.txt")])
-    wait_for(lambda: page.locator("#attachment-previews li").count() == 3, message="three previews")
+    wait_for(lambda: page.locator("#attachment-previews li").count() == 4, message="four previews")
     assert violations(page) == [], "the composer with previews"
     page.click("#attachment-previews button[aria-label='Remove extra.txt']")
-    wait_for(lambda: page.locator("#attachment-previews li").count() == 2, message="two previews")
+    wait_for(lambda: page.locator("#attachment-previews li").count() == 3, message="three previews")
     page.fill("#message-input", "What is in these?")
     page.keyboard.press("Enter")
     wait_finished(page)
     reply = page.inner_text(".message.assistant")
-    assert "dropped.png (image/png" in reply and "report.pdf (application/pdf" in reply
+    assert "dropped.png (image/png" in reply and "report.pdf (application/pdf" in reply and "pasted.png" in reply
     assert "extra.txt" not in reply
     wait_for(lambda: page.evaluate("document.querySelector('.message.user .attachment img').naturalWidth") > 0)
     assert page.locator("#attachment-previews li").count() == 0  # the composer is empty again
