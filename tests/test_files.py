@@ -377,3 +377,13 @@ def test_with_a_bucket_the_bytes_live_there_and_go_with_their_chat(app_factory, 
 def test_a_file_store_that_is_not_a_bucket_url_stops_the_app_at_start(app_factory):
     with pytest.raises(FileStoreError, match="FILE_STORE must be `database` or s3://bucket/prefix"):
         app_factory(FILE_STORE="ftp://nowhere")
+
+
+def test_a_guest_who_signs_up_keeps_its_files(app, client):
+    report = uploaded(client, "report.pdf", pdf(REPORT))
+    unsent = uploaded(client, "later.txt", b"for a later message")
+    chat_id = new_chat_id()
+    read_events(send(client, chat_id, "Read it", [report["fileId"]]))
+    assert AccountActions(client).sign_up("ada@example.com").status_code == 303
+    assert client.get(f"/files/{report['fileId']}").data == pdf(REPORT)
+    assert read_events(send(client, new_chat_id(), "Now this", [unsent["fileId"]])).events[-1].event == "finish"
