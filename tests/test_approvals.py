@@ -273,6 +273,55 @@ def test_a_worker_stopped_while_a_run_waits_for_approval_loses_nothing(gunicorn_
     assert len(set(ids)) == len(ids)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("killed_after, outcome", [("tool-result", "stop"), ("delta", "interrupted")])
+def test_a_worker_killed_between_two_steps_leaves_its_run_to_another_that_finishes_it(
+    gunicorn_server, database, killed_after, outcome
+):
+    """SIGKILL of the worker right after a tool's result, while the next model step has written
+    nothing yet: another worker goes on from the run's checkpoint — the reply ends `stop`, not
+    `interrupted`, with its text whole, its call made once, each event told once. Killed once
+    that step has written text, the reply ends `interrupted` (that text is not reproducible)."""
+    import os
+    import signal
+
+    from sqlalchemy import create_engine, select
+    from test_tools import resume_until_the_end
+
+    from chat.models import Message, ToolCall
+    from helpers.gunicorn import worker_pids
+
+    # Each demo piece comes 1.5 s after the last: the second step's first one leaves time to kill.
+    server = gunicorn_server(workers=1, DEMO_MODEL_WORDS="3", DEMO_MODEL_DELAY_MS="1500")
+    session = requests.Session()
+    chat_id = new_chat_id()
+    post = Following(
+        session.post(
+            f"{server.url}/api/chat",
+            json={"chatId": chat_id, "agent": "analyst", "message": "What is 6 * 7?"},
+            stream=True,
+        )
+    )
+    seen = post.until("tool-result")
+    if killed_after == "delta":
+        seen = post.until("delta")  # (the same list, read on)
+    (worker,) = worker_pids(server.process.pid)
+    os.kill(worker, signal.SIGKILL)
+    ending = Transcript(resume_until_the_end(server.url, chat_id, session.cookies, seen))
+    assert ending.terminal is not None and ending.terminal.json()["finishReason"] == outcome
+    ids = [event.id for event in ending.events]
+    assert len(set(ids)) == len(ids), "each event told once"
+    assert [e.event for e in ending.events].count("tool-result") == 1
+    assert "used its tools" in ending.text and ("42" in ending.text or outcome == "interrupted")
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        stored = connection.execute(select(Message.status, Message.content).where(Message.role == "assistant")).one()
+        calls = connection.execute(select(ToolCall.status)).scalars().all()
+    engine.dispose()
+    assert stored.status == ("complete" if outcome == "stop" else outcome) and stored.content == ending.text
+    assert calls == ["ok"], "the call was made once"
+
+
 @pytest.mark.browser
 def test_a_screen_reader_hears_an_approval_request_and_the_call_once_each(app_factory, live_server, page, tmp_path):
     from helpers.browser import send, wait_finished

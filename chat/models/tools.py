@@ -123,6 +123,62 @@ def take_parked_runs(limit: int = 20) -> list[ParkedRun]:
     return taken
 
 
+class RunCheckpoint(Model):
+    """A run at its last step boundary, saved before the next model step starts (replies/runs.py):
+    if its worker dies before that step writes anything, another worker goes on from here."""
+
+    __tablename__ = "run_checkpoints"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    run_state: Mapped[str] = mapped_column(Text, nullable=False)
+    # The toolCallIds of the results the run has had, in order: the log must show exactly these
+    # results, and end with the last of them, for the run to be at this boundary still.
+    results: Mapped[str] = mapped_column(Text, nullable=False)  # JSON list
+    saved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+    @property
+    def result_ids(self) -> list[str]:
+        return list(json.loads(self.results))
+
+
+def save_checkpoint(message_id: uuid.UUID, stream_id: str, run_state: str, result_ids: Sequence[str]) -> None:
+    """Replace the run's checkpoint with this boundary's, and commit."""
+    db.session.execute(delete(RunCheckpoint).where(RunCheckpoint.message_id == message_id))
+    db.session.add(
+        RunCheckpoint(
+            message_id=message_id,
+            stream_id=stream_id,
+            run_state=run_state,
+            results=json.dumps(list(result_ids)),
+            saved_at=utcnow(),
+        )
+    )
+    db.session.commit()
+
+
+def checkpoint_of(stream_id: str) -> RunCheckpoint | None:
+    return db.session.scalar(select(RunCheckpoint).where(RunCheckpoint.stream_id == stream_id))
+
+
+def take_checkpoint(checkpoint: RunCheckpoint) -> bool:
+    """Take the checkpoint to go on from it (its row deleted, committed); False when another
+    worker took it first."""
+    deleted = db.session.execute(
+        delete(RunCheckpoint).where(
+            RunCheckpoint.message_id == checkpoint.message_id, RunCheckpoint.saved_at == checkpoint.saved_at
+        )
+    )
+    db.session.commit()
+    return cast(CursorResult, deleted).rowcount == 1
+
+
+def forget_checkpoint(message_id: uuid.UUID) -> None:
+    """The run ended (or cannot go on): its checkpoint is of no use any more; committed."""
+    db.session.execute(delete(RunCheckpoint).where(RunCheckpoint.message_id == message_id))
+    db.session.commit()
+
+
 def claim_call(
     message_id: uuid.UUID,
     stream_id: str,

@@ -182,8 +182,14 @@ def interrupt(backend: StreamBackend, agents: Mapping[str, Agent], ref: StreamRe
     return finish_reply(backend, agents, ref, FinishReason.INTERRUPTED)
 
 
-def reap_orphans(backend: StreamBackend, agents: Mapping[str, Agent], max_reply_seconds: int) -> int:
-    """Interrupt every reply whose producer is gone; returns how many were finished."""
+def reap_orphans(
+    backend: StreamBackend,
+    agents: Mapping[str, Agent],
+    max_reply_seconds: int,
+    recover: Callable[[StreamRef], None] | None = None,
+) -> int:
+    """Interrupt every reply whose producer is gone (or hand it to `recover`, which may go on
+    with its run instead); returns how many were found."""
     pending = streaming_replies()
     if not pending:
         return 0
@@ -195,7 +201,10 @@ def reap_orphans(backend: StreamBackend, agents: Mapping[str, Agent], max_reply_
         too_young = not backend.shared and message.created_at.replace(tzinfo=stale_before.tzinfo) > stale_before
         if alive or too_young:
             continue
-        interrupt(backend, agents, ref)
+        if recover is None:
+            interrupt(backend, agents, ref)
+        else:
+            recover(ref)
         finished += 1
     return finished
 

@@ -26,7 +26,7 @@ from ..agents import (
     suggest_title,
 )
 from ..background import spawn_daemon
-from ..models import park_run
+from ..models import forget_checkpoint, park_run, save_checkpoint
 from ..streams import Event, StreamRef
 from ..tools import ToolSpec
 from ..vocabulary import FinishReason, MessageStatus
@@ -185,6 +185,7 @@ def generate_and_finish(
     acting = Acting(runtime.toolbox, pump, state, reply.message_id, reply.stream_id, by_name, agent, run.calls_made)
     model_names = {tool.name: tool.model_name for tool in tools}
     step = Step(completion=Completion(FinishReason.STOP))
+    checkpointed = False
     if carried is not None:  # a Continue: its log tells the interrupted reply first, the model too
         for kind, data in carried.events():
             if kind == "delta":
@@ -204,16 +205,22 @@ def generate_and_finish(
                 if made is None:
                     pump.drain(state)  # the `approval` event is in the log before the run lets go
                     pump.hand_over(state)
+                    forget_checkpoint(reply.message_id)  # the call's row holds the run now
                     return True
                 run.queued.pop(0)
                 run.messages.append({"role": "tool", "tool_call_id": call.call_id, "content": made.result})
             if state.should_stop or run.step > agent.max_steps:
                 break
             if runtime.handing_off and run.step > 1:  # this worker stops: another takes the run on
+                forget_checkpoint(reply.message_id)
                 park_run(reply.message_id, reply.stream_id, run.to_json(acting.calls_made))
                 pump.drain(state)
                 pump.hand_over(state)
                 return True
+            if run.step > 1:  # a boundary: should this worker die now, another goes on from here
+                results = [m["tool_call_id"] for m in run.messages if m["role"] == "tool"]
+                save_checkpoint(reply.message_id, reply.stream_id, run.to_json(acting.calls_made), results)
+                checkpointed = True
             offered = tools if run.step < agent.max_steps else []
             step = run_step(runtime, state, agent, run.messages, offered, deadline)
             run.step += 1
@@ -238,6 +245,8 @@ def generate_and_finish(
     elif state.interrupted:
         reason, error = FinishReason.INTERRUPTED, None
     pump.drain(state)
+    if checkpointed:
+        forget_checkpoint(reply.message_id)
     stored = None
     try:
         if state.failure is not None:

@@ -10,6 +10,12 @@ writing into the same log after its last entry, so every reader just keeps readi
 A worker that stops gracefully parks the runs that reach a step boundary during its grace
 period (`handing_off`, producer.py) instead of waiting for them; the reaper of another worker
 takes each one (`adopt_parked`) and goes on with it the same way.
+
+A worker that dies leaves its runs behind without a word. A run saves a checkpoint at each step
+boundary (producer.py); when its producer is found dead (`recover`), a run whose log still ends
+at that boundary — every result the checkpoint names is in the log and nothing came after the
+last — goes on from it on the finder's worker; the step that had started wrote nothing, so
+nothing is lost or told twice, and no tool call runs again. Any other run is interrupted.
 """
 
 from __future__ import annotations
@@ -23,7 +29,18 @@ from flask import Flask
 from ..agents import Agent
 from ..background import spawn_daemon
 from ..extensions import db
-from ..models import Chat, Message, chat_call, decide_call, overdue_calls, take_parked_runs, utcnow
+from ..models import (
+    Chat,
+    Message,
+    chat_call,
+    checkpoint_of,
+    decide_call,
+    forget_checkpoint,
+    overdue_calls,
+    take_checkpoint,
+    take_parked_runs,
+    utcnow,
+)
 from ..streams import StreamRef
 from ..vocabulary import ToolStatus
 from .finish import interrupt
@@ -88,6 +105,38 @@ def adopt_parked(app: Flask, runtime: Runtime) -> int:
             go_on(app, runtime, message.chat, parked.message_id, parked.stream_id, parked.run_state, None)
             adopted += 1
     return adopted
+
+
+def recover(app: Flask, runtime: Runtime, ref: StreamRef) -> None:
+    """A reply whose producer stopped heart-beating: go on with its run here when its log ends at
+    the run's last checkpoint, else interrupt it (its text so far is stored)."""
+    checkpoint = checkpoint_of(ref.stream_id)
+    if checkpoint is None:
+        if not runtime.backend.alive([ref])[0]:  # (alive: another worker took its run on just now)
+            interrupt(runtime.backend, runtime.agents, ref)
+        return
+    written = runtime.backend.read(ref)
+    results = [e.payload()["toolCallId"] for e in written if e.type == "tool-result"]
+    at_boundary = bool(written) and written[-1].type == "tool-result" and results == checkpoint.result_ids
+    if not at_boundary:  # a step was under way when the worker died: its text is not reproducible
+        forget_checkpoint(checkpoint.message_id)
+        interrupt(runtime.backend, runtime.agents, ref)
+        return
+    # Its dead producer's claim on the chat lapsed: claim it again first (heartbeats refresh only
+    # a claim that exists, and whoever looks now sees the reply alive), unless a new reply holds
+    # the chat already; then take the checkpoint, which only one worker gets.
+    backend = runtime.backend
+    if not backend.claim_live(ref, runtime.app.config["PRODUCER_TIMEOUT_MS"]) and not backend.alive([ref])[0]:
+        forget_checkpoint(checkpoint.message_id)
+        interrupt(backend, runtime.agents, ref)
+        return
+    if not take_checkpoint(checkpoint):
+        return  # another worker found it first and goes on with it
+    message = db.session.get(Message, checkpoint.message_id)
+    if message is None:
+        return
+    log.info("the producer of %s died between two steps: its run goes on here", ref)
+    go_on(app, runtime, message.chat, checkpoint.message_id, checkpoint.stream_id, checkpoint.run_state, None)
 
 
 def go_on(

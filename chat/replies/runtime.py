@@ -80,6 +80,7 @@ class Runtime:
         self.stopping = threading.Event()
         self.reaper: threading.Thread | None = None
         self.chores: list[Callable[[], object]] = []  # run by the reaper after each sweep
+        self.recover: Callable[[StreamRef], None] | None = None  # a dead producer's reply (see reap)
         self.handing_off = False  # stopping: runs at a step boundary are parked for other workers
 
     def start(self) -> None:
@@ -135,14 +136,18 @@ class Runtime:
         return interrupted
 
     def interrupt_dead(self, ref: StreamRef) -> None:
-        """The reader saw `ref`'s producer stop heart-beating."""
+        """The reader saw `ref`'s producer stop heart-beating: `recover` it (Replies sets that to
+        go on with a run at a step boundary, replies/runs.py), else interrupt it."""
         with self.app.app_context():
-            interrupt(self.backend, self.agents, ref)
+            if self.recover is None:
+                interrupt(self.backend, self.agents, ref)
+            else:
+                self.recover(ref)
 
     def reap(self) -> int:
-        """Interrupt replies whose producer is gone; then the periodic work others add (the runs
-        whose answer is overdue, replies/runs.py)."""
-        finished = reap_orphans(self.backend, self.agents, self.max_reply_seconds)
+        """Interrupt replies whose producer is gone (or recover them); then the periodic work
+        others add (the runs whose answer is overdue, replies/runs.py)."""
+        finished = reap_orphans(self.backend, self.agents, self.max_reply_seconds, self.recover)
         for chore in self.chores:
             chore()
         return finished

@@ -113,6 +113,7 @@ class Replies:
                     built.chores.append(lambda: runs.deny_overdue(self.app, built))
                     built.chores.append(lambda: runs.adopt_parked(self.app, built))
                     built.chores.append(every(3600, forget_unsent))
+                    built.recover = lambda ref: runs.recover(self.app, built, ref)
                     built.start()
                 runtime = self._runtime
         return runtime
