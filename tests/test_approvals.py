@@ -293,21 +293,17 @@ def test_a_worker_killed_between_two_steps_leaves_its_run_to_another_that_finish
 
     # Each demo piece comes 1.5 s after the last: the second step's first one leaves time to kill.
     server = gunicorn_server(workers=1, DEMO_MODEL_WORDS="3", DEMO_MODEL_DELAY_MS="1500")
-    session = requests.Session()
     chat_id = new_chat_id()
-    post = Following(
-        session.post(
-            f"{server.url}/api/chat",
-            json={"chatId": chat_id, "agent": "analyst", "message": "What is 6 * 7?"},
-            stream=True,
-        )
-    )
-    seen = post.until("tool-result")
-    if killed_after == "delta":
-        seen = post.until("delta")  # (the same list, read on)
-    (worker,) = worker_pids(server.process.pid)
-    os.kill(worker, signal.SIGKILL)
-    ending = Transcript(resume_until_the_end(server.url, chat_id, session.cookies, seen))
+    with requests.Session() as session:  # closed, with the killed worker's response, at the end
+        body = {"chatId": chat_id, "agent": "analyst", "message": "What is 6 * 7?"}
+        with session.post(f"{server.url}/api/chat", json=body, stream=True) as response:
+            post = Following(response)
+            seen = post.until("tool-result")
+            if killed_after == "delta":
+                seen = post.until("delta")  # (the same list, read on)
+            (worker,) = worker_pids(server.process.pid)
+            os.kill(worker, signal.SIGKILL)
+        ending = Transcript(resume_until_the_end(server.url, chat_id, session.cookies, seen))
     assert ending.terminal is not None and ending.terminal.json()["finishReason"] == outcome
     ids = [event.id for event in ending.events]
     assert len(set(ids)) == len(ids), "each event told once"

@@ -57,15 +57,15 @@ def resume_until_the_end(url: str, chat_id: str, cookies, seen: list) -> list:
     deadline = time.monotonic() + 40
     while seen[-1].event not in ("finish", "error") and time.monotonic() < deadline:
         try:
-            response = requests.get(
+            with requests.get(
                 f"{url}/api/chat",
                 params={"chatId": chat_id},
                 headers={"Last-Event-ID": seen[-1].id},
                 cookies=cookies,
                 stream=True,
                 timeout=30,
-            )
-            seen = seen + Following(response).rest().events
+            ) as response:
+                seen = seen + Following(response).rest().events
         except requests.RequestException:
             time.sleep(0.2)
     return seen
