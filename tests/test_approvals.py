@@ -273,6 +273,18 @@ def test_a_worker_stopped_while_a_run_waits_for_approval_loses_nothing(gunicorn_
     assert len(set(ids)) == len(ids)
 
 
+def checkpoints(database: str) -> int:
+    from sqlalchemy import create_engine, func, select
+
+    from chat.models import RunCheckpoint
+
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(RunCheckpoint)).scalar_one()
+    engine.dispose()
+    return count
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("killed_after, outcome", [("tool-result", "stop"), ("delta", "interrupted")])
 def test_a_worker_killed_between_two_steps_leaves_its_run_to_another_that_finishes_it(
@@ -299,6 +311,9 @@ def test_a_worker_killed_between_two_steps_leaves_its_run_to_another_that_finish
         with session.post(f"{server.url}/api/chat", json=body, stream=True) as response:
             post = Following(response)
             seen = post.until("tool-result")
+            # The result reaches readers while its producer saves the checkpoint (a commit, a
+            # round trip on PostgreSQL): a worker dying in between ends the reply `interrupted`.
+            wait_for(lambda: checkpoints(database), message="the run's checkpoint")
             if killed_after == "delta":
                 seen = post.until("delta")  # (the same list, read on)
             (worker,) = worker_pids(server.process.pid)
@@ -309,6 +324,7 @@ def test_a_worker_killed_between_two_steps_leaves_its_run_to_another_that_finish
     assert len(set(ids)) == len(ids), "each event told once"
     assert [e.event for e in ending.events].count("tool-result") == 1
     assert "used its tools" in ending.text and ("42" in ending.text or outcome == "interrupted")
+    assert checkpoints(database) == 0, "a finished run keeps no checkpoint"
     engine = create_engine(database)
     with engine.connect() as connection:
         stored = connection.execute(select(Message.status, Message.content).where(Message.role == "assistant")).one()
