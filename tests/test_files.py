@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from chat.extensions import db
 from chat.files.store import FileStoreError
-from chat.models import FileBlob, Message, StoredFile
+from chat.models import FileBlob, Identity, Message, StoredFile
 from helpers.accounts import AccountActions
 from helpers.axe import violations
 from helpers.browser import wait_finished
@@ -387,3 +387,27 @@ def test_a_guest_who_signs_up_keeps_its_files(app, client):
     assert AccountActions(client).sign_up("ada@example.com").status_code == 303
     assert client.get(f"/files/{report['fileId']}").data == pdf(REPORT)
     assert read_events(send(client, new_chat_id(), "Now this", [unsent["fileId"]])).events[-1].event == "finish"
+
+
+def test_a_refused_page_send_keeps_its_files_for_the_next_try(app_factory):
+    """Without JavaScript a refused send re-renders the page: its text and its files are still
+    there (the files as checked boxes), and sending again sends them — nothing is lost."""
+    app = app_factory(GUEST_CREDIT_GRANT=0)
+    client = app.test_client()
+    chat_id = new_chat_id()
+    form = {"message": "Read this", "files": [(io.BytesIO(pdf(REPORT)), "report.pdf")]}
+    refused = client.post(f"/agent/helper/{chat_id}/messages", data=form, content_type="multipart/form-data")
+    assert refused.status_code == 402
+    page = refused.get_data(as_text=True)
+    kept = re.search(r'name="kept_files" value="([0-9a-f-]{36})" checked> report.pdf', page)
+    assert kept and "Read this" in page, "the text and the file are still in the form"
+    with app.app_context():
+        db.session.query(Identity).update({"balance_micros": 50_000_000})
+        db.session.commit()
+    again = client.post(f"/agent/helper/{chat_id}/messages", data={"message": "Read this", "kept_files": kept.group(1)})
+    assert again.status_code == 303
+    with app.app_context():
+        (stored,) = db.session.scalars(select(StoredFile))
+        assert stored.message_id is not None and str(stored.id) == kept.group(1)
+    wait_for(lambda: latest_reply(app, chat_id).status == "complete")
+    assert "**report.pdf** (application/pdf" in latest_reply(app, chat_id).content

@@ -87,6 +87,36 @@ def from_form(identity_id: uuid.UUID, uploads: Sequence[tuple[str, IO[bytes]]], 
     return keep(identity_id, taken)
 
 
+def for_form(
+    identity_id: uuid.UUID, kept: Sequence[str], uploads: Sequence[tuple[str, IO[bytes]]], agent: Agent
+) -> list[StoredFile]:
+    """A page message's files: those a refused send kept (their ids, `kept_files`) and the new
+    uploads, together within MAX_FILES_PER_MESSAGE.
+
+    :raise Refused: as `for_message` and `from_form`.
+    """
+    check_count(len(kept) + len(uploads))
+    chosen = for_message(identity_id, list(kept), agent) if kept else []
+    return chosen + (from_form(identity_id, uploads, agent) if uploads else [])
+
+
+def still_unsent(identity_id: uuid.UUID, raw_ids: Sequence[str]) -> list[StoredFile]:
+    """Of these ids, the caller's files not sent yet (a refused form shows them again)."""
+    found = []
+    for file_id in dict.fromkeys(filter(None, map(as_uuid, raw_ids))):
+        stored = owned_file(file_id, identity_id)
+        if stored is not None and stored.message_id is None:
+            found.append(stored)
+    return found
+
+
+def as_uuid(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
 def check_count(count: int) -> None:
     limit = current_app.config["MAX_FILES_PER_MESSAGE"]
     if count > limit:
@@ -105,15 +135,11 @@ def for_message(identity_id: uuid.UUID, raw_ids: object, agent: Agent) -> list[S
     if not isinstance(raw_ids, list) or not all(isinstance(raw, str) for raw in raw_ids):
         raise Refused(400, 'files must be a list of file ids, e.g. ["<fileId>"].')
     check_count(len(raw_ids))
-    chosen = []
-    for raw in dict.fromkeys(raw_ids):
-        try:
-            stored = owned_file(uuid.UUID(raw), identity_id)
-        except ValueError:
-            stored = None
-        if stored is None or stored.message_id is not None:
-            raise Refused(404, f"No file {raw[:60]!r} of yours waits to be sent.")
-        chosen.append(stored)
+    chosen = still_unsent(identity_id, raw_ids)
+    found = {stored.id for stored in chosen}
+    missing = next((raw for raw in raw_ids if as_uuid(raw) not in found), None)
+    if missing is not None:
+        raise Refused(404, f"No file {missing[:60]!r} of yours waits to be sent.")
     check_accepted(chosen, agent)
     return chosen
 

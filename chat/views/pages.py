@@ -152,8 +152,10 @@ def chat_page(
     draft: str = "",
     shown_version: tuple[uuid.UUID, int] | None = None,
     before: int | None = None,
+    draft_files: Sequence[StoredFile] = (),
 ) -> tuple[str, int]:
-    """The chat page: its newest messages, or with `before` (a position) the ones before it."""
+    """The chat page: its newest messages, or with `before` (a position) the ones before it.
+    `draft` and `draft_files`: what a refused send had in its form (nothing of it is lost)."""
     limit = current_app.config["CHAT_PAGE_MESSAGES"]
     messages, earlier = messages_page(chat.id, limit, before) if chat else ([], None)
     newest = before is None
@@ -171,6 +173,7 @@ def chat_page(
         pending=pending,
         error=error,
         draft=draft,
+        draft_files=draft_files,
         earlier=earlier,
         newest=newest,
     ), status
@@ -271,15 +274,18 @@ def send_message(slug: str, chat_id: uuid.UUID):
     agent = agent_or_404(slug)
     raw = request.form.get("message", "")
     sent = [(part.filename, part.stream) for part in request.files.getlist("files") if part.filename]
+    kept = request.form.getlist("kept_files")  # files a refused send of this form stored already
+    attached: list[StoredFile] = []
     try:
         text = parse_message(raw)
-        attached = files.from_form(current_identity_id(), sent, agent) if sent else []
+        attached = files.for_form(current_identity_id(), kept, sent, agent)
         replies().start(current_identity_id(), chat_id, agent, text, files=attached)
     except Refused as error:
-        if is_fragment_request():
+        if is_fragment_request():  # (the page's composer still holds its files)
             return answer(error.status, error.message, error.retry_after)
         chat = owned_chat(chat_id, current_identity_id())
-        return chat_page(agent, chat, chat_id, error=error.message, status=error.status, draft=raw)
+        held = attached or files.still_unsent(current_identity_id(), kept)
+        return chat_page(agent, chat, chat_id, error=error.message, status=error.status, draft=raw, draft_files=held)
     chat_url = url_for("pages.show_chat", slug=slug, chat_id=chat_id)
     if not is_fragment_request():
         return redirect(chat_url, code=303)
