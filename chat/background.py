@@ -5,6 +5,7 @@ independent of any client connection."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -41,3 +42,16 @@ def off_loop(work: Callable[..., T], *args: object) -> T:
 
         return gevent.get_hub().threadpool.apply(work, args)
     return work(*args)
+
+
+def every(seconds: float, chore: Callable[[], object]) -> Callable[[], None]:
+    """`chore`, run by a periodic caller (the reaper's sweeps) at most once per `seconds`; the
+    first call runs it."""
+    due = [0.0]
+
+    def maybe() -> None:
+        if time.monotonic() >= due[0]:
+            due[0] = time.monotonic() + seconds
+            chore()
+
+    return maybe

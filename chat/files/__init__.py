@@ -74,30 +74,20 @@ def upload(identity_id: uuid.UUID, name: str, stream: IO[bytes]) -> StoredFile:
     return keep(identity_id, [receive(name, stream)])[0]
 
 
-def from_form(identity_id: uuid.UUID, uploads: Sequence[tuple[str, IO[bytes]]], agent: Agent) -> list[StoredFile]:
-    """The files of a message form, stored once every one of them passed: their number, what
-    they are, and whether the agent takes them.
-
-    :raise Refused: 400 too many files or a type the agent does not take, or as intake.take_in;
-        nothing is stored then.
-    """
-    check_count(len(uploads))
-    taken = [receive(name, stream) for name, stream in uploads]
-    check_accepted(taken, agent)
-    return keep(identity_id, taken)
-
-
 def for_form(
     identity_id: uuid.UUID, kept: Sequence[str], uploads: Sequence[tuple[str, IO[bytes]]], agent: Agent
 ) -> list[StoredFile]:
     """A page message's files: those a refused send kept (their ids, `kept_files`) and the new
-    uploads, together within MAX_FILES_PER_MESSAGE.
+    uploads, together within MAX_FILES_PER_MESSAGE; the uploads are stored once every one of
+    them passed (what they are, and whether the agent takes them).
 
-    :raise Refused: as `for_message` and `from_form`.
+    :raise Refused: as `for_message`, or intake.take_in; no upload is stored then.
     """
     check_count(len(kept) + len(uploads))
     chosen = for_message(identity_id, list(kept), agent) if kept else []
-    return chosen + (from_form(identity_id, uploads, agent) if uploads else [])
+    taken = [receive(name, stream) for name, stream in uploads]
+    check_accepted(taken, agent)
+    return chosen + (keep(identity_id, taken) if taken else [])
 
 
 def still_unsent(identity_id: uuid.UUID, raw_ids: Sequence[str]) -> list[StoredFile]:

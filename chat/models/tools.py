@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    bindparam,
     delete,
     select,
     update,
@@ -142,9 +143,12 @@ class RunCheckpoint(Model):
         return list(json.loads(self.results))
 
 
+DELETE_CHECKPOINT = delete(RunCheckpoint).where(RunCheckpoint.message_id == bindparam("message_key"))
+
+
 def save_checkpoint(message_id: uuid.UUID, stream_id: str, run_state: str, result_ids: Sequence[str]) -> None:
     """Replace the run's checkpoint with this boundary's, and commit."""
-    db.session.execute(delete(RunCheckpoint).where(RunCheckpoint.message_id == message_id))
+    db.session.execute(DELETE_CHECKPOINT, {"message_key": message_id})
     db.session.add(
         RunCheckpoint(
             message_id=message_id,
@@ -175,7 +179,7 @@ def take_checkpoint(checkpoint: RunCheckpoint) -> bool:
 
 def forget_checkpoint(message_id: uuid.UUID) -> None:
     """The run ended (or cannot go on): its checkpoint is of no use any more; committed."""
-    db.session.execute(delete(RunCheckpoint).where(RunCheckpoint.message_id == message_id))
+    db.session.execute(DELETE_CHECKPOINT, {"message_key": message_id})
     db.session.commit()
 
 

@@ -17,9 +17,8 @@ import dataclasses
 import json
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import redis
 from flask import Flask, current_app
@@ -28,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..agents import Agent, estimate_tokens
 from ..agents.attachments import prompt_tokens_estimate
+from ..background import every
 from ..extensions import db
 from ..files import forget_unsent
 from ..files import store as file_store
@@ -75,18 +75,6 @@ from .turns import (
 )
 
 STORE_DOWN = "The stream store (Redis) is unreachable right now; try again in a moment."
-
-
-def every(seconds: float, chore: Callable[[], object]) -> Callable[[], None]:
-    """`chore`, run by the reaper's sweeps at most once per `seconds` (the first sweep runs it)."""
-    due = [0.0]
-
-    def maybe() -> None:
-        if time.monotonic() >= due[0]:
-            due[0] = time.monotonic() + seconds
-            chore()
-
-    return maybe
 
 
 class Replies:
